@@ -1,0 +1,3 @@
+from kdserve.cli import main
+import sys
+sys.exit(main())

@@ -1,0 +1,193 @@
+"""The ``kdserve`` command: one entry point per pipeline stage.
+
+Argument parsing imports nothing heavy; each stage is imported only when it runs, so
+``kdserve serve --help`` works in a serve-only install without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from kdserve import __version__
+from kdserve.errors import KdserveError, NotImplementedYet
+
+DEFAULT_DATA = "package:rotten_tomatoes"
+
+
+def _add_data_args(parser: argparse.ArgumentParser, default: str | None = DEFAULT_DATA) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--data",
+        default=default,
+        required=default is None,
+        help="dataset spec: package:rotten_tomatoes|imdb|sms_spam, a GLUE-style folder (train.tsv, dev.tsv), "
+        "a .csv/.tsv/.jsonl file, or hub:NAME[/CONFIG] (needs internet)"
+        + (f" (default: {default})" if default else ""),
+    )
+    group.add_argument("--validation-data", help="a separate validation file, when --data is a single file")
+    group.add_argument("--text-column", help="text column (default: text, sentence, review or content)")
+    group.add_argument("--label-column", help="label column (default: label, labels or class)")
+    group.add_argument("--validation-fraction", type=float, default=0.1, help="held out when there is no split")
+    group.add_argument("--data-seed", type=int, default=13, help="seed of that split")
+
+
+def _data_spec(args: argparse.Namespace) -> Any:
+    from train.data import DatasetSpec
+
+    return DatasetSpec(
+        source=args.data,
+        validation=args.validation_data,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        validation_fraction=args.validation_fraction,
+        seed=args.data_seed,
+    )
+
+
+def _train_teacher(args: argparse.Namespace) -> int:
+    from train.teacher import TeacherConfig, train_teacher
+
+    config = TeacherConfig.from_preset(
+        args.preset,
+        data=_data_spec(args),
+        output_dir=args.output,
+        model=args.model,
+        epochs=args.epochs,
+        lr=args.lr,
+        max_length=args.max_length,
+        max_train_examples=args.max_train_examples,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        metric_for_best=args.metric_for_best,
+        freeze_word_embeddings=args.freeze_word_embeddings,
+        threads=args.threads,
+    )
+    result = train_teacher(config)
+    val = result["validation"]
+    print(
+        f"teacher saved to {args.output}: best epoch {result['best_epoch']}, validation accuracy "
+        f"{val['accuracy'] * 100:.2f}%, macro-F1 {val['macro_f1'] * 100:.2f}% "
+        f"({result['wall_seconds']:.0f} s wall)"
+    )
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from train.evaluate import evaluate_checkpoint, report
+
+    if args.bundle:
+        raise NotImplementedYet("kdserve eval --bundle is not implemented yet (the export stage builds bundles)")
+    result = evaluate_checkpoint(
+        args.checkpoint, _data_spec(args), args.split, args.batch_size, args.max_length, args.device
+    )
+    print(report(result, args.output))
+    return 0
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from train.evaluate import evaluate_checkpoint, report
+    from train.teacher import TeacherConfig, train_teacher
+
+    out = Path(args.output)
+    teacher_dir = out / "teacher"
+    print(f"[1/2] fine-tuning the teacher ({args.preset} preset) on {args.data} -> {teacher_dir}", flush=True)
+    config = TeacherConfig.from_preset(args.preset, data=_data_spec(args), output_dir=str(teacher_dir))
+    train_teacher(config)
+    print("[2/2] evaluating the teacher on the validation split", flush=True)
+    result = evaluate_checkpoint(teacher_dir, config.data, "validation", max_length=config.max_length)
+    print(report(result, out / "teacher_eval.json"))
+    print("students, export and serving are not implemented yet; the teacher checkpoint is ready.")
+    return 0
+
+
+def _not_yet(stage: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        raise NotImplementedYet(f"kdserve {stage} is not implemented yet")
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kdserve", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"kdserve {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="fine-tune a teacher")
+    train_sub = train.add_subparsers(dest="train_command", required=True, metavar="WHAT")
+    teacher = train_sub.add_parser("teacher", help="fine-tune a BERT-family teacher classifier")
+    teacher.add_argument("--preset", choices=["quick", "full"], default="quick")
+    teacher.add_argument("--model", default=None, help="local folder or hub id (default: embedded all-MiniLM-L6-v2)")
+    teacher.add_argument("--output", required=True, help="checkpoint folder to write")
+    teacher.add_argument("--epochs", type=int)
+    teacher.add_argument("--lr", type=float)
+    teacher.add_argument("--max-length", type=int)
+    teacher.add_argument("--max-train-examples", type=int)
+    teacher.add_argument("--batch-size", type=int)
+    teacher.add_argument("--seed", type=int)
+    teacher.add_argument("--device", help="auto (default), cpu or cuda")
+    teacher.add_argument("--threads", type=int, help="torch intra-op threads (default: all cores)")
+    teacher.add_argument("--metric-for-best", choices=["accuracy", "macro_f1"])
+    teacher.add_argument(
+        "--freeze-word-embeddings", action=argparse.BooleanOptionalAction, default=None,
+        help="skip updating the word-embedding matrix (the presets do; faster on CPU)",
+    )
+    _add_data_args(teacher)
+    teacher.set_defaults(func=_train_teacher)
+
+    ev = sub.add_parser("eval", help="accuracy, macro-F1, per-class scores and confusion matrix")
+    target = ev.add_mutually_exclusive_group(required=True)
+    target.add_argument("--checkpoint", help="a checkpoint folder (teacher or student)")
+    target.add_argument("--bundle", help="an exported bundle folder")
+    ev.add_argument("--split", choices=["train", "validation", "test"], default="validation")
+    ev.add_argument("--output", help="also write the metrics as JSON here")
+    ev.add_argument("--batch-size", type=int, default=128)
+    ev.add_argument("--max-length", type=int, default=128)
+    ev.add_argument("--device", default="auto")
+    _add_data_args(ev)
+    ev.set_defaults(func=_eval)
+
+    pipe = sub.add_parser("pipeline", help="the whole job on one dataset: teacher, students, bundles")
+    pipe.add_argument("--preset", choices=["quick", "full"], default="quick")
+    pipe.add_argument("--output", default="runs/pipeline", help="folder for every stage's output")
+    _add_data_args(pipe)
+    pipe.set_defaults(func=_pipeline)
+
+    for name, text in [
+        ("distill", "distil a teacher into a BiLSTM, Transformer or TextCNN student"),
+        ("export", "export a checkpoint to ONNX (+int8) as a verified bundle"),
+        ("serve", "serve bundles over HTTP (/classify)"),
+        ("bench", "latency and throughput benchmarks"),
+    ]:
+        stub = sub.add_parser(name, help=f"{text} (not implemented yet)")
+        stub.set_defaults(func=_not_yet(name))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except KdserveError as exc:
+        print(f"kdserve: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("kdserve: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
