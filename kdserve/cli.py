@@ -77,6 +77,44 @@ def _train_teacher(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill(args: argparse.Namespace) -> int:
+    from train.distill import DistillConfig, distill
+
+    config = DistillConfig.from_preset(
+        args.preset,
+        args.student,
+        teacher=args.teacher,
+        data=_data_spec(args),
+        output_dir=args.output,
+        no_teacher=args.no_teacher or None,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        max_train_examples=args.max_train_examples,
+        alpha=args.alpha,
+        soft=args.soft,
+        temperature=args.temperature,
+        augment=args.augment,
+        n_iter=args.n_iter,
+        glove=args.glove,
+        student_layers=args.student_layers,
+        intermediate_weight=args.intermediate_weight,
+        cache_dir=args.cache_dir,
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
+    )
+    result = distill(config)
+    val = result["validation"]
+    print(
+        f"{args.student} student saved to {args.output}: best epoch {result['best_epoch']}, validation accuracy "
+        f"{val['accuracy'] * 100:.2f}%, macro-F1 {val['macro_f1'] * 100:.2f}%, {result['parameters']:,} parameters "
+        f"({result['wall_seconds']:.0f} s wall)"
+    )
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from train.evaluate import evaluate_checkpoint, report
 
@@ -154,6 +192,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(ev)
     ev.set_defaults(func=_eval)
 
+    dist = sub.add_parser("distill", help="distil a teacher into a BiLSTM, Transformer or TextCNN student")
+    dist.add_argument("--student", choices=["bilstm", "transformer", "textcnn"], required=True)
+    dist.add_argument("--teacher", help="teacher checkpoint folder (from `kdserve train teacher`)")
+    dist.add_argument("--no-teacher", action="store_true", help="hard labels only: the no-distillation baseline")
+    dist.add_argument("--preset", choices=["quick", "full"], default="quick")
+    dist.add_argument("--output", required=True, help="student checkpoint folder to write")
+    dist.add_argument("--epochs", type=int)
+    dist.add_argument("--lr", type=float)
+    dist.add_argument("--batch-size", type=int)
+    dist.add_argument("--max-length", type=int)
+    dist.add_argument("--max-train-examples", type=int)
+    dist.add_argument("--alpha", help="constant:A | easy-to-hard | linear:START:END:EPOCHS (weight of the hard loss)")
+    dist.add_argument("--soft", choices=["mse", "kl", "ce"], help="soft loss: logit MSE or KL / CE at --temperature")
+    dist.add_argument("--temperature", type=float)
+    dist.add_argument("--augment", choices=["none", "mask", "mask+ngram", "all"], help="transfer-set augmentation")
+    dist.add_argument("--n-iter", type=int, help="augmented copies per example")
+    dist.add_argument("--glove", action=argparse.BooleanOptionalAction, default=None, help="GloVe-50d word vectors")
+    dist.add_argument("--student-layers", type=int, help="transformer student layers (1-4)")
+    dist.add_argument("--intermediate-weight", type=float, help="weight of hidden-state/attention losses")
+    dist.add_argument("--cache-dir", help="teacher-logit cache (default runs/cache)")
+    dist.add_argument("--seed", type=int)
+    dist.add_argument("--device")
+    dist.add_argument("--threads", type=int)
+    _add_data_args(dist)
+    dist.set_defaults(func=_distill)
+
     pipe = sub.add_parser("pipeline", help="the whole job on one dataset: teacher, students, bundles")
     pipe.add_argument("--preset", choices=["quick", "full"], default="quick")
     pipe.add_argument("--output", default="runs/pipeline", help="folder for every stage's output")
@@ -161,7 +225,6 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.set_defaults(func=_pipeline)
 
     for name, text in [
-        ("distill", "distil a teacher into a BiLSTM, Transformer or TextCNN student"),
         ("export", "export a checkpoint to ONNX (+int8) as a verified bundle"),
         ("serve", "serve bundles over HTTP (/classify)"),
         ("bench", "latency and throughput benchmarks"),

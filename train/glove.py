@@ -118,7 +118,8 @@ def _from_text(vocab: Sequence[str], path: Path, dim: int | None) -> tuple[dict[
                     raise GloveError(f"{path}:{number}: {len(parts) - 1} values, expected {width} like line 1")
                 word = parts[0]
                 targets = [(exact, i) for i in wanted.get(word, ())]
-                targets += [(by_lower, i) for i in lowered.get(word.lower(), ())]
+                # As with the package: the file word must equal the vocabulary word lower-cased.
+                targets += [(by_lower, i) for i in lowered.get(word, ())]
                 if targets:
                     try:
                         vector = np.asarray(parts[1:], dtype=np.float32)

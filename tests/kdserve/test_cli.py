@@ -88,7 +88,7 @@ def test_eval_rejects_a_dataset_whose_labels_the_model_lacks(
     assert code == 1 and "not among the model's labels" in err
 
 
-@pytest.mark.parametrize("stage", ["distill", "export", "serve", "bench"])
+@pytest.mark.parametrize("stage", ["export", "serve", "bench"])
 def test_later_stages_say_not_implemented(stage: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, err = _run(capsys, stage)
     assert code == 3 and "not implemented yet" in err

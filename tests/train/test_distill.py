@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kdserve.errors import ConfigError, DataError
+from tests.conftest import write_sentiment_csv
+from train.data import DatasetSpec
+from train.distill import DistillConfig, distill
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path) -> tuple[Path, Path]:
+    """A tiny BERT teacher fine-tuned on the separable sentiment CSV; returns (teacher, data)."""
+    from train.teacher import TeacherConfig, train_teacher
+
+    root = tmp_path_factory.mktemp("distill")
+    data = write_sentiment_csv(root / "sentiment.csv", 300)
+    train_teacher(TeacherConfig(
+        data=DatasetSpec(str(data), validation_fraction=0.2), output_dir=str(root / "teacher"),
+        model=str(tiny_bert_dir), epochs=3, lr=3e-3, batch_size=16, max_length=32, seed=1, device="cpu",
+    ))
+    return root / "teacher", data
+
+
+def _config(tmp_path: Path, teacher: Path | None, data: Path, **overrides: object) -> DistillConfig:
+    values: dict[str, object] = {
+        "teacher": None if teacher is None else str(teacher), "data": DatasetSpec(str(data), validation_fraction=0.2),
+        "output_dir": str(tmp_path / "student"), "student": "bilstm", "epochs": 3, "lr": 3e-3,
+        "batch_size": 32, "max_length": 32, "augment": "mask+ngram", "n_iter": 3, "glove": False,
+        "cache_dir": str(tmp_path / "cache"), "seed": 3, "device": "cpu",
+    }
+    values.update(overrides)
+    return DistillConfig(**values)  # type: ignore[arg-type]
+
+
+def test_bilstm_distils_reproducibly_and_writes_a_checkpoint(tmp_path: Path, tiny_teacher: tuple[Path, Path]) -> None:
+    teacher, data = tiny_teacher
+    first = distill(_config(tmp_path / "a", teacher, data))
+    second = distill(_config(tmp_path / "b", teacher, data))
+    assert first["validation"]["accuracy"] >= 0.9, first["history"]
+    assert first["transfer_examples"] > first["train_examples"]  # augmentation added copies
+    assert [h["train_loss"] for h in first["history"]] == [h["train_loss"] for h in second["history"]]
+    out = tmp_path / "a" / "student"
+    for name in ["model.safetensors", "student_config.json", "tokenizer.json", "labels.json", "metrics.json", "distill_config.json"]:
+        assert (out / name).is_file(), name
+    assert json.loads((out / "student_config.json").read_text())["kind"] == "bilstm"
+
+
+def test_teacher_logits_come_from_the_cache_on_a_rerun(
+    tmp_path: Path, tiny_teacher: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    teacher, data = tiny_teacher
+    distill(_config(tmp_path, teacher, data, epochs=1))
+    assert len(list((tmp_path / "cache").glob("*/logits.npy"))) == 1
+
+    def no_teacher(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the teacher ran although its logits were cached")
+
+    monkeypatch.setattr("train.checkpoint.load_classifier", no_teacher)
+    distill(_config(tmp_path, teacher, data, epochs=1, output_dir=str(tmp_path / "again")))
+
+
+def test_no_teacher_baseline_uses_gold_labels_only(tmp_path: Path, tiny_teacher: tuple[Path, Path]) -> None:
+    _, data = tiny_teacher
+    result = distill(_config(tmp_path, None, data, no_teacher=True))  # type: ignore[arg-type]
+    assert result["teacher"] is None and result["transfer_examples"] == result["train_examples"]
+    assert all(h["alpha"] == 1.0 for h in result["history"])
+
+
+@pytest.mark.parametrize("student", ["textcnn", "transformer"])
+def test_other_students_train(tmp_path: Path, tiny_teacher: tuple[Path, Path], student: str) -> None:
+    teacher, data = tiny_teacher
+    extra = {"intermediate_weight": 1.0, "lr": 1e-3} if student == "transformer" else {}
+    result = distill(_config(tmp_path, teacher, data, student=student, student_layers=1, **extra))
+    assert result["validation"]["accuracy"] >= 0.75, result["history"]
+
+
+def test_teacher_with_other_labels_is_refused(tmp_path: Path, tiny_teacher: tuple[Path, Path]) -> None:
+    teacher, _ = tiny_teacher
+    other = tmp_path / "spam.csv"
+    other.write_text("text,label\n" + "".join(f"msg {i},{'spam' if i % 2 else 'ham'}\n" for i in range(40)))
+    with pytest.raises(DataError, match="teacher labels"):
+        distill(_config(tmp_path, teacher, other))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"student": "gru"}, "unknown student"),
+        ({"augment": "everything"}, "unknown augment level"),
+        ({"alpha": "sometimes"}, "bad alpha schedule"),
+        ({"teacher_path": None}, "teacher checkpoint is required"),
+        ({"intermediate_weight": 1.0}, "needs the transformer student"),
+        ({"temperature": 0.0}, "temperature must be > 0"),
+    ],
+)
+def test_config_validation(tmp_path: Path, overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        teacher = overrides.pop("teacher_path", tmp_path)
+        _config(tmp_path, teacher, tmp_path / "x.csv", **overrides)  # type: ignore[arg-type]

@@ -1,0 +1,363 @@
+"""Distil a teacher into a student: ``kdserve distill``.
+
+Tang et al. 2019: enlarge the training set into a transfer set (masking, POS-guided
+replacement, n-gram sampling), let the teacher label it once (logits cached on disk), and
+train the student on alpha * hard + (1 - alpha) * soft, with alpha constant or scheduled per
+epoch. ``no_teacher`` trains the same student on the gold labels alone: the baseline every
+distillation paper reports. The Transformer student can add TinyBERT/PKD layer losses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from kdserve.errors import ConfigError, DataError
+from train.data import DatasetSpec
+
+log = logging.getLogger("kdserve.train")
+
+STUDENTS = ("bilstm", "transformer", "textcnn")
+#: Augmentation ablation levels (Tang et al. table 3 style): which operations are on.
+AUGMENT_LEVELS: dict[str, tuple[float, float, float]] = {  # (p_mask, p_pos, p_ng)
+    "none": (0.0, 0.0, 0.0),
+    "mask": (0.1, 0.0, 0.0),
+    "mask+ngram": (0.1, 0.0, 0.25),
+    "all": (0.1, 0.1, 0.25),
+}
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"epochs": 3, "max_train_examples": 5_000, "n_iter": 4, "max_length": 64},
+    "full": {"epochs": 6, "max_train_examples": None, "n_iter": 10, "max_length": 128},
+}
+#: Per-student defaults that a preset does not override: the learning rates each model likes.
+STUDENT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "bilstm": {"lr": 1e-3, "batch_size": 64},
+    "textcnn": {"lr": 1e-3, "batch_size": 64},
+    "transformer": {"lr": 1e-4, "batch_size": 32},
+}
+
+
+@dataclass
+class DistillConfig:
+    """Everything that defines a distillation run; written next to the student."""
+
+    teacher: str | None
+    data: DatasetSpec
+    output_dir: str
+    student: Literal["bilstm", "transformer", "textcnn"] = "bilstm"
+    preset: str | None = None
+    no_teacher: bool = False
+    epochs: int = 3
+    lr: float = 1e-3
+    batch_size: int = 64
+    max_length: int = 128
+    max_train_examples: int | None = None
+    alpha: str = "constant:0.0"
+    soft: Literal["mse", "kl", "ce"] = "mse"
+    temperature: float = 1.0
+    augment: str = "all"
+    n_iter: int = 10
+    glove: bool = True
+    vocab_size: int = 30_000
+    student_layers: int = 2
+    init_from_teacher: bool = True
+    intermediate_weight: float = 0.0
+    cache_dir: str | None = "runs/cache"
+    seed: int = 13
+    device: str = "auto"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        from train.losses import make_alpha_schedule
+
+        if self.student not in STUDENTS:
+            raise ConfigError(f"unknown student {self.student!r}; choose one of {', '.join(STUDENTS)}")
+        if self.augment not in AUGMENT_LEVELS:
+            raise ConfigError(f"unknown augment level {self.augment!r}; choose one of {', '.join(AUGMENT_LEVELS)}")
+        if not self.no_teacher and not self.teacher:
+            raise ConfigError("a teacher checkpoint is required unless no_teacher is set")
+        checks = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (0 < self.lr < 10, f"lr must be in (0, 10), got {self.lr}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (4 <= self.max_length <= 512, f"max_length must be in [4, 512], got {self.max_length}"),
+            (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
+            (self.soft in ("mse", "kl", "ce"), f"soft must be mse, kl or ce, got {self.soft!r}"),
+            (self.n_iter >= 0, f"n_iter must be >= 0, got {self.n_iter}"),
+            (self.vocab_size >= 10, f"vocab_size must be >= 10, got {self.vocab_size}"),
+            (1 <= self.student_layers <= 4, f"student_layers must be in [1, 4], got {self.student_layers}"),
+            (self.intermediate_weight >= 0, f"intermediate_weight must be >= 0, got {self.intermediate_weight}"),
+            (
+                self.intermediate_weight == 0 or (self.student == "transformer" and not self.no_teacher),
+                "intermediate-layer distillation needs the transformer student and a teacher",
+            ),
+            (
+                self.max_train_examples is None or self.max_train_examples >= 1,
+                f"max_train_examples must be >= 1, got {self.max_train_examples}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        try:
+            make_alpha_schedule(self.alpha)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    @classmethod
+    def from_preset(cls, preset: str, student: str, **overrides: Any) -> DistillConfig:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        if student not in STUDENTS:
+            raise ConfigError(f"unknown student {student!r}; choose one of {', '.join(STUDENTS)}")
+        values = {**PRESETS[preset], **STUDENT_DEFAULTS[student]}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(preset=preset, student=student, **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build_tokenizer(config: DistillConfig, texts: list[str]) -> Any:
+    """Word-level for BiLSTM/TextCNN (the paper's setup, GloVe is word-level); the teacher's
+    WordPiece for the Transformer, whose embeddings and layers are copied from the teacher."""
+    from train.student_tokenizers import teacher_wordpiece, train_word_tokenizer
+
+    if config.student == "transformer":
+        from train.checkpoint import DEFAULT_TEACHER
+
+        return teacher_wordpiece(config.teacher or DEFAULT_TEACHER)
+    return train_word_tokenizer(texts, vocab_size=config.vocab_size)
+
+
+def _build_student(config: DistillConfig, tokenizer: Any, num_classes: int) -> tuple[Any, Any]:
+    from train.students import (
+        BiLSTMConfig, BiLSTMStudent, TextCNNConfig, TextCNNStudent, TransformerStudent,
+        TransformerStudentConfig, init_embeddings,
+    )
+
+    vocab = tokenizer.get_vocab_size()
+    if config.student == "transformer":
+        if config.init_from_teacher:
+            from train.checkpoint import DEFAULT_TEACHER
+
+            model = TransformerStudent.from_teacher(config.teacher or DEFAULT_TEACHER, config.student_layers, num_classes)
+            return model, model.config
+        student_config = TransformerStudentConfig(vocab_size=vocab, num_classes=num_classes, num_layers=config.student_layers)
+        return TransformerStudent(student_config), student_config
+    dim = 50 if config.glove else 300
+    if config.student == "bilstm":
+        cnn_or_lstm: Any = BiLSTMConfig(vocab_size=vocab, num_classes=num_classes, embedding_dim=dim)
+        model = BiLSTMStudent(cnn_or_lstm)
+    else:
+        cnn_or_lstm = TextCNNConfig(vocab_size=vocab, num_classes=num_classes, embedding_dim=dim)
+        model = TextCNNStudent(cnn_or_lstm)
+    if config.glove:
+        from train.glove import load_glove
+
+        words = [tokenizer.id_to_token(i) for i in range(vocab)]
+        matrix, hits = load_glove(words, seed=config.seed)
+        init_embeddings(model, matrix)
+        log.info("GloVe: %d of %d vocabulary words found", hits, vocab)
+    return model, cnn_or_lstm
+
+
+def predict_student(model: Any, ids: list[list[int]], batch_size: int, device: Any) -> Any:
+    """Student logits [N, C] in input order."""
+    import numpy as np
+    import torch
+
+    from train.batching import sorted_batches
+    from train.common import pad_batch
+
+    model.eval()
+    out: np.ndarray | None = None
+    with torch.inference_mode():
+        for batch_idx in sorted_batches([len(s) for s in ids], batch_size):
+            batch = pad_batch([ids[i] or [0] for i in batch_idx], 0, with_token_types=False)
+            logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float().cpu().numpy()
+            if out is None:
+                out = np.zeros((len(ids), logits.shape[1]), dtype=np.float32)
+            out[batch_idx] = logits
+    model.train()
+    assert out is not None
+    return out
+
+
+def _transfer_set(config: DistillConfig, rows: list[tuple[str, int]]) -> list[tuple[str, int | None]]:
+    p_mask, p_pos, p_ng = AUGMENT_LEVELS[config.augment]
+    if config.no_teacher or config.augment == "none" or config.n_iter == 0:
+        return list(rows)  # augmented copies carry no gold label: only a teacher can label them
+    from train.augment import AugmentConfig, Augmenter, spacy_tagger, whitespace_tagger
+
+    augment_config = AugmentConfig(p_mask=p_mask, p_pos=p_pos, p_ng=p_ng, n_iter=config.n_iter, seed=config.seed)
+    tagger = spacy_tagger() if p_pos > 0 else whitespace_tagger
+    start = time.perf_counter()
+    transfer = Augmenter(augment_config, tagger).transfer_set(rows)
+    log.info("transfer set: %d originals -> %d texts (%.0f s)", len(rows), len(transfer), time.perf_counter() - start)
+    return transfer
+
+
+def distill(config: DistillConfig) -> dict[str, Any]:
+    """Run the recipe; returns the metrics also written to ``metrics.json``."""
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from train.batching import bucketed_batches
+    from train.checkpoint import read_labels
+    from train.common import pad_batch, progress_kwargs, resolve_device, set_seed, write_json
+    from train.data import load_dataset
+    from train.evaluate import score_logits
+    from train.losses import distillation_loss, make_alpha_schedule
+    from train.student_tokenizers import encode_batch, save_tokenizer
+    from train.students import count_parameters, save_student
+    from train.transfer import teacher_logits
+
+    started = time.perf_counter()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    set_seed(config.seed)
+    device = resolve_device(config.device)
+    data = load_dataset(config.data)
+    rows = list(data.train)
+    if config.max_train_examples and len(rows) > config.max_train_examples:
+        rows = random.Random(config.seed).sample(rows, config.max_train_examples)
+    if not config.no_teacher:
+        teacher_labels = read_labels(config.teacher or "")
+        if sorted(teacher_labels) != sorted(data.labels):
+            raise DataError(f"teacher labels {list(teacher_labels)} differ from the dataset's {list(data.labels)}")
+
+    transfer = _transfer_set(config, rows)
+    texts = [t for t, _ in transfer]
+    targets = None
+    if not config.no_teacher:
+        raw = teacher_logits(config.teacher or "", texts, config.max_length, config.cache_dir, device=config.device)
+        order = [teacher_labels.index(name) for name in data.labels]  # teacher columns -> dataset order
+        targets = torch.from_numpy(np.ascontiguousarray(raw[:, order]))
+    tokenizer = _build_tokenizer(config, [t for t, _ in rows])
+    ids = encode_batch(tokenizer, texts, config.max_length)
+    val_ids = encode_batch(tokenizer, [t for t, _ in data.validation], config.max_length)
+    val_labels = [y for _, y in data.validation]
+    gold = torch.tensor([-1 if y is None else y for _, y in transfer])
+
+    model, student_config = _build_student(config, tokenizer, len(data.labels))
+    model.to(device)
+    layer_loss = _layer_loss(config, model, device) if config.intermediate_weight > 0 else None
+    params = [p for p in model.parameters() if p.requires_grad]
+    if layer_loss is not None:
+        params += list(layer_loss.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01)
+    schedule = make_alpha_schedule("constant:1.0" if config.no_teacher else config.alpha)
+    rng = random.Random(config.seed)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    for epoch in range(1, config.epochs + 1):
+        alpha = schedule(epoch)
+        model.train()
+        epoch_start, seen, running = time.perf_counter(), 0, None
+        batches = bucketed_batches([len(s) for s in ids], config.batch_size, rng)
+        bar = tqdm(batches, desc=f"{config.student} epoch {epoch}/{config.epochs}", unit="batch", **progress_kwargs())
+        for batch_idx in bar:
+            batch = pad_batch([ids[i] or [0] for i in batch_idx], 0, with_token_types=False)
+            input_ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            labels = gold[batch_idx].to(device)
+            has_label = labels >= 0
+            if layer_loss is None:
+                logits = model(input_ids, mask)
+            else:
+                logits, states, attentions = model.forward_with_states(input_ids, mask)
+            loss = distillation_loss(
+                logits,
+                None if targets is None else targets[batch_idx].to(device),
+                labels.clamp(min=0) if alpha > 0 else None,
+                alpha,
+                config.temperature,
+                config.soft,
+                has_label=has_label if alpha > 0 else None,
+            )
+            if layer_loss is not None:
+                loss = loss + config.intermediate_weight * layer_loss(input_ids, mask, states, attentions)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            seen += len(batch_idx)
+            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+            bar.set_postfix(loss=f"{running:.4f}", ex_per_s=f"{seen / (time.perf_counter() - epoch_start):.0f}", refresh=False)
+        bar.close()
+        epoch_seconds = time.perf_counter() - epoch_start
+        eval_start = time.perf_counter()
+        val_logits = predict_student(model, val_ids, 256, device)
+        metrics = score_logits(val_logits, val_labels, data.labels, len(val_ids) / (time.perf_counter() - eval_start))
+        history.append({
+            "epoch": epoch, "alpha": alpha, "train_loss": running, "epoch_seconds": epoch_seconds,
+            "train_examples_per_s": seen / epoch_seconds,
+            "validation_accuracy": metrics.accuracy, "validation_macro_f1": metrics.macro_f1,
+        })
+        log.info("epoch %d: loss %.4f, validation accuracy %.2f%%, macro-F1 %.2f%% (%.0f s)",
+                 epoch, running or 0.0, metrics.accuracy * 100, metrics.macro_f1 * 100, epoch_seconds)
+        if best is None or metrics.accuracy > best["accuracy"]:
+            best = {"accuracy": metrics.accuracy, "epoch": epoch, "metrics": metrics.to_dict()}
+            save_student(model, student_config, out)
+            save_tokenizer(tokenizer, out)
+            write_json(out / "labels.json", list(data.labels))
+
+    assert best is not None
+    result = {
+        "student": config.student,
+        "teacher": None if config.no_teacher else config.teacher,
+        "data": data.source,
+        "labels": list(data.labels),
+        "train_examples": len(rows),
+        "transfer_examples": len(transfer),
+        "best_epoch": best["epoch"],
+        "validation": best["metrics"],
+        "history": history,
+        "parameters": count_parameters(model),
+        "checkpoint_bytes": sum(f.stat().st_size for f in out.iterdir() if f.is_file()),
+        "wall_seconds": time.perf_counter() - started,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+    }
+    write_json(out / "metrics.json", result)
+    write_json(out / "distill_config.json", config.to_dict())
+    return result
+
+
+def _layer_loss(config: DistillConfig, student: Any, device: Any) -> Any:
+    """TinyBERT/PKD terms: hidden-state MSE (+ attention MSE) against the teacher, run online."""
+    import torch
+
+    from train.checkpoint import load_classifier
+    from train.losses import HiddenStateLoss, attention_loss, uniform_layer_map
+
+    teacher, _ = load_classifier(config.teacher or "")
+    teacher.config._attn_implementation = "eager"  # attention maps are needed
+    teacher.to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    layer_map = uniform_layer_map(config.student_layers, teacher.config.num_hidden_layers)
+    hidden = HiddenStateLoss(student.config.hidden_size, teacher.config.hidden_size, layer_map).to(device)
+
+    class LayerLoss(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.hidden = hidden
+
+        def forward(self, input_ids: Any, mask: Any, states: Any, attentions: Any) -> Any:
+            with torch.no_grad():
+                t = teacher(input_ids=input_ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+            loss = self.hidden(states, t.hidden_states, mask)
+            if student.config.num_heads == teacher.config.num_attention_heads:
+                loss = loss + attention_loss(attentions, t.attentions, layer_map, mask)
+            return loss
+
+    return LayerLoss()
