@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Tests never reach a model hub: a stray hub lookup must fail at once, not wait on the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -64,3 +70,19 @@ def write_sentiment_csv(path: Path, n: int, seed: int = 0) -> Path:
         rows.append(f"{rng.choice(subjects)} was {adverb} {word} .,{'positive' if positive else 'negative'}")
     path.write_text("\n".join(rows) + "\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of three tiny real bundles, trained on synthetic sentiment (negative/positive):
+    students ``tiny-textcnn`` and ``tiny-bilstm``, and ``tiny-teacher`` (a bilstm whose manifest says
+    model_kind "teacher", for routing tests). Session-scoped: treat as read-only, copy to modify."""
+    pytest.importorskip("torch")
+    from tests.bundles import build_tiny_bundle
+
+    root = tmp_path_factory.mktemp("bundles")
+    build_tiny_bundle(root / "tiny-textcnn", name="tiny-textcnn", kind="textcnn", seed=0)
+    build_tiny_bundle(root / "tiny-bilstm", name="tiny-bilstm", kind="bilstm", seed=1)
+    build_tiny_bundle(root / "tiny-teacher", name="tiny-teacher", kind="bilstm", seed=2, train_steps=120,
+                      model_kind="teacher")
+    return root

@@ -162,8 +162,7 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
         model.get_input_embeddings().weight.requires_grad_(False)
     model.to(device)
     with_types = "token_type_ids" in tokenizer.model_input_names
-    encode = lambda texts: tokenizer(list(texts), truncation=True, max_length=config.max_length)["input_ids"]  # noqa: E731
-    train_ids = encode(t for t, _ in train_rows)
+    train_ids = tokenizer([t for t, _ in train_rows], truncation=True, max_length=config.max_length)["input_ids"]
     train_labels = [y for _, y in train_rows]
     val_texts = [t for t, _ in data.validation]
     val_labels = [y for _, y in data.validation]

@@ -103,3 +103,23 @@ def test_config_validation(tmp_path: Path, overrides: dict[str, object], message
     with pytest.raises(ConfigError, match=message):
         teacher = overrides.pop("teacher_path", tmp_path)
         _config(tmp_path, teacher, tmp_path / "x.csv", **overrides)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_real_teacher_to_bilstm_on_packaged_sentences_beats_chance(tmp_path: Path) -> None:
+    """MiniLM fine-tuned on 800 real sentences, distilled into a GloVe BiLSTM: above chance, reproducible."""
+    from train.teacher import TeacherConfig, train_teacher
+
+    spec = DatasetSpec("package:rotten_tomatoes")
+    train_teacher(TeacherConfig.from_preset(
+        "quick", data=spec, output_dir=str(tmp_path / "teacher"), max_train_examples=800, epochs=1
+    ))
+    runs = [
+        distill(DistillConfig.from_preset(
+            "quick", "bilstm", teacher=str(tmp_path / "teacher"), data=spec, output_dir=str(tmp_path / name),
+            max_train_examples=800, n_iter=2, augment="mask+ngram", cache_dir=str(tmp_path / "cache"),
+        ))
+        for name in ("a", "b")
+    ]
+    assert runs[0]["validation"]["accuracy"] > 0.55, runs[0]["history"]
+    assert runs[0]["validation"]["accuracy"] == runs[1]["validation"]["accuracy"]

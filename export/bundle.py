@@ -1,0 +1,283 @@
+"""The bundle: one folder that the server can run with nothing else, and its reader.
+
+A bundle holds ``model.onnx`` (logits out), ``tokenizer.json`` (Hugging Face ``tokenizers``),
+``labels.json``, ``README.md`` (a short model card) and ``manifest.json``, which describes the
+model and lists the sha256 and size of every other file. This module imports neither torch
+nor transformers: the server, ``kdserve bundle verify``, ``kdserve eval --bundle`` and the
+benchmarks all read bundles through it, so there is one reader and one checksum rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdserve.errors import KdserveError
+
+FORMAT = "kdserve-bundle"
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+LABELS_FILE = "labels.json"
+CARD_FILE = "README.md"
+MODEL_KINDS = ("teacher", "bilstm", "transformer", "textcnn")
+PRECISIONS = ("fp32", "int8", "int8-static")
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class BundleError(KdserveError):
+    """A bundle folder is missing, incomplete, corrupted or inconsistent."""
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Manifest:
+    """``manifest.json``. ``files`` maps each file name to {"sha256", "size"}; ``metrics`` maps
+    a precision ("fp32", "int8") to its validation metrics (accuracy, macro_f1, examples, data)."""
+
+    name: str
+    model_kind: str
+    precision: str
+    labels: list[str]
+    max_length: int
+    inputs: list[str]
+    output: str = "logits"
+    pad_id: int = 0
+    parameters: int = 0
+    kdserve_version: str = ""
+    source_checkpoint: str = ""
+    opset: int = 17
+    export_seconds: float = 0.0
+    created: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.format != FORMAT:
+            problems.append(f"format is {self.format!r}, expected {FORMAT!r}")
+        if self.format_version != FORMAT_VERSION:
+            problems.append(f"format_version {self.format_version} is not supported (this kdserve reads {FORMAT_VERSION})")
+        if self.model_kind not in MODEL_KINDS:
+            problems.append(f"model_kind {self.model_kind!r} not in {MODEL_KINDS}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision {self.precision!r} not in {PRECISIONS}")
+        if len(self.labels) < 2:
+            problems.append("needs at least two labels")
+        if not isinstance(self.max_length, int) or self.max_length < 1:
+            problems.append(f"max_length must be a positive integer, got {self.max_length!r}")
+        if not self.inputs or any(name not in INPUT_NAMES for name in self.inputs):
+            problems.append(f"inputs {self.inputs} must be a non-empty subset of {INPUT_NAMES}")
+        if problems:
+            raise BundleError(f"invalid manifest for {self.name!r}: " + "; ".join(problems))
+
+    @property
+    def role(self) -> str:
+        return "teacher" if self.model_kind == "teacher" else "student"
+
+    @property
+    def checksum(self) -> str:
+        """The model file's sha256: what the server reports as "the bundle that answered"."""
+        return str(self.files.get(MODEL_FILE, {}).get("sha256", ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "manifest") -> Manifest:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BundleError(f"{where}: unknown field(s) {', '.join(unknown)}")
+        try:
+            return cls(**dict(data))
+        except TypeError as exc:
+            raise BundleError(f"{where}: {exc}") from None
+
+
+def write_manifest(folder: str | Path, manifest: Manifest) -> Manifest:
+    """Hash every file in ``folder`` (except the manifest) into ``manifest.files`` and write it atomically."""
+    folder = Path(folder)
+    files: dict[str, dict[str, Any]] = {}
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST_FILE):
+        files[path.name] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    for required in (MODEL_FILE, TOKENIZER_FILE, LABELS_FILE):
+        if required not in files:
+            raise BundleError(f"{folder}: cannot write a manifest without {required}")
+    manifest.files = files
+    tmp = folder / (MANIFEST_FILE + ".tmp")
+    tmp.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
+    os.replace(tmp, folder / MANIFEST_FILE)
+    return manifest
+
+
+def read_manifest(folder: str | Path) -> Manifest:
+    """Parse ``manifest.json`` without checking file hashes (see ``verify_bundle``)."""
+    folder = Path(folder)
+    path = folder / MANIFEST_FILE
+    if not folder.is_dir():
+        raise BundleError(f"bundle folder not found: {folder}")
+    if not path.is_file():
+        raise BundleError(f"{folder} is not a bundle: no {MANIFEST_FILE}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path}: unreadable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{path}: expected a JSON object")
+    return Manifest.from_dict(data, where=str(path))
+
+
+def verify_bundle(folder: str | Path) -> Manifest:
+    """Check that every listed file exists with its recorded size and sha256; name the first that does not."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    for required in (MODEL_FILE, TOKENIZER_FILE, LABELS_FILE):
+        if required not in manifest.files:
+            raise BundleError(f"{folder / MANIFEST_FILE}: lists no {required}")
+    for name, entry in manifest.files.items():
+        path = folder / name
+        if Path(name).name != name:
+            raise BundleError(f"{folder / MANIFEST_FILE}: file name {name!r} must not contain a path")
+        if not path.is_file():
+            raise BundleError(f"{path}: listed in the manifest but missing")
+        if path.stat().st_size != entry.get("size"):
+            raise BundleError(f"{path}: size {path.stat().st_size} != {entry.get('size')} in the manifest (corrupted)")
+        if sha256_file(path) != entry.get("sha256"):
+            raise BundleError(f"{path}: sha256 does not match the manifest (corrupted or modified)")
+    labels_path = folder / LABELS_FILE
+    try:
+        labels = json.loads(labels_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{labels_path}: unreadable JSON ({exc})") from None
+    if labels != manifest.labels:
+        raise BundleError(f"{labels_path}: labels {labels} differ from the manifest's {manifest.labels}")
+    return manifest
+
+
+@dataclass
+class Encoded:
+    """A padded batch. ``input_ids``/``attention_mask`` are int64 [B, L]; ``lengths`` are token
+    counts after truncation; ``truncated[i]`` says text i lost tokens to ``max_length``."""
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    lengths: list[int]
+    truncated: list[bool]
+
+
+class BundleModel:
+    """A bundle ready to run: its ONNX Runtime session and its tokenizer. Thread-safe for ``run``
+    (ONNX Runtime sessions are); ``encode`` uses a tokenizer that is never reconfigured after load."""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        providers: Sequence[str] | None = None,
+        intra_op_threads: int = 0,
+        graph_optimization: str = "all",
+        verify: bool = True,
+    ) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.folder = Path(folder)
+        self.manifest = verify_bundle(self.folder) if verify else read_manifest(self.folder)
+        try:
+            tokenizer = Tokenizer.from_file(str(self.folder / TOKENIZER_FILE))
+        except Exception as exc:  # the Rust error types are not exported
+            raise BundleError(f"{self.folder / TOKENIZER_FILE}: unreadable tokenizer ({exc})") from None
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length=self.manifest.max_length)
+        self.tokenizer = tokenizer
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        levels = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }
+        if graph_optimization not in levels:
+            raise BundleError(f"graph_optimization must be one of {', '.join(levels)}, got {graph_optimization!r}")
+        options.graph_optimization_level = levels[graph_optimization]
+        try:
+            self.session = ort.InferenceSession(
+                str(self.folder / MODEL_FILE), options, providers=list(providers or ["CPUExecutionProvider"])
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise BundleError(f"{self.folder / MODEL_FILE}: ONNX Runtime cannot load it ({exc})") from None
+        names = [i.name for i in self.session.get_inputs()]
+        if sorted(names) != sorted(self.manifest.inputs):
+            raise BundleError(f"{self.folder / MODEL_FILE}: inputs {names} differ from the manifest's {self.manifest.inputs}")
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def labels(self) -> list[str]:
+        return self.manifest.labels
+
+    def providers(self) -> list[str]:
+        return list(self.session.get_providers())
+
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        """Tokenize, truncate to the bundle's ``max_length`` (special tokens kept) and right-pad with ``pad_id``."""
+        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        lengths = [max(len(e.ids), 1) for e in encodings]
+        width = max(lengths) if lengths else 1
+        ids = np.full((len(encodings), width), self.manifest.pad_id, dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        for row, encoding in enumerate(encodings):
+            # An empty text has no token at all for word-level tokenizers: one pad token, unmasked,
+            # gives the model a defined input (the students pool position 0 then).
+            n = len(encoding.ids)
+            if n:
+                ids[row, :n] = encoding.ids
+            mask[row, : max(n, 1)] = 1
+        return Encoded(ids, mask, lengths, [bool(e.overflowing) for e in encodings])
+
+    def run(self, encoded: Encoded) -> np.ndarray:
+        """Logits float32 [B, C] for an encoded batch."""
+        feeds = {"input_ids": encoded.input_ids, "attention_mask": encoded.attention_mask}
+        if "token_type_ids" in self.manifest.inputs:
+            feeds["token_type_ids"] = np.zeros_like(encoded.input_ids)
+        feeds = {k: v for k, v in feeds.items() if k in self.manifest.inputs}
+        (logits,) = self.session.run([self.manifest.output], feeds)
+        return np.asarray(logits, dtype=np.float32)
+
+    def predict(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Logits [N, C] in input order, in length-sorted batches (little padding)."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            out[chunk] = self.run(self.encode([texts[i] for i in chunk]))
+        return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of [B, C] logits, numerically stable."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
