@@ -1,0 +1,150 @@
+"""``kdserve bench ab``: replay a labelled dataset through a running server and score each variant.
+
+The server's routing file decides what happens (an ``ab`` split, a ``shadow`` pair, a
+``cascade``); the harness only sends ``{"text", "routing_key"}`` (plus ``"model": ROUTE`` when a
+route is named) and reads each answer's ``variant`` and ``results[0]`` (``label``, ``score``,
+``model``, ``escalated``). Answers are grouped by variant (by answering model when the route is
+not an A/B test) into accuracy, escalation rate and latency.
+
+A/B variants see different examples, so their accuracies are not directly comparable; with
+``agreement`` the harness also asks every model that answered for *every* example
+(``"model": NAME``), which gives each model's accuracy on the same set and how often two
+models agree: the numbers a team needs before shipping the student instead of the teacher.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks.common import BenchError, machine_info, sample_examples
+from benchmarks.http_bench import status_name
+from benchmarks.loadgen import RunResult, Target, replay, run_async
+from benchmarks.stats import summarize
+from kdserve.errors import ConfigError
+
+
+@dataclass
+class ABConfig:
+    target: str
+    data: str = "package:rotten_tomatoes"
+    split: str = "validation"
+    limit: int | None = 1000
+    seed: int = 0
+    route: str | None = None
+    key_prefix: str = "user-"
+    concurrency: int = 4
+    timeout_s: float = 30.0
+    agreement: bool = True
+    label_names: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.split not in ("train", "validation", "test"):
+            raise ConfigError(f"--split must be train, validation or test, got {self.split!r}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be >= 1, got {self.limit}")
+        if self.concurrency < 1 or not self.timeout_s > 0:
+            raise ConfigError("--concurrency must be >= 1 and --timeout > 0")
+
+
+def parse_answer(body: bytes | None) -> dict[str, Any] | None:
+    """The fields the harness reads from a ``/classify`` answer, or None if it is not one."""
+    try:
+        data = json.loads(body or b"")
+        first = data["results"][0]
+        return {"label": str(first["label"]), "score": float(first.get("score", 0.0)),
+                "model": first.get("model") or data.get("model"), "variant": data.get("variant"),
+                "route": data.get("route"), "escalated": bool(first.get("escalated", False)),
+                "shadowed": bool(data.get("shadowed", False))}
+    except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+def _send(target: Target, bodies: list[dict[str, Any]], concurrency: int, timeout_s: float) -> RunResult:
+    requests = [target.request(json.dumps(body).encode()) for body in bodies]
+    return run_async(lambda: replay(target, requests, concurrency, timeout_s))
+
+
+def _answers(run: RunResult) -> list[dict[str, Any] | None]:
+    out = []
+    for record, body in zip(run.records, run.bodies or []):
+        out.append(parse_answer(body) if 200 <= record.status < 300 else None)
+    return out
+
+
+def _check_labels(answers: Sequence[dict[str, Any] | None], labels: Sequence[str], source: str) -> None:
+    seen = {a["label"] for a in answers if a}
+    if seen and not seen & set(labels):
+        raise BenchError(f"the server answers labels {sorted(seen)} but {source} has {list(labels)}: "
+                         f"give --label-names {','.join(sorted(seen))} in the dataset's label order")
+
+
+def group_stats(rows: Sequence[tuple[dict[str, Any], int, int]], labels: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, escalation rate, score and latency of (answer, gold label id, latency ns) rows."""
+    correct = sum(1 for answer, gold, _ in rows if answer["label"] == labels[gold])
+    return {"examples": len(rows), "accuracy": round(correct / len(rows), 4) if rows else None,
+            "escalation_rate": round(sum(a["escalated"] for a, _, _ in rows) / len(rows), 4) if rows else None,
+            "mean_score": round(sum(a["score"] for a, _, _ in rows) / len(rows), 4) if rows else None,
+            "models": dict(Counter(str(a["model"]) for a, _, _ in rows)),
+            "latency_ms": summarize((ns for _, _, ns in rows), 1e-6)}
+
+
+def run_ab(config: ABConfig, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """The ``kdserve bench ab`` result: per-variant scores and, optionally, cross-model agreement."""
+    target = Target.parse(config.target, "/classify")
+    examples, labels = sample_examples(config.data, config.limit, config.seed, config.split, config.label_names,
+                                       replace=False)
+    extra = {"model": config.route} if config.route else {}
+    bodies = [{"text": text, "routing_key": f"{config.key_prefix}{i}", **extra} for i, (text, _) in enumerate(examples)]
+    log(f"replaying {len(bodies)} examples from {config.data} ({config.split}) to {target.url}")
+    run = _send(target, bodies, config.concurrency, config.timeout_s)
+    answers = _answers(run)
+    _check_labels(answers, labels, config.data)
+    failures = Counter(status_name(r.status) for r, a in zip(run.records, answers) if a is None)
+    groups: dict[str, list[tuple[dict[str, Any], int, int]]] = defaultdict(list)
+    for (_, gold), answer, record in zip(examples, answers, run.records):
+        if answer is not None:
+            key = answer["variant"] or str(answer["model"])
+            groups[key].append((answer, gold, record.done - record.sent))
+    all_rows = [row for rows in groups.values() for row in rows]
+    result: dict[str, Any] = {
+        "kind": "ab", "machine": machine_info(), "config": config.__dict__.copy(), "labels": list(labels),
+        "target": target.url, "examples": len(examples), "answered": len(all_rows), "failures": dict(failures),
+        "routes": dict(Counter(str(a["route"]) for a in answers if a)),
+        "shadowed_fraction": round(sum(a["shadowed"] for a in answers if a) / max(len(all_rows), 1), 4),
+        "overall": group_stats(all_rows, labels),
+        "variants": {name: group_stats(rows, labels) for name, rows in sorted(groups.items())},
+        "agreement": None,
+    }
+    for name, stats in result["variants"].items():
+        log(f"variant {name}: {stats['examples']} examples, accuracy {stats['accuracy']}, "
+            f"escalated {stats['escalation_rate']}, p99 {stats['latency_ms']['p99']} ms")
+    if config.agreement:
+        result["agreement"] = _agreement(target, examples, labels, answers, config, log)
+    return result
+
+
+def _agreement(target: Target, examples: Sequence[tuple[str, int]], labels: Sequence[str],
+               answers: Sequence[dict[str, Any] | None], config: ABConfig,
+               log: Callable[[str], None]) -> dict[str, Any]:
+    """Ask every model that answered about every example; pairwise agreement and full-set accuracy."""
+    models = sorted({str(a["model"]) for a in answers if a and a["model"]})
+    predictions: dict[str, list[str | None]] = {}
+    per_model: dict[str, Any] = {}
+    for model in models:
+        bodies = [{"text": text, "model": model} for text, _ in examples]
+        answered = _answers(_send(target, bodies, config.concurrency, config.timeout_s))
+        predictions[model] = [a["label"] if a else None for a in answered]
+        scored = [(p, gold) for p, (_, gold) in zip(predictions[model], examples) if p is not None]
+        per_model[model] = {"answered": len(scored),
+                            "accuracy": round(sum(p == labels[g] for p, g in scored) / len(scored), 4) if scored else None}
+        log(f"model {model} on all {len(examples)} examples: accuracy {per_model[model]['accuracy']}")
+    pairs = {}
+    for i, a in enumerate(models):
+        for b in models[i + 1:]:
+            both = [(x, y) for x, y in zip(predictions[a], predictions[b]) if x is not None and y is not None]
+            pairs[f"{a} vs {b}"] = round(sum(x == y for x, y in both) / len(both), 4) if both else None
+    return {"models": per_model, "pairs": pairs}

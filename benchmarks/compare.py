@@ -1,0 +1,253 @@
+"""The headline tables: teacher vs students, and kdserve vs what a user would pick instead.
+
+``compare`` walks a folder of bundles. For each one it measures model-only batch-1 latency on
+short and long texts in process, then starts a server for that bundle alone (a subprocess,
+bounded start, always torn down), runs a closed-loop concurrency sweep for its best
+throughput, and an open-loop run at one *common* arrival rate for a p99 every model faces
+under the same load. The common rate is ``common_rate`` or, by default, half the teacher's
+best throughput (the heaviest model, so every model can sustain it). Speed-ups are over the
+teacher (the first bundle whose manifest says ``model_kind: teacher``).
+
+With ``baselines``, one bundle (``baseline_model``, default the teacher) is also served by the
+naive FastAPI app, LitServe, and (for a teacher with its checkpoint here) a transformers
+pipeline, each under the same sweep, and the ratios to kdserve are reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import BenchError, machine_info, sample_texts
+from benchmarks.http_bench import (
+    SweepConfig,
+    measure_ceiling,
+    open_run,
+    render_bodies,
+    sweep,
+)
+from benchmarks.loadgen import Target
+from benchmarks.model_bench import (
+    DEFAULT_LONG,
+    DEFAULT_SHORT,
+    ModelBenchConfig,
+    bench_bundle,
+    thread_settings,
+)
+from benchmarks.servers import start_server
+from kdserve.errors import ConfigError
+
+BASELINES = ("naive", "litserve", "hf")
+
+
+@dataclass
+class CompareConfig:
+    """``server`` is what serves each bundle for the headline table: ``kdserve`` (the product) or
+    ``naive`` (for a dry run of the harness before the server exists, or a baseline-only table)."""
+
+    bundles_root: str
+    models: list[str] = field(default_factory=list)
+    server: str = "kdserve"
+    server_args: list[str] = field(default_factory=list)
+    short_data: str = DEFAULT_SHORT
+    long_data: str = DEFAULT_LONG
+    http_data: str | None = None
+    texts: int = 512
+    seed: int = 0
+    latency_iterations: int = 200
+    latency_seconds: float = 10.0
+    threads: int = 0
+    sweep: SweepConfig = field(default_factory=lambda: SweepConfig(rate_fractions=[]))
+    common_rate: float | None = None
+    baselines: list[str] = field(default_factory=list)
+    baseline_model: str | None = None
+    ceiling: bool = True
+    start_timeout_s: float = 180.0
+    log_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.server not in ("kdserve", "naive", "litserve"):
+            raise ConfigError(f"--server must be kdserve, naive or litserve, got {self.server!r}")
+        unknown = sorted(set(self.baselines) - set(BASELINES))
+        if unknown:
+            raise ConfigError(f"unknown baseline(s) {', '.join(unknown)}; expected {', '.join(BASELINES)}")
+        if self.common_rate is not None and not self.common_rate > 0:
+            raise ConfigError(f"--common-rate must be > 0, got {self.common_rate}")
+        if not self.sweep.concurrency:
+            raise ConfigError("compare needs a closed-loop concurrency sweep (its best throughput is a column)")
+        if self.texts < 1 or self.latency_iterations < 1 or not self.latency_seconds > 0:
+            raise ConfigError("texts and latency iterations must be >= 1 and latency seconds > 0")
+
+
+def find_bundles(root: str | Path, names: list[str] | None = None) -> list[Path]:
+    """Bundle folders under ``root`` (each with a manifest.json), teacher first, then by name."""
+    from export.bundle import read_manifest
+
+    root = Path(root)
+    if not root.is_dir():
+        raise BenchError(f"bundles folder not found: {root}")
+    found = {}
+    for folder in sorted(p for p in root.iterdir() if (p / "manifest.json").is_file()):
+        found[read_manifest(folder).name] = folder
+    if not found:
+        raise BenchError(f"{root} holds no bundles (no */manifest.json)")
+    if names:
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise BenchError(f"no bundle named {', '.join(missing)} in {root} (found: {', '.join(found)})")
+        found = {n: found[n] for n in names}
+    kinds = {name: read_manifest(folder) for name, folder in found.items()}
+    order = sorted(found, key=lambda n: (kinds[n].model_kind != "teacher", kinds[n].precision != "fp32", n))
+    return [found[n] for n in order]
+
+
+def _server_kwargs(kind: str, folder: Path, config: CompareConfig) -> dict[str, Any]:
+    from export.bundle import read_manifest
+
+    manifest = read_manifest(folder)
+    name = manifest.name
+    if kind == "kdserve":
+        # --models takes folder names; server_args tune kdserve (e.g. --max-wait-ms 0) for an experiment
+        return {"bundles_root": config.bundles_root, "model": folder.name, "extra": list(config.server_args)}
+    if kind == "hf":
+        return {"checkpoint": _checkpoint_of(folder), "model": name, "extra": ["--max-length", str(manifest.max_length)]}
+    return {"bundle": folder, "model": name}
+
+
+def _checkpoint_of(folder: Path) -> Path | None:
+    from export.bundle import read_manifest
+
+    source = read_manifest(folder).source_checkpoint
+    for candidate in (Path(source), folder / source) if source else ():
+        if (candidate / "config.json").is_file():
+            return candidate
+    return None
+
+
+def _serve_and_sweep(kind: str, folder: Path, bodies: list[bytes], config: CompareConfig,
+                     log: Callable[[str], None], common_rate: float | None) -> tuple[dict[str, Any], float]:
+    """Start ``kind`` for one bundle, run the closed-loop sweep, then one open-loop run at the common
+    rate (half this server's best throughput when none is set yet); returns (result, rate used)."""
+    kwargs = _server_kwargs(kind, folder, config)
+    closed_only = SweepConfig(**{**config.sweep.__dict__, "rates": [], "rate_fractions": []})
+    with start_server(kind, log_dir=config.log_dir, start_timeout_s=config.start_timeout_s, **kwargs) as server:
+        log(f"{server.name} ready on {server.url} in {server.startup_s:.1f} s")
+        target = Target.parse(server.url, "/classify")
+        result = sweep(target, bodies, closed_only, label=server.name, log=log)
+        rate = common_rate or round(0.5 * (result["max_throughput_rps"] or 2.0), 1)
+        result["open_loop"].append(open_run(target, [target.request(b) for b in bodies], rate, config.sweep))
+        log(f"{server.name} at {rate:g} req/s: p99 {result['open_loop'][-1]['latency_ms']['p99']} ms")
+        result["server"] = kind
+        result["startup_s"] = round(server.startup_s or 0.0, 2)
+    return result, rate
+
+
+def _p99_at(result: dict[str, Any]) -> dict[str, Any] | None:
+    runs = result.get("open_loop") or []
+    if not runs:
+        return None
+    run = runs[-1]
+    return {"rate": run["rate"], "achieved_rps": run["throughput_rps"], "p50_ms": run["latency_ms"]["p50"],
+            "p99_ms": run["latency_ms"]["p99"], "errors": run["errors"]}
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if not numerator or not denominator:
+        return None
+    return round(numerator / denominator, 2)
+
+
+def run_compare(config: CompareConfig, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """The ``kdserve bench compare`` result (see the module docstring)."""
+    from export.bundle import read_manifest
+
+    folders = find_bundles(config.bundles_root, config.models or None)
+    short = sample_texts(config.short_data, config.texts, config.seed)
+    long = sample_texts(config.long_data, config.texts, config.seed)
+    same = config.http_data in (None, config.short_data)
+    http_texts = short if same else sample_texts(str(config.http_data), config.texts, config.seed)
+    bodies = render_bodies(http_texts)
+    latency_config = ModelBenchConfig([str(f) for f in folders], batch_sizes=[1], short_data=config.short_data,
+                                      long_data=config.long_data, texts=config.texts, seed=config.seed, warmup=10,
+                                      iterations=config.latency_iterations, max_seconds=config.latency_seconds,
+                                      threads=config.threads, torch_reference=False)
+    ceiling = measure_ceiling(log_dir=config.log_dir) if config.ceiling else None
+    if ceiling:
+        log(f"load generator ceiling: {ceiling['ceiling_rps']:.0f} req/s against the trivial server")
+    rows: list[dict[str, Any]] = []
+    common_rate = config.common_rate
+    rate_source = "--common-rate" if common_rate else None
+    for folder in folders:
+        manifest = read_manifest(folder)
+        cells = bench_bundle(folder, {"short": short, "long": long}, latency_config, log)
+        http, rate = _serve_and_sweep(config.server, folder, bodies, config, log, common_rate)
+        if common_rate is None:
+            # Bundles come teacher first: half the heaviest model's best is a load every model can take.
+            common_rate = rate
+            rate_source = f"half of {manifest.name}'s best closed-loop throughput"
+        rows.append({
+            "name": manifest.name, "model_kind": manifest.model_kind, "role": manifest.role,
+            "precision": manifest.precision, "accuracy": cells["accuracy"], "macro_f1": cells["macro_f1"],
+            "metrics_data": cells["metrics_data"], "parameters": cells["parameters"],
+            "bundle_bytes": cells["bundle_bytes"],
+            "short_b1_ms": cells["onnx"]["short"]["1"]["total_ms"], "long_b1_ms": cells["onnx"]["long"]["1"]["total_ms"],
+            "short_b1_model_ms": cells["onnx"]["short"]["1"]["model_ms"],
+            "long_b1_model_ms": cells["onnx"]["long"]["1"]["model_ms"],
+            "max_throughput_rps": http["max_throughput_rps"], "best_concurrency": http["best_concurrency"],
+            "at_common_rate": _p99_at(http), "http": http,
+        })
+    teacher = next((r for r in rows if r["role"] == "teacher"), None)
+    for row in rows:
+        row["speedup"] = None if teacher is None else {
+            "short_b1": _ratio(teacher["short_b1_ms"]["p50"], row["short_b1_ms"]["p50"]),
+            "long_b1": _ratio(teacher["long_b1_ms"]["p50"], row["long_b1_ms"]["p50"]),
+            "throughput": _ratio(row["max_throughput_rps"], teacher["max_throughput_rps"]),
+        }
+    result: dict[str, Any] = {
+        "kind": "compare", "machine": machine_info(), "threads": thread_settings(latency_config),
+        "config": {**{k: v for k, v in config.__dict__.items() if k != "sweep"}, "sweep": config.sweep.__dict__},
+        "texts": {"short": config.short_data, "long": config.long_data, "http": config.http_data or config.short_data},
+        "common_rate": common_rate, "common_rate_source": rate_source,
+        "teacher": teacher["name"] if teacher else None, "generator_ceiling": ceiling, "models": rows,
+    }
+    if config.baselines:
+        result["baselines"] = run_baselines(config, folders, rows, bodies, common_rate, log)
+    return result
+
+
+def run_baselines(config: CompareConfig, folders: list[Path], rows: list[dict[str, Any]], bodies: list[bytes],
+                  common_rate: float | None, log: Callable[[str], None]) -> dict[str, Any]:
+    """The same sweep against each baseline serving one bundle; ratios are kdserve / baseline."""
+    from export.bundle import read_manifest
+
+    names = [read_manifest(f).name for f in folders]
+    chosen = config.baseline_model or next((r["name"] for r in rows if r["role"] == "teacher"), names[0])
+    if chosen not in names:
+        raise BenchError(f"--baseline-model {chosen} is not among the compared bundles ({', '.join(names)})")
+    folder = folders[names.index(chosen)]
+    reference = next(r for r in rows if r["name"] == chosen)
+    servers: list[dict[str, Any]] = [{"server": config.server, "max_throughput_rps": reference["max_throughput_rps"],
+                                      "at_common_rate": reference["at_common_rate"], "http": reference["http"]}]
+    skipped: dict[str, str] = {}
+    for kind in config.baselines:
+        if kind == "hf" and (read_manifest(folder).role != "teacher" or _checkpoint_of(folder) is None):
+            skipped[kind] = f"{chosen} is not a teacher with its Hugging Face checkpoint on this machine"
+            continue
+        try:
+            http, _ = _serve_and_sweep(kind, folder, bodies, config, log, common_rate)
+        except BenchError as exc:  # one broken baseline must not lose the others' numbers
+            skipped[kind] = str(exc)
+            log(f"baseline {kind} skipped: {exc}")
+            continue
+        servers.append({"server": kind, "max_throughput_rps": http["max_throughput_rps"],
+                        "at_common_rate": _p99_at(http), "http": http})
+    ours = servers[0]
+    for entry in servers:
+        theirs_p99 = (entry["at_common_rate"] or {}).get("p99_ms")
+        ours_p99 = (ours["at_common_rate"] or {}).get("p99_ms")
+        entry["throughput_ratio"] = _ratio(ours["max_throughput_rps"], entry["max_throughput_rps"])
+        entry["p99_ratio"] = _ratio(theirs_p99, ours_p99)
+    return {"model": chosen, "reference_server": config.server, "common_rate": common_rate,
+            "servers": servers, "skipped": skipped}
