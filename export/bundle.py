@@ -69,6 +69,9 @@ class Manifest:
     extra: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
+    # sha256 of manifest.json itself with this value blanked (see write_manifest), so an edit to
+    # the manifest (a max_length, a label, a file hash) is caught too; "" in older manifests.
+    manifest_sha256: str = ""
 
     def __post_init__(self) -> None:
         problems = []
@@ -123,10 +126,35 @@ def write_manifest(folder: str | Path, manifest: Manifest) -> Manifest:
         if required not in files:
             raise BundleError(f"{folder}: cannot write a manifest without {required}")
     manifest.files = files
+    manifest.manifest_sha256 = ""
+    raw = (json.dumps(manifest.to_dict(), indent=2) + "\n").encode("utf-8")
+    digest = hashlib.sha256(raw).hexdigest()
+    raw = raw.replace(_self_entry(""), _self_entry(digest), 1)
+    manifest.manifest_sha256 = digest
     tmp = folder / (MANIFEST_FILE + ".tmp")
-    tmp.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
+    tmp.write_bytes(raw)
     os.replace(tmp, folder / MANIFEST_FILE)
     return manifest
+
+
+def _self_entry(digest: str) -> bytes:
+    """The top-level ``manifest_sha256`` line as ``json.dumps(indent=2)`` writes it."""
+    return f'\n  "manifest_sha256": "{digest}"'.encode()
+
+
+def _check_manifest_checksum(folder: Path) -> None:
+    """Compare manifest.json's bytes (own hash blanked) with its ``manifest_sha256``; a manifest
+    that cannot be parsed is left to ``read_manifest``, which names the problem."""
+    path = folder / MANIFEST_FILE
+    try:
+        raw = path.read_bytes()
+        claimed = json.loads(raw.decode("utf-8")).get("manifest_sha256", "")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return
+    if claimed == "":
+        return  # written before the self-checksum existed
+    if not isinstance(claimed, str) or hashlib.sha256(raw.replace(_self_entry(claimed), _self_entry(""), 1)).hexdigest() != claimed:
+        raise BundleError(f"{path}: sha256 does not match its manifest_sha256 (corrupted or modified)")
 
 
 def read_manifest(folder: str | Path) -> Manifest:
@@ -147,8 +175,10 @@ def read_manifest(folder: str | Path) -> Manifest:
 
 
 def verify_bundle(folder: str | Path) -> Manifest:
-    """Check that every listed file exists with its recorded size and sha256; name the first that does not."""
+    """Check manifest.json's own checksum, then that every listed file exists with its recorded
+    size and sha256; name the first file that does not."""
     folder = Path(folder)
+    _check_manifest_checksum(folder)
     manifest = read_manifest(folder)
     for required in (MODEL_FILE, TOKENIZER_FILE, LABELS_FILE):
         if required not in manifest.files:

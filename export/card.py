@@ -1,0 +1,99 @@
+"""The model card (``README.md``) written into every bundle: what it is, labels, metrics, use, limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from export.bundle import Manifest
+
+KIND_TEXT = {
+    "teacher": "fine-tuned BERT-family teacher",
+    "bilstm": "BiLSTM student (Tang et al. 2019) distilled from a BERT teacher",
+    "transformer": "small Transformer student distilled from a BERT teacher",
+    "textcnn": "TextCNN student (Kim 2014) distilled from a BERT teacher",
+}
+
+
+def _pct(value: Any) -> str:
+    return f"{float(value) * 100:.2f}%" if isinstance(value, (int, float)) else "n/a"
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+def _precision_text(manifest: Manifest) -> str:
+    quant = manifest.extra.get("quantization")
+    if manifest.precision == "fp32" or not isinstance(quant, dict):
+        return "fp32 (float32 weights and activations)"
+    mode = "static, QDQ, calibrated on training texts" if quant.get("mode") == "static" else "dynamic"
+    nodes = ", ".join(f"{n} {op}" for op, n in quant.get("int8_nodes", {}).items()) or "none"
+    return (f"int8 {mode}: {quant.get('preset')} preset, per-channel {quant.get('per_channel')}, "
+            f"reduce-range {quant.get('reduce_range')}; int8 nodes: {nodes}")
+
+
+def model_card(manifest: Manifest, model_bytes: int, triton_note: str = "") -> str:
+    """Markdown for ``README.md``; reads everything from the finished manifest so the two agree."""
+    labels = ", ".join(f"`{label}`" for label in manifest.labels)
+    data = next((m.get("data") for m in manifest.metrics.values() if isinstance(m, dict)), "the validation data")
+    rows = []
+    for precision, m in manifest.metrics.items():
+        if isinstance(m, dict):
+            mark = " (this bundle)" if precision == manifest.precision else ""
+            rows.append(f"| {precision}{mark} | {_pct(m.get('accuracy'))} | {_pct(m.get('macro_f1'))} | "
+                        f"{m.get('examples', 'n/a')} | {m.get('data', '')} [{m.get('split', '')}] |")
+    parity = manifest.extra.get("parity", {})
+    gate = manifest.extra.get("accuracy_gate")
+    lines = [
+        f"# {manifest.name}",
+        "",
+        f"A {KIND_TEXT.get(manifest.model_kind, manifest.model_kind)}, exported to ONNX by kdserve "
+        f"{manifest.kdserve_version or '(unknown version)'} on {manifest.created} from `{manifest.source_checkpoint}`.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| model | {manifest.model_kind}, {manifest.parameters:,} parameters |",
+        f"| precision | {_precision_text(manifest)} |",
+        f"| labels | {labels} |",
+        f"| max length | {manifest.max_length} tokens, special tokens included; longer texts are truncated |",
+        f"| inputs | {', '.join(manifest.inputs)}: int64 [batch, tokens], right-padded with id {manifest.pad_id} |",
+        f"| output | `{manifest.output}`: float32 [batch, {len(manifest.labels)}] |",
+        f"| graph | `model.onnx`, {_size(model_bytes)}, opset {manifest.opset}, "
+        f"{manifest.extra.get('exporter', '')} export, optimization {manifest.extra.get('optimization', 'none')} |",
+        "",
+        "## Validation metrics",
+        "",
+        "| precision | accuracy | macro-F1 | examples | data |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+    if parity:
+        lines.append(f"Parity: the fp32 graph matched PyTorch to max |logit difference| {parity.get('max_abs_diff', 0):.2e} "
+                     f"on {parity.get('texts')} validation texts of mixed lengths ({parity.get('truncated')} truncated), "
+                     f"with token ids identical to the training tokenizer's.")
+    if isinstance(gate, dict):
+        verdict = "overridden with --force" if gate.get("forced") else ("passed" if gate.get("passed") else "failed")
+        lines.append(f"Accuracy gate: int8 lost {gate.get('drop_points', 0):.2f} points against an allowed "
+                     f"{gate.get('max_drop_points')} ({verdict}).")
+    lines += [
+        "",
+        "## Intended use",
+        "",
+        f"Classifying English texts like those of {data} into {labels}, behind `kdserve serve` or any ONNX "
+        "Runtime + Hugging Face `tokenizers` client (`export.bundle.BundleModel` shows the exact encoding). "
+        "`kdserve bundle verify` checks every file's sha256 before use.",
+        "",
+        "## Limits",
+        "",
+        f"- Trained and measured on {data} only; accuracy on other domains, styles or languages is unknown: "
+        "measure it with `kdserve eval --bundle DIR --data SPEC` first.",
+        f"- Only the first {manifest.max_length} tokens of a text are read.",
+        "- Logits are not calibrated probabilities; a softmax over them is a score, not a confidence.",
+        "- It inherits the biases of its training data (and, for a student, of its teacher).",
+    ]
+    if manifest.precision != "fp32":
+        lines.append("- int8 kernels are tuned for the preset's CPU family; other CPUs run it, possibly slower.")
+    if triton_note:
+        lines += ["", triton_note.rstrip()]
+    return "\n".join(lines) + "\n"

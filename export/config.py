@@ -1,0 +1,182 @@
+"""``ExportConfig``: everything that defines one export, validated before any model is loaded.
+
+Standard library only (plus ``train.data.DatasetSpec``, itself stdlib-only), so the CLI can
+build and check a config without importing torch or ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdserve.errors import ConfigError
+from train.data import DatasetSpec
+
+FORMATS = ("bundle", "triton")
+QUANTIZATIONS = ("dynamic", "static", "none")
+OPTIMIZATIONS = ("none", "O1", "O2")
+EXPORTERS = ("torchscript", "dynamo")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+#: ONNX Runtime's integer-op kernels that dynamic quantization can target.
+QUANTIZABLE_OPS = ("MatMul", "Attention", "LSTM", "Gather", "EmbedLayerNormalization", "Conv", "Transpose")
+#: Conv is left out on purpose: ONNX Runtime's ConvInteger kernel has no fast CPU path, so an
+#: int8 TextCNN ran ~3x slower than fp32 (0.66 vs 0.28 ms at batch 1, 95 vs 32 ms at 32x64 tokens).
+DEFAULT_QUANTIZE_OPS = ("MatMul", "Attention", "LSTM", "Gather", "EmbedLayerNormalization")
+
+#: CPU presets, the same knobs as Optimum's ``AutoQuantizationConfig``: signed int8 weights,
+#: per-channel scales. ``reduce_range`` (7-bit weights) avoids the u8*s8 pair-sum saturation
+#: of AVX2/AVX-512 machines without VNNI; VNNI and ARM dot-product kernels do not saturate.
+QUANT_PRESETS: dict[str, dict[str, bool]] = {
+    "avx512_vnni": {"per_channel": True, "reduce_range": False},
+    "avx2": {"per_channel": True, "reduce_range": True},
+    "arm64": {"per_channel": True, "reduce_range": False},
+}
+
+#: Run-size presets: how much validation data the checks read. ``full`` scores the whole
+#: validation split; ``quick`` caps it so an export of a big teacher takes about a minute.
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"max_eval_examples": 1000, "parity_texts": 32, "calibration_examples": 128},
+    "full": {"max_eval_examples": None, "parity_texts": 128, "calibration_examples": 512},
+}
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def detect_quant_preset() -> str:
+    """The preset for this machine: arm64 on ARM, avx512_vnni when the CPU flags list VNNI, else avx2."""
+    machine = platform.machine().lower()
+    if machine in ("arm64", "aarch64"):
+        return "arm64"
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:  # not Linux: VNNI cannot be detected, and reduce_range is the safe choice
+        return "avx2"
+    return "avx512_vnni" if re.search(r"\bavx512_?vnni\b", flags) else "avx2"
+
+
+@dataclass
+class ExportConfig:
+    """One ``kdserve export`` run.
+
+    ``name`` defaults to the checkpoint folder's name; bundles are written to
+    ``output_dir/<name>-fp32`` and ``output_dir/<name>-int8`` (``-int8-static``). ``data``
+    None means the data the checkpoint was trained on (its recorded spec), else
+    ``package:rotten_tomatoes``. ``max_accuracy_drop`` is in accuracy points (1.0 = one
+    percentage point); a negative value demands that int8 be that much better.
+    """
+
+    checkpoint: str
+    output_dir: str
+    name: str | None = None
+    format: str = "bundle"
+    quantization: str = "dynamic"
+    quant_preset: str = "auto"
+    quantize_ops: tuple[str, ...] = DEFAULT_QUANTIZE_OPS
+    calibration_examples: int = 256
+    calibration_method: str = "minmax"
+    max_length: int | None = None
+    opset: int = 18
+    # ORTOptimizer level for teachers. On all-MiniLM-L6-v2 (2 busy CPU cores, ORT_ENABLE_ALL at
+    # load) none/O1/O2 ran within noise of each other in latency and session load time, since
+    # ONNX Runtime applies the same CPU fusions when a session loads. O2 is kept as the default
+    # so the shipped graph is the fused graph that runs (the int8 model then holds QAttention),
+    # and servers with graph_optimization "basic" lose nothing; the choice is in the manifest.
+    optimization: str = "O2"
+    exporter: str = "torchscript"
+    data: DatasetSpec | None = None
+    parity_texts: int = 64
+    parity_tolerance: float = 1e-4
+    max_accuracy_drop: float = 1.0
+    max_eval_examples: int | None = None
+    batch_size: int = 64
+    force: bool = False
+    overwrite: bool = False
+    triton_max_batch_size: int = 64
+    triton_queue_delay_us: int = 2000
+    preset: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str, value: Any, low: int = 1) -> bool:
+            return not isinstance(value, bool) and isinstance(value, int) and value >= low
+
+        def choice(name: str, value: Any, options: tuple[str, ...]) -> None:
+            if value not in options:
+                raise ConfigError(f"{name} must be one of {', '.join(options)}, got {value!r}")
+
+        if not isinstance(self.checkpoint, str) or not self.checkpoint.strip():
+            raise ConfigError("checkpoint must be a folder path")
+        if not isinstance(self.output_dir, str) or not self.output_dir.strip():
+            raise ConfigError("output_dir must be a folder path")
+        if self.name is not None and not _NAME.match(self.name):
+            raise ConfigError(f"name {self.name!r} must be letters, digits, '.', '_' or '-' (it becomes a folder name)")
+        choice("format", self.format, FORMATS)
+        choice("quantization", self.quantization, QUANTIZATIONS)
+        choice("quant_preset", self.quant_preset, ("auto", *QUANT_PRESETS))
+        choice("optimization", self.optimization, OPTIMIZATIONS)
+        choice("exporter", self.exporter, EXPORTERS)
+        choice("calibration_method", self.calibration_method, CALIBRATION_METHODS)
+        if self.preset is not None:
+            choice("preset", self.preset, tuple(PRESETS))
+        ops = tuple(self.quantize_ops)
+        if not ops or any(op not in QUANTIZABLE_OPS for op in ops):
+            raise ConfigError(f"quantize_ops {list(ops)} must be a non-empty subset of {', '.join(QUANTIZABLE_OPS)}")
+        self.quantize_ops = ops
+        checks = [
+            (positive_int("calibration_examples", self.calibration_examples),
+             f"calibration_examples must be an integer >= 1, got {self.calibration_examples!r}"),
+            (self.max_length is None or positive_int("max_length", self.max_length, 2),
+             f"max_length must be an integer >= 2, got {self.max_length!r}"),
+            (positive_int("opset", self.opset, 14) and self.opset <= 21,
+             f"opset must be an integer in [14, 21], got {self.opset!r}"),
+            (positive_int("parity_texts", self.parity_texts),
+             f"parity_texts must be an integer >= 1, got {self.parity_texts!r}"),
+            (isinstance(self.parity_tolerance, (int, float)) and not isinstance(self.parity_tolerance, bool)
+             and 0 < self.parity_tolerance < 1, f"parity_tolerance must be in (0, 1), got {self.parity_tolerance!r}"),
+            (isinstance(self.max_accuracy_drop, (int, float)) and not isinstance(self.max_accuracy_drop, bool)
+             and -100 <= self.max_accuracy_drop <= 100,
+             f"max_accuracy_drop must be in [-100, 100] points, got {self.max_accuracy_drop!r}"),
+            (self.max_eval_examples is None or positive_int("max_eval_examples", self.max_eval_examples),
+             f"max_eval_examples must be an integer >= 1, got {self.max_eval_examples!r}"),
+            (positive_int("batch_size", self.batch_size), f"batch_size must be an integer >= 1, got {self.batch_size!r}"),
+            (positive_int("triton_max_batch_size", self.triton_max_batch_size),
+             f"triton_max_batch_size must be an integer >= 1, got {self.triton_max_batch_size!r}"),
+            (positive_int("triton_queue_delay_us", self.triton_queue_delay_us, 0),
+             f"triton_queue_delay_us must be an integer >= 0, got {self.triton_queue_delay_us!r}"),
+            (isinstance(self.force, bool) and isinstance(self.overwrite, bool), "force and overwrite must be booleans"),
+            (self.data is None or isinstance(self.data, DatasetSpec), "data must be a DatasetSpec"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        if self.exporter == "dynamo":
+            # torch 2.13's default exporter needs onnxscript; say so now, not after loading the model.
+            import importlib.util
+
+            if importlib.util.find_spec("onnxscript") is None:
+                raise ConfigError("exporter 'dynamo' needs the onnxscript package: pip install onnxscript")
+
+    @classmethod
+    def from_preset(cls, preset: str | None, **overrides: Any) -> ExportConfig:
+        """A run-size preset's values, then every override that is not None."""
+        if preset is not None and preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        values = dict(PRESETS[preset]) if preset else {}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(preset=preset, **values)
+
+    @property
+    def resolved_quant_preset(self) -> str:
+        return detect_quant_preset() if self.quant_preset == "auto" else self.quant_preset
+
+    @property
+    def quantized_precision(self) -> str | None:
+        """The second bundle's precision, or None when only fp32 is written."""
+        return {"dynamic": "int8", "static": "int8-static", "none": None}[self.quantization]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

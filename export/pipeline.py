@@ -1,0 +1,252 @@
+"""``export_checkpoint``: the one entry point from a checkpoint folder to verified bundles.
+
+Order of work, each step a gate for the next: inspect the checkpoint (kind, labels, max
+length) and load the data -> export fp32 ONNX -> parity with PyTorch on real validation texts
+(token ids and logits) -> quantize -> score fp32 and int8 on the validation split -> the
+accuracy gate -> manifests, model cards, final checksum verification -> publish. Everything is
+built in a staging folder inside the output folder and moved into place at the end, so a
+failed export never leaves a half-written bundle behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export import onnx_export as ox
+from export.bundle import MODEL_FILE, Manifest, verify_bundle, write_manifest
+from export.card import model_card
+from export.checks import (
+    AccuracyGateError,
+    ExportError,
+    OutputExistsError,
+    Reference,
+    accuracy_drop,
+    accuracy_gate,
+    check_parity,
+    parity_texts,
+)
+from export.config import ExportConfig
+from kdserve.errors import ConfigError
+from train.data import DatasetSpec, LabeledData, load_dataset
+from train.evaluate import align_labels
+
+log = logging.getLogger("kdserve.export")
+DEFAULT_DATA = "package:rotten_tomatoes"
+
+
+def _version() -> str:
+    from kdserve import __version__
+
+    return __version__
+
+
+def resolve_data(config: ExportConfig, info: ox.CheckpointInfo) -> DatasetSpec:
+    """--data, else the spec the checkpoint records (its training data), else the packaged default."""
+    if config.data is not None:
+        return config.data
+    recorded = info.trained_data
+    if recorded and isinstance(recorded.get("source"), str):
+        source = recorded["source"]
+        if not source.startswith(("package:", "hub:")) and not Path(source).exists():
+            raise ConfigError(f"{info.folder} was trained on {source}, which is not found from here; pass --data")
+        fields = set(DatasetSpec.__dataclass_fields__)
+        return DatasetSpec(**{k: v for k, v in recorded.items() if k in fields})
+    log.info("%s records no training data; checking on %s", info.folder, DEFAULT_DATA)
+    return DatasetSpec(DEFAULT_DATA)
+
+
+def _targets(config: ExportConfig, name: str) -> dict[str, Path]:
+    precisions = ["fp32"] + ([config.quantized_precision] if config.quantized_precision else [])
+    out = Path(config.output_dir)
+    targets = {p: out / f"{name}-{p}" for p in precisions}
+    for path in targets.values():
+        if path.exists() and not config.overwrite:
+            raise OutputExistsError(f"{path} already exists (pass --overwrite to replace it)")
+    return targets
+
+
+def _feeds(model: Any, texts: list[str], inputs: list[str], batch: int = 16) -> list[dict[str, np.ndarray]]:
+    """Calibration batches: length-sorted so padding stays small, encoded exactly as served."""
+    texts = sorted(texts, key=len)
+    feeds = []
+    for start in range(0, len(texts), batch):
+        encoded = model.encode(texts[start : start + batch])
+        feed = {"input_ids": encoded.input_ids, "attention_mask": encoded.attention_mask}
+        if "token_type_ids" in inputs:
+            feed["token_type_ids"] = np.zeros_like(encoded.input_ids)
+        feeds.append(feed)
+    return feeds
+
+
+def _score(model: Any, rows: list[tuple[str, int]], data: LabeledData, batch_size: int) -> tuple[dict[str, Any], np.ndarray]:
+    from export.evaluate import score_bundle, summary
+
+    metrics, logits = score_bundle(model, rows, data.labels, batch_size)
+    return summary(metrics, data.source, "validation"), logits
+
+
+def _finish(folder: Path, manifest: Manifest, triton_note: str = "") -> Manifest:
+    """Write README.md from the finished manifest, hash everything, then re-verify from disk."""
+    (folder / "README.md").write_text(model_card(manifest, (folder / MODEL_FILE).stat().st_size, triton_note))
+    write_manifest(folder, manifest)
+    return verify_bundle(folder)
+
+
+def _export_fp32(info: ox.CheckpointInfo, config: ExportConfig, folder: Path, max_length: int
+                 ) -> tuple[Reference, int, dict[str, Any], float]:
+    """Write ``folder/model.onnx``; returns (PyTorch reference, parameters, export facts, export seconds)."""
+    if info.kind == "teacher":
+        start = time.perf_counter()
+        facts = ox.export_teacher(info.folder, folder / MODEL_FILE, config.opset, config.optimization)
+        seconds = time.perf_counter() - start
+        reference, parameters = ox.teacher_reference(info.folder, max_length)
+    else:
+        model = ox.load_student(info.folder)
+        start = time.perf_counter()
+        facts = ox.export_student(model, folder / MODEL_FILE, config.opset, config.exporter)
+        seconds = time.perf_counter() - start
+        reference, parameters = ox.student_reference(info.folder, model, max_length)
+    return reference, parameters, facts, seconds
+
+
+def _quantize(config: ExportConfig, src: Path, dst: Path, fp32_model: Any, data: LabeledData
+              ) -> tuple[dict[str, Any], float]:
+    """Write the int8 graph ``dst`` from ``src``; returns (quantization facts, seconds)."""
+    from export import quantize
+
+    preset = config.resolved_quant_preset
+    start = time.perf_counter()
+    if config.quantization == "static":
+        pool = [t for t, _ in data.train if t.strip()]
+        sample = random.Random(0).sample(pool, min(config.calibration_examples, len(pool)))
+        feeds = _feeds(fp32_model, sample, fp32_model.manifest.inputs)
+        facts = quantize.quantize_static_int8(src, dst, preset, config.quantize_ops, feeds, config.calibration_method)
+    else:
+        facts = quantize.quantize_dynamic_int8(src, dst, preset, config.quantize_ops)
+    return facts, time.perf_counter() - start
+
+
+def _triton_note(manifest: Manifest) -> str:
+    from export.triton import TRITON_NOTE
+
+    types = " and all-zero `token_type_ids`" if "token_type_ids" in manifest.inputs else ""
+    inputs = "`, `".join(i for i in manifest.inputs if i != "token_type_ids")
+    return TRITON_NOTE.format(max_length=manifest.max_length, inputs=inputs, pad_id=manifest.pad_id, types=types)
+
+
+def _publish(config: ExportConfig, staged: dict[str, tuple[Path, Manifest]], targets: dict[str, Path]) -> list[Path]:
+    """Move finished bundles into place, or copy them into Triton's layout."""
+    from export.triton import write_triton_model
+
+    written = []
+    for key, (folder, manifest) in staged.items():
+        target = targets[key]
+        if target.exists():
+            shutil.rmtree(target)
+        if config.format == "triton":
+            written.append(write_triton_model(
+                folder, target.parent, target.name, config.triton_max_batch_size, config.triton_queue_delay_us,
+                manifest.inputs, manifest.labels, (folder / "README.md").read_text(),
+            ))
+        else:
+            shutil.move(str(folder), target)
+            written.append(target)
+    return written
+
+
+def export_checkpoint(config: ExportConfig) -> list[Path]:
+    """Export ``config.checkpoint``; returns the written bundle folders (fp32 first) or, for
+    ``format="triton"``, the Triton model folders. Raises ExportError subclasses on failure;
+    when only the accuracy gate fails, the fp32 bundle is still written before the error."""
+    from export.bundle import BundleModel
+
+    started = time.perf_counter()
+    info = ox.inspect_checkpoint(config.checkpoint)
+    name = config.name or info.folder.resolve().name
+    max_length = ox.resolve_max_length(info, config.max_length)
+    targets = _targets(config, name)
+    spec = resolve_data(config, info)
+    data = load_dataset(spec)  # data errors surface before the slow part
+    align_labels([y for _, y in data.validation], data.labels, info.labels)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-staging-", dir=out))
+    try:
+        fp32_dir = staging / "fp32"
+        fp32_dir.mkdir()
+        reference, parameters, facts, seconds = _export_fp32(info, config, fp32_dir, max_length)
+        pad_id = ox.bundle_tokenizer(info.folder, fp32_dir / "tokenizer.json")
+        (fp32_dir / "labels.json").write_text(json.dumps(list(info.labels)) + "\n")
+        graph = ox.onnx_facts(fp32_dir / MODEL_FILE)
+        if graph["outputs"] != ["logits"]:
+            raise ExportError(f"{info.folder}: the exported graph's outputs are {graph['outputs']}, expected ['logits']")
+        base = Manifest(
+            name=f"{name}-fp32", model_kind=info.kind, precision="fp32", labels=list(info.labels),
+            max_length=max_length, inputs=graph["inputs"], pad_id=pad_id, parameters=parameters,
+            kdserve_version=_version(), source_checkpoint=str(info.folder.resolve()), opset=graph["opset"],
+            export_seconds=round(seconds, 3), created=datetime.now(UTC).isoformat(timespec="seconds"),
+            extra={**facts, "checkpoint_kind": info.kind, "graph_nodes": graph["nodes"], "data_spec": dict(spec.__dict__)},
+        )
+        write_manifest(fp32_dir, base)
+        fp32_model = BundleModel(fp32_dir, verify=False)
+
+        texts = parity_texts([t for t, _ in data.validation], config.parity_texts)
+        parity = check_parity(reference, fp32_model, texts, config.parity_tolerance)
+        del reference  # frees the PyTorch model before quantizing
+        log.info("parity: max |logit diff| %.2e on %d texts", parity.max_abs_diff, parity.texts)
+        rows = data.validation[: config.max_eval_examples] if config.max_eval_examples else data.validation
+        metrics: dict[str, Any] = {}
+        metrics["fp32"], fp32_logits = _score(fp32_model, rows, data, config.batch_size)
+        staged = {"fp32": (fp32_dir, replace(base, extra={**base.extra, "parity": parity.to_dict()}))}
+
+        precision = config.quantized_precision
+        gate_error: AccuracyGateError | None = None
+        if precision:
+            q_dir = staging / precision
+            q_dir.mkdir()
+            for file in ("tokenizer.json", "labels.json"):
+                shutil.copyfile(fp32_dir / file, q_dir / file)
+            quant, seconds = _quantize(config, fp32_dir / MODEL_FILE, q_dir / MODEL_FILE, fp32_model, data)
+            q_manifest = replace(base, name=f"{name}-{precision}", precision=precision, export_seconds=round(seconds, 3),
+                                 extra={**base.extra, "quantization": quant,
+                                        "graph_nodes": ox.onnx_facts(q_dir / MODEL_FILE)["nodes"]})
+            write_manifest(q_dir, q_manifest)
+            metrics[precision], q_logits = _score(BundleModel(q_dir, verify=False), rows, data, config.batch_size)
+            forced = False
+            try:
+                _, forced = accuracy_gate(metrics["fp32"], metrics[precision], config.max_accuracy_drop,
+                                          config.force, precision)
+            except AccuracyGateError as exc:
+                gate_error = exc
+            gate = {"drop_points": accuracy_drop(metrics["fp32"], metrics[precision]),
+                    "max_drop_points": config.max_accuracy_drop, "passed": gate_error is None and not forced,
+                    "forced": forced}
+            staged["fp32"][1].extra["accuracy_gate"] = gate
+            if gate_error is None:
+                q_manifest.extra.update({"accuracy_gate": gate, "vs_fp32": {
+                    "max_abs_logit_diff": float(np.abs(q_logits - fp32_logits).max()),
+                    "argmax_agreement": float((q_logits.argmax(-1) == fp32_logits.argmax(-1)).mean()),
+                }})
+                staged[precision] = (q_dir, q_manifest)
+        total = round(time.perf_counter() - started, 3)
+        for folder, manifest in staged.values():
+            manifest.metrics = metrics
+            manifest.extra["pipeline_seconds"] = total
+            _finish(folder, manifest, _triton_note(manifest) if config.format == "triton" else "")
+        written = _publish(config, staged, targets)
+        if gate_error is not None:
+            raise AccuracyGateError(f"{gate_error}; the fp32 bundle was written to {written[0]}")
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

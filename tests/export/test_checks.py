@@ -1,0 +1,178 @@
+"""The self-checks fail loudly: a wrong graph, a wrong tokenizer or a lossy int8 model is refused."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from export import onnx_export
+from export.bundle import BundleModel, read_manifest, verify_bundle, write_manifest
+from export.checks import (
+    AccuracyGateError,
+    ExportError,
+    ParityError,
+    accuracy_gate,
+    check_parity,
+    parity_texts,
+)
+from tests.export.conftest import MAX_LENGTH, copy_bundle, make_student
+
+
+def _student_reference(folder: Path) -> Any:
+    model = onnx_export.load_student(folder)
+    return onnx_export.student_reference(folder, model, MAX_LENGTH)[0]
+
+
+def _validation_texts(spec: Any) -> list[str]:
+    from train.data import load_dataset
+
+    return [t for t, _ in load_dataset(spec).validation]
+
+
+def _perturb_initializer(model_path: Path, name_part: str, delta: float) -> str:
+    model = onnx.load(str(model_path))
+    init = next(i for i in model.graph.initializer if name_part in i.name and i.data_type == onnx.TensorProto.FLOAT)
+    values = numpy_helper.to_array(init).copy()
+    values.flat[0] += delta
+    init.CopyFrom(numpy_helper.from_array(values, init.name))
+    onnx.save(model, str(model_path))
+    return init.name
+
+
+def test_parity_passes_on_the_real_export(bundles: dict[str, list[Path]], student_dirs: dict[str, Path],
+                                          sentiment_data: Any) -> None:
+    texts = parity_texts(_validation_texts(sentiment_data), 16)
+    report = check_parity(_student_reference(student_dirs["bilstm"]), BundleModel(bundles["bilstm"][0]), texts, 1e-4)
+    assert report.texts == 16 and report.max_abs_diff <= 1e-5
+
+
+def test_parity_fails_loudly_on_a_perturbed_initializer(
+    bundles: dict[str, list[Path]], student_dirs: dict[str, Path], sentiment_data: Any, tmp_path: Path
+) -> None:
+    broken = copy_bundle(bundles["bilstm"][0], tmp_path)
+    _perturb_initializer(broken / "model.onnx", "classifier.3.bias", 0.01)  # the output layer: shifts one logit
+    write_manifest(broken, read_manifest(broken))  # re-hash: the graph is "valid", just wrong
+    texts = parity_texts(_validation_texts(sentiment_data), 16)
+    with pytest.raises(ParityError) as info:
+        check_parity(_student_reference(student_dirs["bilstm"]), BundleModel(broken), texts, 1e-4)
+    message = str(info.value)
+    assert "ONNX logits differ from PyTorch by up to 0.01 on 16 validation texts (tolerance 0.0001)" in message
+    assert str(broken) in message and "\n" not in message
+
+
+def test_parity_fails_when_the_bundle_tokenizer_differs(
+    bundles: dict[str, list[Path]], student_dirs: dict[str, Path], sentiment_data: Any, tmp_path: Path
+) -> None:
+    from tokenizers import Tokenizer
+
+    broken = copy_bundle(bundles["textcnn"][0], tmp_path)
+    tokenizer = Tokenizer.from_file(str(broken / "tokenizer.json"))
+    tokenizer.normalizer = None  # no lower-casing: "The" is now [UNK] where training saw "the"
+    tokenizer.save(str(broken / "tokenizer.json"))
+    write_manifest(broken, read_manifest(broken))
+    texts = ["The movie was great .", "the film was bad ."]
+    with pytest.raises(ParityError, match="the bundle tokenizer gives different ids than training for text 'The movie"):
+        check_parity(_student_reference(student_dirs["textcnn"]), BundleModel(broken), texts, 1e-4)
+
+
+def test_export_of_a_wrong_model_is_refused_and_nothing_is_written(
+    student_dirs: dict[str, Path], sentiment_data: Any, export_config: Callable[..., Any], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The exporter writes a student with other weights (same architecture): parity must catch it."""
+    from export.pipeline import export_checkpoint
+
+    other = onnx_export.load_student(make_student("bilstm", tmp_path / "other", sentiment_data, train=False, seed=7))
+    real_export = onnx_export.export_student
+    monkeypatch.setattr(onnx_export, "export_student", lambda model, *a: real_export(other, *a))
+    out = tmp_path / "out"
+    with pytest.raises(ParityError, match="ONNX logits differ from PyTorch by up to"):
+        export_checkpoint(export_config(student_dirs["bilstm"], out))
+    assert list(out.iterdir()) == []  # staging removed, no bundle published
+
+
+def test_parity_texts_span_the_lengths_and_mix_them() -> None:
+    texts = [f"w{i} " * i for i in range(1, 101)] + ["", "   "]
+    picked = parity_texts(texts, 10)
+    assert len(picked) == 10 and "" not in picked and "   " not in picked
+    lengths = [len(t.split()) for t in picked]
+    assert max(lengths) == 100 and min(lengths) == 1
+    assert lengths[:2] == [1, 100]  # short and long alternate, so each batch mixes padding
+    assert parity_texts(["a", "bb"], 10) == ["a", "bb"]
+    with pytest.raises(ExportError, match="no non-empty text"):
+        parity_texts(["", " "], 4)
+
+
+def _scores(accuracy: float) -> dict[str, Any]:
+    return {"accuracy": accuracy, "macro_f1": accuracy, "examples": 200, "data": "d", "split": "validation"}
+
+
+def test_accuracy_gate_unit() -> None:
+    assert accuracy_gate(_scores(0.90), _scores(0.895), 1.0, False) == (pytest.approx(0.5), False)
+    assert accuracy_gate(_scores(0.90), _scores(0.95), -1.0, False)[1] is False  # 5 points better passes -1
+    with pytest.raises(AccuracyGateError) as info:
+        accuracy_gate(_scores(0.90), _scores(0.85), 1.0, False)
+    assert str(info.value) == (
+        "the int8 model loses 5.00 accuracy points (fp32 90.00% -> int8 85.00% on 200 d validation examples), "
+        "more than --max-accuracy-drop 1; it was not written (pass --force to keep it anyway)"
+    )
+    assert accuracy_gate(_scores(0.90), _scores(0.85), 1.0, True) == (pytest.approx(5.0), True)
+
+
+def test_gate_refuses_a_negative_tolerance_and_force_overrides(
+    student_dirs: dict[str, Path], export_config: Callable[..., Any], tmp_path: Path
+) -> None:
+    """int8 equals fp32 here (drop 0), so demanding a 1-point gain (-1) must refuse it."""
+    from export.pipeline import export_checkpoint
+
+    out = tmp_path / "refused"
+    with pytest.raises(AccuracyGateError) as info:
+        export_checkpoint(export_config(student_dirs["textcnn"], out, name="cnn", max_accuracy_drop=-1.0))
+    message = str(info.value)
+    assert message.startswith("the int8 model loses 0.00 accuracy points (fp32 100.00% -> int8 100.00% on 20 ")
+    assert "more than --max-accuracy-drop -1; it was not written (pass --force to keep it anyway)" in message
+    assert message.endswith(f"the fp32 bundle was written to {out / 'cnn-fp32'}")
+    assert sorted(p.name for p in out.iterdir()) == ["cnn-fp32"]
+    gate = verify_bundle(out / "cnn-fp32").extra["accuracy_gate"]
+    assert gate == {"drop_points": 0.0, "max_drop_points": -1.0, "passed": False, "forced": False}
+
+    forced = export_checkpoint(export_config(student_dirs["textcnn"], tmp_path / "forced", name="cnn",
+                                             max_accuracy_drop=-1.0, force=True))
+    assert [p.name for p in forced] == ["cnn-fp32", "cnn-int8"]
+    assert verify_bundle(forced[1]).extra["accuracy_gate"]["forced"] is True
+    assert "overridden with --force" in (forced[1] / "README.md").read_text()
+
+
+def test_gate_refuses_a_damaged_int8_model_at_the_default_tolerance(
+    student_dirs: dict[str, Path], export_config: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quantizer that damages the output layer (class 0 always wins) loses 50 points: refused."""
+    from export import quantize
+    from export.pipeline import export_checkpoint
+
+    real = quantize.quantize_dynamic_int8
+
+    def damaging(src: Path, dst: Path, *args: Any) -> dict[str, Any]:
+        facts = real(src, dst, *args)
+        model = onnx.load(str(dst))
+        bias = next(i for i in model.graph.initializer if i.name.endswith("classifier.3.bias"))
+        values = numpy_helper.to_array(bias).copy()
+        values[0] += 1000.0
+        bias.CopyFrom(numpy_helper.from_array(values, bias.name))
+        onnx.save(model, str(dst))
+        return facts
+
+    monkeypatch.setattr(quantize, "quantize_dynamic_int8", damaging)
+    out = tmp_path / "out"
+    with pytest.raises(AccuracyGateError, match=r"loses 50\.00 accuracy points \(fp32 100\.00% -> int8 50\.00%"):
+        export_checkpoint(export_config(student_dirs["bilstm"], out, name="lstm"))
+    assert sorted(p.name for p in out.iterdir()) == ["lstm-fp32"]
+    metrics = verify_bundle(out / "lstm-fp32").metrics
+    assert metrics["int8"]["accuracy"] == 0.5 and metrics["fp32"]["accuracy"] == 1.0
+    shutil.rmtree(out)
