@@ -1,0 +1,56 @@
+"""Admin routes, mounted only when an admin token is configured (else they are plain 404s).
+
+Bearer token, compared in constant time. The token is checked before the body is read, so an
+unauthenticated caller learns nothing from validation errors.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
+
+from serve.errors import Forbidden, InvalidInput, Unauthorized
+from serve.schemas import ADMIN_ERRORS, ReloadResponse
+from serve.service import Service
+
+
+def admin_router(service: Service, token: SecretStr) -> APIRouter:
+    bearer = HTTPBearer(auto_error=False)
+    expected = token.get_secret_value().encode("utf-8")
+
+    async def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if credentials is None:
+            raise Unauthorized("admin routes need an 'Authorization: Bearer <token>' header")
+        if not hmac.compare_digest(credentials.credentials.encode("utf-8"), expected):
+            raise Forbidden("wrong admin token")
+
+    router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_token)], responses=ADMIN_ERRORS)
+
+    @router.post("/reload", response_model=ReloadResponse)
+    async def reload() -> dict[str, Any]:
+        """Load, verify and warm the bundles on disk, then swap them in atomically. On failure
+        (409) the previous versions keep serving and the message names the file at fault."""
+        started = time.perf_counter()
+        changes = await service.reload()
+        return {"reloaded": changes, "seconds": round(time.perf_counter() - started, 3)}
+
+    @router.put("/routing")
+    async def put_routing(request: Request) -> dict[str, Any]:
+        """Replace the routing config (the body is one, as in the routing file); 422 if invalid,
+        and then the old config stays. Answers the effective routes."""
+        try:
+            config = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"body is not valid JSON ({exc})") from None
+        if not isinstance(config, dict):
+            raise InvalidInput("the routing config must be a JSON object")
+        service.router.update(config)
+        return service.router.describe()
+
+    return router

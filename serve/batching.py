@@ -1,0 +1,257 @@
+"""Dynamic batching for one model, with no HTTP in it.
+
+Requests (each a list of texts) queue in a bounded queue. One worker thread per model takes
+what has arrived once the first waiting request is ``max_wait_s`` old or ``max_batch_size`` texts
+are waiting, tokenizes those texts in one call, sorts them by token length and cuts them into
+batches of at most ``max_batch_size`` texts and ``max_batch_tokens`` padded tokens (rows x
+longest row), so that similar lengths share a batch and padding stays small. Inference runs in
+that thread (ONNX Runtime releases the GIL), never on the event loop; logits go back to each
+request's ``concurrent.futures.Future`` in its own order. A request whose future was cancelled
+(client gone, deadline passed) is skipped before each batch that would include it.
+
+Padding never changes an answer: rows are right-padded with the bundle's ``pad_id`` and masked,
+exactly as ``BundleModel.encode`` does for a batch, so a text gets the same logits alone as in any
+batch (within float tolerance).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from export.bundle import Encoded
+from serve.errors import NotReady, QueueFull, TextTooLong
+
+log = logging.getLogger("kdserve.serve.batching")
+
+# How many batches' worth of texts one intake may take: a larger pool groups lengths better, a
+# smaller one lets later arrivals in sooner.
+POOL_BATCHES = 4
+
+
+class Runnable(Protocol):
+    """What the batcher needs from a model (``export.bundle.BundleModel`` is one)."""
+
+    def encode(self, texts: Sequence[str]) -> Encoded: ...
+    def run(self, encoded: Encoded) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    max_batch_size: int = 32
+    max_batch_tokens: int = 8192
+    max_wait_s: float = 0.002
+    max_queue_texts: int = 1024
+    pad_id: int = 0
+    max_length: int = 512
+    retry_after_s: int = 1
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1 or self.max_batch_tokens < 1 or self.max_queue_texts < 1:
+            raise ValueError("max_batch_size, max_batch_tokens and max_queue_texts must be >= 1")
+        if self.max_wait_s < 0:
+            raise ValueError(f"max_wait_s must be >= 0, got {self.max_wait_s}")
+
+
+@dataclass
+class BatchStats:
+    """One batch as run: ``size`` texts, ``tokens`` padded tokens, ``seconds`` of model time."""
+
+    size: int
+    tokens: int
+    seconds: float
+
+
+@dataclass
+class _Item:
+    texts: list[str]
+    truncate: bool
+    future: Future[np.ndarray]
+    enqueued: float
+    logits: np.ndarray | None = None
+    remaining: int = 0
+    rows: list[np.ndarray] = field(default_factory=list)
+
+    def abandoned(self) -> bool:
+        return self.future.cancelled() or self.future.done()
+
+
+def _settle(future: Future[np.ndarray], result: np.ndarray | None = None, error: BaseException | None = None) -> None:
+    # A future cancelled by its awaiting request in the meantime simply stays cancelled.
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+    except InvalidStateError:
+        pass
+
+
+class Batcher:
+    """Queue + worker thread for one model. ``submit`` is thread-safe and never blocks."""
+
+    def __init__(self, name: str, model: Runnable, config: BatchConfig,
+                 on_batch: Callable[[BatchStats], None] | None = None) -> None:
+        self.name = name
+        self.model = model
+        self.config = config
+        self.on_batch = on_batch
+        self._queue: deque[_Item] = deque()
+        self._queued_texts = 0
+        self._cond = threading.Condition()
+        self._closing = False
+        self.batches = 0
+        self.texts_run = 0
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def queue_depth(self) -> int:
+        """Texts waiting (not yet taken by the worker)."""
+        return self._queued_texts
+
+    def submit(self, texts: list[str], truncate: bool = True) -> Future[np.ndarray]:
+        """Queue ``texts``; the future resolves to logits float32 [len(texts), C].
+
+        Raises ``QueueFull`` when they do not fit, ``NotReady`` once the batcher is closing."""
+        future: Future[np.ndarray] = Future()
+        if not texts:
+            future.set_result(np.zeros((0, 0), dtype=np.float32))
+            return future
+        with self._cond:
+            if self._closing:
+                raise NotReady(f"model {self.name!r} is shutting down", retry_after=self.config.retry_after_s)
+            if self._queued_texts + len(texts) > self.config.max_queue_texts:
+                raise QueueFull(
+                    f"model {self.name!r} queue is full ({self._queued_texts} texts waiting, limit "
+                    f"{self.config.max_queue_texts}); retry later", retry_after=self.config.retry_after_s)
+            self._queue.append(_Item(list(texts), truncate, future, time.monotonic()))
+            self._queued_texts += len(texts)
+            self._cond.notify()
+        return future
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop accepting, let the worker finish everything queued, join it. True when it ended."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # ---------------------------------------------------------------- worker thread
+
+    def _take(self) -> list[_Item] | None:
+        """Block until a pool is due; None when closing with nothing left."""
+        cfg = self.config
+        with self._cond:
+            while not self._queue and not self._closing:
+                self._cond.wait()
+            if not self._queue:
+                return None
+            deadline = self._queue[0].enqueued + cfg.max_wait_s
+            while not self._closing and self._queued_texts < cfg.max_batch_size:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            pool: list[_Item] = []
+            taken = 0
+            while self._queue and (not pool or taken + len(self._queue[0].texts) <= cfg.max_batch_size * POOL_BATCHES):
+                item = self._queue.popleft()
+                pool.append(item)
+                taken += len(item.texts)
+            self._queued_texts -= taken
+            return pool
+
+    def _work(self) -> None:
+        while True:
+            pool = self._take()
+            if pool is None:
+                return
+            try:
+                self._process(pool)
+            except BaseException as exc:  # keep serving: fail this pool's requests, not the thread
+                log.exception("batcher %s: batch failed", self.name)
+                for item in pool:
+                    _settle(item.future, error=exc)
+
+    def _process(self, pool: list[_Item]) -> None:
+        live = [item for item in pool if not item.abandoned()]
+        self.dropped += sum(len(i.texts) for i in pool if i.abandoned())
+        if not live:
+            return
+        texts = [t for item in live for t in item.texts]
+        encoded = self.model.encode(texts)  # one Rust call for the whole pool
+        rows: list[tuple[int, _Item, int]] = []  # (length, item, index in item)
+        at = 0
+        for item in live:
+            n = len(item.texts)
+            too_long = [j for j in range(n) if encoded.truncated[at + j]]
+            if too_long and not item.truncate:
+                j = too_long[0]
+                _settle(item.future, error=TextTooLong(j, self.name, self.config.max_length, item.texts[j]))
+            else:
+                item.rows = [encoded.input_ids[at + j, : encoded.lengths[at + j]] for j in range(n)]
+                item.remaining = n
+                rows.extend((encoded.lengths[at + j], item, j) for j in range(n))
+            at += n
+        rows.sort(key=lambda r: r[0])
+        for batch in self._cut(rows):
+            batch = [r for r in batch if not r[1].abandoned()]
+            if batch:
+                self._run(batch)
+
+    def _cut(self, rows: list[tuple[int, _Item, int]]) -> list[list[tuple[int, _Item, int]]]:
+        """Length-sorted rows into batches within both limits (an overlong row goes alone)."""
+        cfg = self.config
+        batches: list[list[tuple[int, _Item, int]]] = []
+        current: list[tuple[int, _Item, int]] = []
+        for row in rows:
+            # rows ascend, so this row is the longest: padded tokens = count x its length
+            if current and (len(current) + 1 > cfg.max_batch_size or (len(current) + 1) * row[0] > cfg.max_batch_tokens):
+                batches.append(current)
+                current = []
+            current.append(row)
+        if current:
+            batches.append(current)
+        return batches
+
+    def _run(self, batch: list[tuple[int, _Item, int]]) -> None:
+        width = max(r[0] for r in batch)
+        ids = np.full((len(batch), width), self.config.pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for k, (length, item, j) in enumerate(batch):
+            ids[k, :length] = item.rows[j]
+            mask[k, :length] = 1
+        started = time.perf_counter()
+        try:
+            logits = self.model.run(Encoded(ids, mask, [r[0] for r in batch], [False] * len(batch)))
+        except Exception as exc:
+            log.error("batcher %s: inference failed on a batch of %d: %s", self.name, len(batch), exc)
+            for item in {id(r[1]): r[1] for r in batch}.values():
+                _settle(item.future, error=exc)
+            return
+        seconds = time.perf_counter() - started
+        self.batches += 1
+        self.texts_run += len(batch)
+        for k, (_, item, j) in enumerate(batch):
+            if item.logits is None:
+                item.logits = np.zeros((len(item.texts), logits.shape[1]), dtype=np.float32)
+            item.logits[j] = logits[k]
+            item.remaining -= 1
+            if item.remaining == 0:
+                _settle(item.future, item.logits)
+        if self.on_batch is not None:
+            try:
+                self.on_batch(BatchStats(len(batch), len(batch) * width, seconds))
+            except Exception:  # metrics must never break serving
+                log.exception("batcher %s: on_batch hook failed", self.name)

@@ -1,0 +1,246 @@
+"""Standard protocols over the same service, so clients nobody here wrote can call it.
+
+- Hugging Face inference API, text classification: ``POST /`` and ``POST /models/{name}`` take
+  ``{"inputs": str | [str], "parameters": {"top_k", "function_to_apply"}}`` and answer a list with
+  one list of ``{"label", "score"}`` (best first) per input. A single string also gets a list of
+  one list: that is what the HF API returns and what ``huggingface_hub.InferenceClient
+  .text_classification`` unwraps (``[0]``).
+- Open Inference Protocol (KServe V2) for text: health, server and model metadata, model
+  readiness, and ``POST /v2/models/{name}/infer`` with one BYTES input ``text`` [N] answering
+  ``probabilities`` FP32 [N, C] (the model's label order) and ``label`` BYTES [N]. Tensors may come
+  and go as JSON or in the binary tensor extension (``Inference-Header-Content-Length``), which
+  ``tritonclient.http`` uses by default. V2 model names are bundle names.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kdserve import __version__
+from serve.errors import InvalidInput, NotFound, NotReady
+from serve.middleware import until_disconnect
+from serve.schemas import ERRORS, HFRequest, Score
+from serve.service import Scored, Service
+
+# ------------------------------------------------------------------ Hugging Face
+
+
+def _hf_scores(result: Scored, function: str) -> np.ndarray:
+    if function == "softmax" or result.logits is None:
+        return result.probabilities
+    logits = np.asarray(result.logits, dtype=np.float64)
+    return 1.0 / (1.0 + np.exp(-logits)) if function == "sigmoid" else logits
+
+
+def hf_router(service: Service) -> APIRouter:
+    router = APIRouter(tags=["hugging face"])
+
+    async def answer(body: HFRequest, model: str | None, request: Request) -> list[list[Score]]:
+        texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
+        params = body.parameters
+        function = (params.function_to_apply if params else None) or "softmax"
+        top_k = params.top_k if params else None
+        outcome = await until_disconnect(request, service.classify(texts, model, None, True, "inputs"))
+        out = []
+        for result in outcome.results:
+            scores = _hf_scores(result, function)
+            order = np.argsort(-scores, kind="stable")[: top_k or len(scores)]
+            out.append([Score(label=result.labels[i], score=float(scores[i])) for i in order])
+        return out
+
+    @router.post("/", response_model=list[list[Score]], responses=ERRORS)
+    async def hf_default(body: HFRequest, request: Request) -> list[list[Score]]:
+        """Hugging Face text-classification shape, default route."""
+        return await answer(body, None, request)
+
+    @router.post("/models/{name}", response_model=list[list[Score]], responses=ERRORS)
+    async def hf_model(name: str, body: HFRequest, request: Request) -> list[list[Score]]:
+        """Hugging Face text-classification shape, a named model or route (as the HF serverless URL)."""
+        return await answer(body, name, request)
+
+    return router
+
+
+# ------------------------------------------------------------------ Open Inference Protocol V2
+
+OUTPUTS = ("probabilities", "label")
+
+
+class V2Tensor(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: Any = None
+
+
+class V2Output(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class V2Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(None, max_length=128)
+    parameters: dict[str, Any] | None = None
+    inputs: list[V2Tensor]
+    outputs: list[V2Output] | None = None
+
+
+def _flatten(data: Any) -> list[Any]:
+    if isinstance(data, list):
+        return [x for item in data for x in _flatten(item)]
+    return [data]
+
+
+def _decode_bytes(buffer: bytes) -> list[str]:
+    """The binary BYTES layout: each element is a uint32 little-endian length, then its bytes."""
+    texts, at = [], 0
+    while at < len(buffer):
+        if at + 4 > len(buffer):
+            raise InvalidInput("binary BYTES tensor is truncated (length prefix cut off)")
+        (n,) = struct.unpack_from("<I", buffer, at)
+        at += 4
+        if at + n > len(buffer):
+            raise InvalidInput("binary BYTES tensor is truncated (element shorter than its length)")
+        try:
+            texts.append(buffer[at : at + n].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InvalidInput("input 'text': an element is not valid UTF-8") from None
+        at += n
+    return texts
+
+
+def _encode_bytes(values: list[str]) -> bytes:
+    return b"".join(struct.pack("<I", len(b)) + b for b in (v.encode("utf-8") for v in values))
+
+
+def parse_v2(raw: bytes, header_length: str | None) -> tuple[V2Request, list[str]]:
+    """The request and its texts; the binary extension puts tensors after a JSON header."""
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(raw):
+            raise InvalidInput(f"Inference-Header-Content-Length {header_length!r} does not fit the body")
+        header, tail = raw[: int(header_length)], raw[int(header_length) :]
+    else:
+        header, tail = raw, b""
+    try:
+        request = V2Request.model_validate_json(header)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise InvalidInput(f"invalid V2 inference request: {where}: {first['msg']}") from None
+    if len(request.inputs) != 1 or request.inputs[0].name != "text":
+        raise InvalidInput(f"expected exactly one input named 'text', got {[t.name for t in request.inputs]}")
+    tensor = request.inputs[0]
+    if tensor.datatype != "BYTES":
+        raise InvalidInput(f"input 'text' must have datatype BYTES, got {tensor.datatype}")
+    if not tensor.shape or len(tensor.shape) > 2 or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
+        raise InvalidInput(f"input 'text' must have shape [N] (or [N, 1]), got {tensor.shape}")
+    size = (tensor.parameters or {}).get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size != len(tail):
+            raise InvalidInput(f"binary_data_size {size!r} does not match the {len(tail)} bytes after the header")
+        texts = _decode_bytes(tail)
+    else:
+        values = _flatten(tensor.data)
+        if tensor.data is None or any(not isinstance(v, str) for v in values):
+            raise InvalidInput("input 'text' data must be a list of strings")
+        texts = values
+    if len(texts) != tensor.shape[0]:
+        raise InvalidInput(f"input 'text' has {len(texts)} elements but shape {tensor.shape}")
+    return request, texts
+
+
+def v2_router(service: Service) -> APIRouter:
+    router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
+
+    def bundle(name: str) -> Any:
+        if name not in service.manifests:
+            raise NotFound(f"no model {name!r}; V2 model names are bundle names: {', '.join(service.manifests)}")
+        return service.manifests[name]
+
+    @router.get("")
+    async def server_metadata() -> dict[str, Any]:
+        return {"name": "kdserve", "version": __version__, "extensions": ["binary_tensor_data"]}
+
+    @router.get("/health/live")
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @router.get("/health/ready")
+    async def ready() -> dict[str, bool]:
+        if not service.ready:
+            raise NotReady(f"not ready: the server is {service.status}", retry_after=service.settings.retry_after_s)
+        return {"ready": True}
+
+    @router.get("/models/{name}")
+    async def model_metadata(name: str) -> dict[str, Any]:
+        manifest = bundle(name)
+        return {
+            "name": name, "versions": ["1"], "platform": "onnxruntime_onnx",
+            "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
+            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, len(manifest.labels)]},
+                        {"name": "label", "datatype": "BYTES", "shape": [-1]}],
+            "parameters": {"labels": list(manifest.labels), "checksum": manifest.checksum},
+        }
+
+    @router.get("/models/{name}/ready")
+    async def model_ready(name: str) -> dict[str, Any]:
+        bundle(name)
+        if not (service.ready and name in service.slots):
+            raise NotReady(f"model {name!r} is {service.model_status.get(name, 'pending')}",
+                           retry_after=service.settings.retry_after_s)
+        return {"name": name, "ready": True}
+
+    @router.post("/models/{name}/infer", responses=ERRORS)
+    async def infer(name: str, request: Request) -> Response:
+        """V2 inference: JSON or binary tensors in, JSON or binary tensors out (per output's
+        ``binary_data`` parameter, or the request's ``binary_data_output``)."""
+        bundle(name)
+        req, texts = parse_v2(await request.body(), request.headers.get("inference-header-content-length"))
+        wanted = req.outputs or [V2Output(name=n) for n in OUTPUTS]
+        unknown = [o.name for o in wanted if o.name not in OUTPUTS]
+        if unknown:
+            raise InvalidInput(f"unknown output(s) {unknown}; this model has {list(OUTPUTS)}")
+        outcome = await until_disconnect(request, service.classify(texts, name, None, True, "text"))
+        probs = np.stack([r.probabilities for r in outcome.results]).astype("<f4")
+        labels = [r.labels[int(np.argmax(r.probabilities))] for r in outcome.results]
+        binary_default = bool((req.parameters or {}).get("binary_data_output", False))
+        outputs, buffers = [], []
+        for out in wanted:
+            binary = bool((out.parameters or {}).get("binary_data", binary_default))
+            if out.name == "probabilities":
+                entry: dict[str, Any] = {"name": "probabilities", "datatype": "FP32", "shape": list(probs.shape)}
+                payload, data = probs.tobytes(), probs.ravel().tolist()
+            else:
+                entry = {"name": "label", "datatype": "BYTES", "shape": [len(labels)]}
+                payload, data = _encode_bytes(labels), labels
+            if binary:
+                entry["parameters"] = {"binary_data_size": len(payload)}
+                buffers.append(payload)
+            else:
+                entry["data"] = data
+            outputs.append(entry)
+        body: dict[str, Any] = {"model_name": name, "model_version": "1", "outputs": outputs,
+                                "parameters": {"checksum": outcome.results[0].checksum, "route": outcome.route}}
+        if req.id is not None:
+            body["id"] = req.id
+        if not buffers:
+            return JSONResponse(body)
+        header = json.dumps(body, separators=(",", ":")).encode("utf-8")
+        return Response(header + b"".join(buffers), media_type="application/octet-stream",
+                        headers={"Inference-Header-Content-Length": str(len(header))})
+
+    return router

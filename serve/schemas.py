@@ -1,0 +1,142 @@
+"""Request and response models of the HTTP API (they are the OpenAPI schema).
+
+Request models forbid unknown fields and use strict types: ``"top_k": "3"`` or an extra
+``"modle"`` key is a 422 that says which field, not a silently ignored typo.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
+
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]+$"
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="machine-readable error code, e.g. queue_full, text_too_long")
+    message: str = Field(description="what went wrong and where")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        404: "unknown model or route", 413: "body too large, or a text over the token limit with truncate=false",
+        422: "invalid request (fields, types, limits, empty text)", 429: "queue full (see Retry-After)",
+        503: "not ready, overloaded, or the request timed out (see Retry-After)",
+    }.items()
+}
+ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        401: "no bearer token", 403: "wrong token", 409: "reload failed: the previous bundles keep serving",
+        422: "invalid routing config",
+    }.items()
+}
+
+
+class ClassifyRequest(BaseModel):
+    """Exactly one of ``text`` and ``texts``; at most one of ``top_k`` and ``all_scores``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"text": "the film was wonderful ."},
+                     {"texts": ["great plot", "dull acting"], "model": "student", "all_scores": True}]})
+
+    text: StrictStr | None = Field(None, description="one text")
+    texts: list[StrictStr] | None = Field(None, description="several texts, answered in order")
+    model: StrictStr | None = Field(None, description="a bundle name or a route (teacher, student, default, ...)")
+    top_k: StrictInt | None = Field(None, ge=1, description="also return the k best labels with scores")
+    all_scores: StrictBool = Field(False, description="also return every label's score")
+    truncate: StrictBool = Field(True, description="cut texts at the model's token limit; false: 413 instead")
+    routing_key: StrictStr | None = Field(None, max_length=256, description="sticky A/B key, e.g. a user id")
+    request_id: StrictStr | None = Field(None, min_length=1, max_length=128, pattern=REQUEST_ID_PATTERN,
+                                         description="echoed back; generated when absent")
+
+    @model_validator(mode="after")
+    def _one_input(self) -> ClassifyRequest:
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give exactly one of 'text' (a string) and 'texts' (a list of strings)")
+        if self.top_k is not None and self.all_scores:
+            raise ValueError("give at most one of 'top_k' and 'all_scores'")
+        return self
+
+    def text_list(self) -> list[str]:
+        return [self.text] if self.text is not None else list(self.texts or [])
+
+
+class Score(BaseModel):
+    label: str
+    score: float
+
+
+class TextResult(BaseModel):
+    label: str = Field(description="the best label")
+    score: float = Field(description="its probability")
+    scores: list[Score] | None = Field(None, description="top_k or all labels, best first (when asked)")
+    model: str = Field(description="the bundle that answered this text")
+    checksum: str = Field(description="sha256 of that bundle's model.onnx")
+    escalated: bool = Field(False, description="a cascade sent this text on to the teacher")
+
+
+class ClassifyResponse(BaseModel):
+    request_id: str
+    route: str = Field(description="the route that handled the request")
+    variant: str | None = Field(None, description="the A/B variant (model) chosen, if the route is an A/B test")
+    shadowed: bool = Field(False, description="a shadow model was also run on this request")
+    models: dict[str, str] = Field(description="every bundle that answered -> its model.onnx sha256")
+    results: list[TextResult]
+
+
+class HFParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: StrictInt | None = Field(None, ge=1)
+    function_to_apply: Literal["sigmoid", "softmax", "none"] | None = None
+
+
+class HFRequest(BaseModel):
+    """The Hugging Face inference API body for text classification."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"inputs": "I like you"}]})
+
+    inputs: StrictStr | list[StrictStr]
+    parameters: HFParameters | None = None
+    options: dict[str, Any] | None = Field(None, description="accepted for compatibility (use_cache, wait_for_model); ignored")
+
+
+class ModelCountersOut(BaseModel):
+    requests: int
+    texts: int
+    errors: int
+    queue_depth: int
+    batches: int
+    mean_batch_size: float
+
+
+class ModelSummary(BaseModel):
+    name: str
+    role: str
+    model_kind: str
+    precision: str
+    labels: list[str]
+    max_length: int
+    checksum: str
+    status: str = Field(description="pending, loading, warming, ready or failed")
+    providers: list[str]
+    counters: ModelCountersOut
+    manifest: dict[str, Any] | None = Field(None, description="the full manifest.json (GET /models/{name} only)")
+
+
+class ModelsResponse(BaseModel):
+    ready: bool
+    models: list[ModelSummary]
+    routing: dict[str, Any]
+
+
+class ReloadResponse(BaseModel):
+    reloaded: dict[str, dict[str, str | None]] = Field(description="model -> {old, new} model.onnx sha256")
+    seconds: float

@@ -1,0 +1,325 @@
+"""The server's core, with no HTTP in it: loaded models and their batchers, input limits, the
+``infer`` the router calls, classification through the router, hot reload and shutdown.
+
+Every HTTP protocol (``/classify``, the Hugging Face shape, Open Inference Protocol V2) calls
+``Service.classify`` and only formats its ``Outcome`` differently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.bundle import Manifest, softmax
+from kdserve.errors import KdserveError
+from serve.batching import BatchConfig, Batcher, BatchStats
+from serve.config import Settings
+from serve.errors import InvalidInput, NotFound, NotReady, QueueFull, ReloadFailed, RequestTimeout, TextTooLong
+from serve.metrics import Metrics, ModelCounters
+from serve.routing import ModelInfo, Router
+from serve.runtime import LoadedModel, discover, load_model, verify_all, warm_up
+
+log = logging.getLogger("kdserve.serve")
+
+
+@dataclass
+class _Capture:
+    """Per-request record of what ``infer`` ran: the router returns probabilities only, but the
+    answer also names the exact bundle version (a reload may swap it mid-request) and the HF
+    API's ``function_to_apply`` needs raw logits. Keyed by (model, text): equal texts give equal
+    logits, and a cascade calls ``infer`` on a subset of the request's texts."""
+
+    texts: list[str]
+    rows: dict[tuple[str, str], tuple[np.ndarray, str, list[str]]] = field(default_factory=dict)
+
+
+_capture: contextvars.ContextVar[_Capture | None] = contextvars.ContextVar("kdserve_capture", default=None)
+
+
+@dataclass
+class Slot:
+    loaded: LoadedModel
+    batcher: Batcher
+
+
+@dataclass
+class Scored:
+    """One text's answer: ``probabilities`` and ``logits`` float32 [C] in ``labels`` order."""
+
+    model: str
+    checksum: str
+    labels: list[str]
+    probabilities: np.ndarray
+    logits: np.ndarray | None
+    escalated: bool = False
+
+
+@dataclass
+class Outcome:
+    route: str
+    results: list[Scored]
+    variant: str | None = None
+    shadowed: bool = False
+
+
+class Service:
+    """Construction discovers and verifies the bundles (a checksum mismatch raises
+    ``BundleError`` naming the file) and builds the router; ``start`` loads and warms them."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.folders: dict[str, Path] = discover(settings.bundles, settings.models)
+        self.manifests: dict[str, Manifest] = verify_all(self.folders)
+        router_kw: dict[str, Any] = dict(registry=self.metrics.registry, shadow_log=settings.shadow_log,
+                                         log_texts=settings.log_texts, shadow_max_inflight=settings.shadow_max_inflight)
+        infos = self._infos(self.manifests)
+        self.router = (Router.from_file(settings.routing_file, infos, **router_kw) if settings.routing_file
+                       else Router(infos, None, **router_kw))
+        self.slots: dict[str, Slot] = {}
+        self.model_status: dict[str, str] = {name: "pending" for name in self.folders}
+        self.counters: dict[str, ModelCounters] = {name: ModelCounters() for name in self.folders}
+        self.status = "pending"  # pending, loading, ready, failed, stopping
+        self.failure: str | None = None
+        self._reload_lock = asyncio.Lock()
+        self._start_task: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def _infos(manifests: dict[str, Manifest]) -> dict[str, ModelInfo]:
+        return {name: ModelInfo(name, m.role, list(m.labels)) for name, m in manifests.items()}
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready"
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def _load(self, name: str, folder: Path, verify: bool) -> LoadedModel:
+        """Blocking: open and warm one bundle (run in a thread)."""
+        s = self.settings
+        self.model_status[name] = "loading"
+        loaded = load_model(name, folder, device=s.device, intra_op_threads=s.intra_op_threads,
+                            graph_optimization=s.graph_optimization, verify=verify)
+        self.model_status[name] = "warming"
+        warm_up(loaded, s.warmup_batch_sizes, s.warmup_lengths)
+        return loaded
+
+    def _slot(self, name: str, loaded: LoadedModel) -> Slot:
+        s, manifest = self.settings, loaded.manifest
+        config = BatchConfig(max_batch_size=s.max_batch_size, max_batch_tokens=s.max_batch_tokens,
+                             max_wait_s=s.max_wait_ms / 1000, max_queue_texts=s.max_queue_texts,
+                             pad_id=manifest.pad_id, max_length=manifest.max_length, retry_after_s=s.retry_after_s)
+        counters = self.counters.setdefault(name, ModelCounters())
+        size, latency = self.metrics.batch_size.labels(name), self.metrics.batch_latency.labels(name)
+        tokens = self.metrics.batch_tokens.labels(name)
+
+        def on_batch(stats: BatchStats) -> None:
+            counters.add(batches=1, batched_texts=stats.size)
+            size.observe(stats.size)
+            latency.observe(stats.seconds)
+            tokens.inc(stats.tokens)
+
+        batcher = Batcher(name, loaded.model, config, on_batch)
+        self.metrics.track_queue(name, lambda: batcher.queue_depth)
+        return Slot(loaded, batcher)
+
+    async def start(self) -> None:
+        """Load and warm every bundle off the event loop, then report ready. Raises on failure
+        (``status`` becomes failed and ``failure`` holds the one-line reason)."""
+        self.status = "loading"
+        try:
+            for name, folder in self.folders.items():
+                # checksums were verified at construction, moments ago: no second hash pass
+                loaded = await asyncio.to_thread(self._load, name, folder, False)
+                self.slots = {**self.slots, name: self._slot(name, loaded)}
+                self.model_status[name] = "ready"
+        except Exception as exc:
+            self.status, self.failure = "failed", str(exc)
+            for name, st in self.model_status.items():
+                if st != "ready":
+                    self.model_status[name] = "failed"
+            log.error("start-up failed: %s", exc)
+            raise
+        self.status = "ready"
+        self.metrics.ready.set(1)
+        log.info("ready: %d model(s) loaded and warm (%s)", len(self.slots), ", ".join(self.slots))
+
+    def start_in_background(self, on_failure: Callable[[str], None] | None = None) -> asyncio.Task[None]:
+        """``start`` as a task, so the HTTP server answers /health (and 503 on /ready) meanwhile."""
+
+        async def run() -> None:
+            try:
+                await self.start()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if on_failure is not None:
+                    on_failure(str(exc))
+
+        self._start_task = asyncio.create_task(run(), name="kdserve-start")
+        return self._start_task
+
+    async def aclose(self) -> None:
+        """Stop taking requests, let queued ones finish (bounded by ``graceful_timeout_s``), stop shadows."""
+        self.status = "stopping"
+        self.metrics.ready.set(0)
+        if self._start_task is not None and not self._start_task.done():
+            self._start_task.cancel()
+        timeout = self.settings.graceful_timeout_s
+        await asyncio.gather(*(asyncio.to_thread(slot.batcher.close, timeout) for slot in self.slots.values()))
+        await self.router.aclose()
+
+    async def reload(self) -> dict[str, dict[str, str | None]]:
+        """Load, verify and warm the bundles on disk, then swap them in at once; requests already
+        queued finish on the old versions. On any failure nothing changes and ``ReloadFailed``
+        carries the reason (naming the file for a checksum mismatch)."""
+        async with self._reload_lock:
+            if not self.ready:
+                raise NotReady(f"cannot reload while the server is {self.status}", retry_after=self.settings.retry_after_s)
+            try:
+                folders = discover(self.settings.bundles, self.settings.models)
+                fresh: dict[str, LoadedModel] = {}
+                for name, folder in folders.items():
+                    fresh[name] = await asyncio.to_thread(self._load_fresh, name, folder)
+                manifests = {name: loaded.manifest for name, loaded in fresh.items()}
+                self.router.set_models(self._infos(manifests))  # RoutingError: router unchanged
+            except Exception as exc:
+                self.metrics.reloads.labels("failed").inc()
+                log.error("reload failed, still serving the previous bundles: %s", exc)
+                raise ReloadFailed(f"reload failed, still serving the previous bundles: {exc}") from None
+            old = self.slots
+            # one assignment: a request sees either all old or all new slots
+            self.slots = {name: self._slot(name, loaded) for name, loaded in fresh.items()}
+            self.folders, self.manifests = folders, manifests
+            self.model_status = {name: "ready" for name in fresh}
+            for name in set(old) - set(fresh):
+                self.metrics.forget_model(name)
+            await asyncio.gather(*(asyncio.to_thread(slot.batcher.close, self.settings.graceful_timeout_s)
+                                   for slot in old.values()))
+            self.metrics.reloads.labels("ok").inc()
+            changes = {name: {"old": old[name].loaded.checksum if name in old else None, "new": loaded.checksum}
+                       for name, loaded in fresh.items()}
+            log.info("reloaded %d model(s): %s", len(fresh), changes)
+            return changes
+
+    def _load_fresh(self, name: str, folder: Path) -> LoadedModel:
+        # unlike _load, leaves model_status alone: the old version is still the one serving
+        s = self.settings
+        loaded = load_model(name, folder, device=s.device, intra_op_threads=s.intra_op_threads,
+                            graph_optimization=s.graph_optimization, verify=True)
+        warm_up(loaded, s.warmup_batch_sizes, s.warmup_lengths)
+        return loaded
+
+    # ---------------------------------------------------------------- serving
+
+    def validate_texts(self, texts: list[str], field_name: str = "texts") -> None:
+        """The request limits that need no model: count, characters, empty text (all 422)."""
+        s = self.settings
+        if not texts:
+            raise InvalidInput(f"{field_name} is empty: give at least one text")
+        if len(texts) > s.max_texts_per_request:
+            raise InvalidInput(f"too many texts: {len(texts)} > max_texts_per_request ({s.max_texts_per_request})")
+        for i, text in enumerate(texts):
+            where = f"{field_name}[{i}]" if field_name == "texts" or len(texts) > 1 else field_name
+            if not text.strip():
+                raise InvalidInput(f"{where} is empty or whitespace-only")
+            if len(text) > s.max_text_chars:
+                raise InvalidInput(f"{where} has {len(text)} characters, over max_text_chars ({s.max_text_chars})")
+
+    async def infer(self, model: str, texts: list[str], truncate: bool) -> np.ndarray:
+        """The router's ``Infer``: probabilities float32 [N, C] through the model's batcher."""
+        slot = self.slots.get(model)
+        if slot is None:
+            if model in self.folders:
+                raise NotReady(f"model {model!r} is not loaded yet", retry_after=self.settings.retry_after_s)
+            raise NotFound(f"model {model!r} is not loaded")
+        counters, outcome = self.counters[model], "error"
+        counters.add(requests=1, texts=len(texts))
+        try:
+            # no await between lookup and submit: a reload cannot close this batcher in between
+            logits = await asyncio.wrap_future(slot.batcher.submit(texts, truncate))
+            outcome = "ok"
+        except QueueFull:
+            outcome = "queue_full"
+            self.metrics.rejected.labels("queue_full").inc()
+            raise
+        except TextTooLong as exc:
+            outcome = "text_too_long"
+            self.metrics.rejected.labels("text_too_long").inc()
+            capture = _capture.get()
+            index = capture.texts.index(exc.text) if capture and exc.text in capture.texts else exc.index
+            raise TextTooLong(index, exc.model, exc.max_length) from None
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            self.metrics.model_requests.labels(model, outcome).inc()
+            if outcome != "ok":
+                counters.add(errors=1)
+        self.metrics.model_texts.labels(model).inc(len(texts))
+        capture = _capture.get()
+        if capture is not None:
+            for text, row in zip(texts, logits):
+                capture.rows[(model, text)] = (row, slot.loaded.checksum, slot.loaded.manifest.labels)
+        return softmax(logits).astype(np.float32)
+
+    async def classify(self, texts: list[str], requested: str | None = None, routing_key: str | None = None,
+                       truncate: bool = True, field_name: str = "texts") -> Outcome:
+        """Validate, route and answer ``texts`` within ``request_timeout_s``."""
+        if not self.ready:
+            raise NotReady(f"not ready: the server is {self.status}" + (f" ({self.failure})" if self.failure else ""),
+                           retry_after=self.settings.retry_after_s)
+        self.validate_texts(texts, field_name)
+        capture = _Capture(list(texts))
+        token = _capture.set(capture)
+        timeout = self.settings.request_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                routed = await self.router.classify(list(texts), requested, routing_key, self.infer, truncate)
+        except TimeoutError:
+            self.metrics.rejected.labels("timeout").inc()
+            raise RequestTimeout(f"no answer within request_timeout_s ({timeout:g} s); the server is overloaded, "
+                                 f"retry later", retry_after=self.settings.retry_after_s) from None
+        finally:
+            _capture.reset(token)
+        results = []
+        for text, answer in zip(texts, routed.answers):
+            logits, checksum, labels = capture.rows.get((answer.model, text), (None, "", []))
+            if not labels:  # not captured (should not happen): describe the current version
+                slot = self.slots.get(answer.model)
+                checksum = slot.loaded.checksum if slot else ""
+                labels = slot.loaded.manifest.labels if slot else []
+            results.append(Scored(answer.model, checksum, list(labels), np.asarray(answer.probabilities),
+                                  logits, answer.escalated))
+        return Outcome(routed.route, results, routed.variant, routed.shadowed)
+
+    # ---------------------------------------------------------------- introspection
+
+    def describe_model(self, name: str, detail: bool = False) -> dict[str, Any]:
+        if name not in self.manifests:
+            raise NotFound(f"no model {name!r}; loaded: {', '.join(self.manifests)}")
+        manifest = self.manifests[name]
+        slot = self.slots.get(name)
+        counters = self.counters.setdefault(name, ModelCounters())
+        return {
+            "name": name, "role": manifest.role, "model_kind": manifest.model_kind, "precision": manifest.precision,
+            "labels": list(manifest.labels), "max_length": manifest.max_length,
+            "checksum": slot.loaded.checksum if slot else manifest.checksum,
+            "status": self.model_status.get(name, "pending"),
+            "providers": slot.loaded.providers if slot else [],
+            "counters": counters.snapshot(slot.batcher.queue_depth if slot else 0),
+            "manifest": manifest.to_dict() if detail else None,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {"ready": self.ready, "models": [self.describe_model(n) for n in self.manifests],
+                "routing": self.router.describe()}
+

@@ -1,0 +1,81 @@
+"""Server test helpers: settings over the tiny bundles, a ready TestClient, a real uvicorn."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("onnxruntime")
+
+
+def make_settings(bundles: Path, **overrides: Any) -> Any:
+    from serve.config import load_settings
+
+    # small warm-up: the tests do not measure latency, and the machine is shared
+    base: dict[str, Any] = {"bundles": bundles, "warmup_batch_sizes": [1], "warmup_lengths": [8]}
+    base.update(overrides)
+    return load_settings(**base)
+
+
+def wait_ready(get: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if get("/ready").status_code == 200:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"server not ready within {timeout} s")
+
+
+@contextmanager
+def ready_client(bundles: Path, **overrides: Any) -> Iterator[Any]:
+    """A TestClient over a fresh app, after start-up finished (models loaded and warm)."""
+    from fastapi.testclient import TestClient
+
+    from serve.app import create_app
+
+    app = create_app(make_settings(bundles, **overrides))
+    with TestClient(app) as client:
+        wait_ready(client.get)
+        yield client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def real_server(bundles: Path, **overrides: Any) -> Iterator[str]:
+    """A real uvicorn serving a fresh app on a free loopback port, in a thread; yields its URL."""
+    import uvicorn
+
+    from serve.app import create_app
+
+    app = create_app(make_settings(bundles, **overrides))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise AssertionError("uvicorn did not start")
+            time.sleep(0.02)
+        wait_ready(lambda path: httpx.get(url + path, timeout=5))
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        assert not thread.is_alive(), "uvicorn did not stop"

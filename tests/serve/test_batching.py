@@ -1,0 +1,207 @@
+"""Dynamic batching on real tiny bundles, without HTTP."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import CancelledError
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.bundle import BundleModel, Encoded
+from serve.batching import BatchConfig, Batcher, BatchStats
+from serve.errors import NotReady, QueueFull, TextTooLong
+
+MIXED = [
+    "great .",
+    "the movie was really wonderful .",
+    "dull",
+    "the plot was very boring and the acting was quite awful , but the film was good .",
+    "the acting was bad .",
+    "excellent",
+    "the film was truly great and the plot was excellent .",
+]
+
+
+class Recording:
+    """The real bundle model, recording each batch's shape; ``gate`` (when given) holds every
+    ``run`` until set, to stand for a slow model."""
+
+    def __init__(self, model: BundleModel, gate: threading.Event | None = None) -> None:
+        self.model = model
+        self.gate = gate
+        self.shapes: list[tuple[int, int]] = []
+        self.rows_seen: list[int] = []
+
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        return self.model.encode(texts)
+
+    def run(self, encoded: Encoded) -> np.ndarray:
+        if self.gate is not None:
+            assert self.gate.wait(10), "test gate never opened"
+        self.shapes.append(tuple(encoded.input_ids.shape))  # type: ignore[arg-type]
+        self.rows_seen.append(encoded.input_ids.shape[0])
+        return self.model.run(encoded)
+
+
+def config(model: BundleModel, **kw: object) -> BatchConfig:
+    base: dict[str, object] = dict(pad_id=model.manifest.pad_id, max_length=model.manifest.max_length)
+    base.update(kw)
+    return BatchConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["tiny-bilstm", "tiny-textcnn"])
+def test_batched_logits_equal_unbatched(tiny_bundles: Path, name: str) -> None:
+    model = BundleModel(tiny_bundles / name)
+    alone = np.concatenate([model.run(model.encode([t])) for t in MIXED])
+    rec = Recording(model)
+    stats: list[BatchStats] = []
+    # a long wait so that all three requests land in one pool, and batches of 4: mixed lengths share batches
+    batcher = Batcher(name, rec, config(model, max_batch_size=4, max_wait_s=0.3), stats.append)
+    try:
+        futures = [batcher.submit(MIXED[:3]), batcher.submit(MIXED[3:5]), batcher.submit(MIXED[5:])]
+        batched = np.concatenate([f.result(10) for f in futures])
+    finally:
+        batcher.close(5)
+    np.testing.assert_allclose(batched, alone, atol=1e-5, rtol=0)
+    assert sorted(rec.rows_seen) == [3, 4] and batcher.batches == 2
+    # length-sorted: the 4 shortest texts are one batch, padded to the longest of them only
+    lengths = sorted(len(model.encode([t]).input_ids[0]) for t in MIXED)
+    assert (4, lengths[3]) in rec.shapes and (3, lengths[-1]) in rec.shapes
+    assert [s.size for s in stats] == [4, 3]
+    assert stats[0].tokens == 4 * lengths[3]
+
+
+def test_token_budget_splits_batches(tiny_bundles: Path) -> None:
+    model = BundleModel(tiny_bundles / "tiny-textcnn")
+    lengths = sorted(len(model.encode([t]).input_ids[0]) for t in MIXED)
+    rec = Recording(model)
+    # a budget that fits two of the longest texts but not three
+    budget = 2 * lengths[-1]
+    batcher = Batcher("m", rec, config(model, max_batch_size=64, max_batch_tokens=budget, max_wait_s=0.2))
+    try:
+        batcher.submit(MIXED).result(10)
+    finally:
+        batcher.close(5)
+    assert sum(rec.rows_seen) == len(MIXED)
+    assert all(rows * width <= budget for rows, width in rec.shapes)
+    # greedy over ascending lengths: a batch closes when one more row would pass the budget
+    expected: list[tuple[int, int]] = []
+    rows = 0
+    for i, n in enumerate(lengths):
+        if rows and (rows + 1) * n > budget:
+            expected.append((rows, lengths[i - 1]))
+            rows = 0
+        rows += 1
+    expected.append((rows, lengths[-1]))
+    assert rec.shapes == expected and len(expected) >= 2
+
+
+def test_cancelled_requests_are_dropped_before_inference(tiny_bundles: Path) -> None:
+    model = BundleModel(tiny_bundles / "tiny-textcnn")
+    rec = Recording(model)
+    batcher = Batcher("m", rec, config(model, max_wait_s=0.3))
+    try:
+        gone = batcher.submit(["the movie was great .", "dull"])
+        kept = batcher.submit(["the film was awful ."])
+        assert gone.cancel()  # the client went away while queued
+        logits = kept.result(10)
+    finally:
+        batcher.close(5)
+    assert logits.shape == (1, 2)
+    assert rec.rows_seen == [1] and batcher.dropped == 2
+    with pytest.raises(CancelledError):
+        gone.result(0)
+
+
+@pytest.mark.parametrize(("wait", "low", "high"), [(0.0, 0.0, 1.0), (1.2, 1.15, 5.0)])
+def test_a_lone_request_waits_max_wait_and_zero_disables_it(tiny_bundles: Path, wait: float, low: float,
+                                                            high: float) -> None:
+    model = BundleModel(tiny_bundles / "tiny-textcnn")
+    batcher = Batcher("m", model, config(model, max_wait_s=wait))  # batch of 32: never fills here
+    try:
+        started = time.monotonic()
+        batcher.submit(["great"]).result(10)
+        assert low <= time.monotonic() - started < high
+    finally:
+        batcher.close(5)
+
+
+def test_full_batch_closes_before_the_wait(tiny_bundles: Path) -> None:
+    model = BundleModel(tiny_bundles / "tiny-textcnn")
+    batcher = Batcher("m", model, config(model, max_batch_size=2, max_wait_s=5.0))
+    try:
+        started = time.monotonic()
+        batcher.submit(["great", "dull"]).result(10)
+        assert time.monotonic() - started < 2.0  # not the 5 s wait: the batch was full
+    finally:
+        batcher.close(5)
+
+
+def test_queue_bound_and_closing(tiny_bundles: Path) -> None:
+    model = BundleModel(tiny_bundles / "tiny-textcnn")
+    gate = threading.Event()
+    rec = Recording(model, gate)
+    batcher = Batcher("m", rec, config(model, max_queue_texts=3, max_wait_s=0.0, retry_after_s=7))
+    try:
+        first = batcher.submit(["great"])  # taken by the worker, which then blocks in run
+        deadline = time.monotonic() + 5
+        while batcher.queue_depth and time.monotonic() < deadline:
+            time.sleep(0.01)
+        queued = batcher.submit(["a", "b", "c"])
+        assert batcher.queue_depth == 3
+        with pytest.raises(QueueFull) as exc:
+            batcher.submit(["d"])
+        assert exc.value.retry_after == 7 and "queue is full" in exc.value.message
+    finally:
+        gate.set()
+    assert batcher.close(10)
+    # closing drained what was queued
+    assert first.result(0).shape == (1, 2) and queued.result(0).shape == (3, 2)
+    with pytest.raises(NotReady):
+        batcher.submit(["late"])
+
+
+def test_truncate_false_fails_only_that_request(tiny_bundles: Path) -> None:
+    model = BundleModel(tiny_bundles / "tiny-textcnn")
+    long_text = " ".join(["great"] * (model.manifest.max_length + 5))
+    batcher = Batcher("m", model, config(model, max_wait_s=0.2))
+    try:
+        strict = batcher.submit(["good", long_text], truncate=False)
+        lenient = batcher.submit([long_text], truncate=True)
+        with pytest.raises(TextTooLong) as exc:
+            strict.result(10)
+        assert lenient.result(10).shape == (1, 2)
+    finally:
+        batcher.close(5)
+    assert exc.value.index == 1 and exc.value.text == long_text
+    assert f"longer than {model.manifest.max_length} tokens" in exc.value.message
+
+
+def test_a_failing_batch_fails_its_requests_and_the_worker_survives(tiny_bundles: Path) -> None:
+    model = BundleModel(tiny_bundles / "tiny-textcnn")
+
+    class Flaky(Recording):
+        def run(self, encoded: Encoded) -> np.ndarray:
+            if len(self.shapes) == 0:
+                self.shapes.append((0, 0))
+                raise RuntimeError("boom")
+            return super().run(encoded)
+
+    batcher = Batcher("m", Flaky(model), config(model, max_wait_s=0.0))
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            batcher.submit(["great"]).result(10)
+        assert batcher.submit(["great"]).result(10).shape == (1, 2)
+    finally:
+        batcher.close(5)
+
+
+def test_batch_config_validates() -> None:
+    with pytest.raises(ValueError):
+        BatchConfig(max_batch_size=0)
+    with pytest.raises(ValueError):
+        BatchConfig(max_wait_s=-1)

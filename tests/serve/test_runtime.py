@@ -1,0 +1,64 @@
+"""Model runtime: discovery, checksum verification, providers, warm-up (no HTTP)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from export.bundle import BundleError
+from serve.runtime import CPU, discover, load_model, resolve_providers, verify_all, warm_up
+
+
+def test_discover_all_and_subset(tiny_bundles: Path) -> None:
+    assert list(discover(tiny_bundles)) == ["tiny-bilstm", "tiny-teacher", "tiny-textcnn"]
+    assert list(discover(tiny_bundles, ["tiny-textcnn", "tiny-bilstm"])) == ["tiny-textcnn", "tiny-bilstm"]
+    with pytest.raises(BundleError, match="no bundle named nope"):
+        discover(tiny_bundles, ["nope"])
+    with pytest.raises(BundleError, match="bundles folder not found"):
+        discover(tiny_bundles / "missing")
+    # a folder that is itself one bundle
+    assert list(discover(tiny_bundles / "tiny-textcnn")) == ["tiny-textcnn"]
+
+
+def test_verify_names_the_corrupted_file(tiny_bundles: Path, tmp_path: Path) -> None:
+    shutil.copytree(tiny_bundles / "tiny-textcnn", tmp_path / "tiny-textcnn")
+    model = tmp_path / "tiny-textcnn" / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 0xFF  # same size, different bytes
+    model.write_bytes(bytes(data))
+    with pytest.raises(BundleError) as exc:
+        verify_all(discover(tmp_path))
+    assert str(exc.value) == f"{model}: sha256 does not match the manifest (corrupted or modified)"
+
+
+def test_cuda_request_falls_back_to_cpu_with_a_log_line(tiny_bundles: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA: no fallback to test")
+    with caplog.at_level(logging.WARNING, logger="kdserve.serve.runtime"):
+        assert resolve_providers("cuda") == [CPU]
+        loaded = load_model("tiny-textcnn", tiny_bundles / "tiny-textcnn", device="cuda")
+    assert loaded.providers == [CPU]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("device cuda requested" in m and "Falling back to the CPU" in m for m in messages)
+
+
+def test_load_and_warm_up_at_every_shape(tiny_bundles: Path) -> None:
+    loaded = load_model("tiny-bilstm", tiny_bundles / "tiny-bilstm", intra_op_threads=1, graph_optimization="basic")
+    assert loaded.status == "loading" and loaded.providers == [CPU]
+    assert loaded.checksum == loaded.manifest.files["model.onnx"]["sha256"]
+    # 64 is above the bundle's max_length (32): capped
+    warm_up(loaded, [1, 4], [8, 64])
+    assert loaded.status == "ready"
+    assert loaded.warmup_shapes == [(1, 8), (1, 32), (4, 8), (4, 32)]
+
+
+def test_bad_device_and_optimisation_level(tiny_bundles: Path) -> None:
+    with pytest.raises(BundleError, match="device must be cpu or cuda"):
+        resolve_providers("tpu")
+    with pytest.raises(BundleError, match="graph_optimization must be one of"):
+        load_model("m", tiny_bundles / "tiny-textcnn", graph_optimization="max")
