@@ -101,6 +101,7 @@ def _distill(args: argparse.Namespace) -> int:
         student_layers=args.student_layers,
         intermediate_weight=args.intermediate_weight,
         cache_dir=args.cache_dir,
+        teacher_bundle=args.teacher_bundle,
         seed=args.seed,
         device=args.device,
         threads=args.threads,
@@ -132,20 +133,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _pipeline(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from kdserve.pipeline import run_pipeline
 
-    from train.evaluate import evaluate_checkpoint, report
-    from train.teacher import TeacherConfig, train_teacher
-
-    out = Path(args.output)
-    teacher_dir = out / "teacher"
-    print(f"[1/2] fine-tuning the teacher ({args.preset} preset) on {args.data} -> {teacher_dir}", flush=True)
-    config = TeacherConfig.from_preset(args.preset, data=_data_spec(args), output_dir=str(teacher_dir))
-    train_teacher(config)
-    print("[2/2] evaluating the teacher on the validation split", flush=True)
-    result = evaluate_checkpoint(teacher_dir, config.data, "validation", max_length=config.max_length)
-    print(report(result, out / "teacher_eval.json"))
-    print("students, export and serving are not implemented yet; the teacher checkpoint is ready.")
+    run_pipeline(args.preset, _data_spec(args), args.output)
     return 0
 
 
@@ -209,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--student-layers", type=int, help="transformer student layers (1-4)")
     dist.add_argument("--intermediate-weight", type=float, help="weight of hidden-state/attention losses")
     dist.add_argument("--cache-dir", help="teacher-logit cache (default runs/cache)")
+    dist.add_argument("--teacher-bundle", help="label the transfer set with this exported teacher bundle (ONNX "
+                      "Runtime, faster on a CPU) instead of the PyTorch checkpoint")
     dist.add_argument("--seed", type=int)
     dist.add_argument("--device")
     dist.add_argument("--threads", type=int)

@@ -2,7 +2,7 @@
 # Regenerate requirements/serve.lock and requirements/gpu.lock: exact pins of everything that
 # `pip install ".[serve]"` (or ".[gpu]") installs, kdserve itself left out.
 #
-# The serve set is resolved under the pins of a joint `.[train,serve,dev]` resolution, so the
+# The serve set is resolved under the pins of a joint `.[train,serve,dev,bench]` resolution, so the
 # lock holds the very versions CI's test venv gets: the Docker images install through the lock,
 # CI installs with `-c requirements/serve.lock`, and tests/test_deploy.py fails when the venv
 # and the lock disagree. The gpu lock reuses the serve pins with onnxruntime-gpu in place of
@@ -55,8 +55,8 @@ with open(out, "w") as handle:
 PY
 }
 
-echo "lock-serve: resolving .[train,serve,dev] (the CI venv) ..." >&2
-resolve "$tmp/all.json" ".[train,serve,dev]"
+echo "lock-serve: resolving .[train,serve,dev,bench] (the CI venv) ..." >&2
+resolve "$tmp/all.json" ".[train,serve,dev,bench]"
 pins "$tmp/all.json" "$tmp/all.txt"
 
 echo "lock-serve: resolving .[serve] under those pins ..." >&2

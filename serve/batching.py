@@ -2,7 +2,8 @@
 
 Requests (each a list of texts) queue in a bounded queue. One worker thread per model takes
 what has arrived once the first waiting request is ``max_wait_s`` old or ``max_batch_size`` texts
-are waiting, tokenizes those texts in one call, sorts them by token length and cuts them into
+are waiting (a request that arrives more than ``max_wait_s`` after the one before it, i.e. sparse
+traffic, is taken at once: a lone request never waits for a batch that is not coming), tokenizes those texts in one call, sorts them by token length and cuts them into
 batches of at most ``max_batch_size`` texts and ``max_batch_tokens`` padded tokens (rows x
 longest row), so that similar lengths share a batch and padding stays small. Inference runs in
 that thread (ONNX Runtime releases the GIL), never on the event loop; logits go back to each
@@ -49,6 +50,8 @@ class BatchConfig:
     max_batch_size: int = 32
     max_batch_tokens: int = 8192
     max_wait_s: float = 0.002
+    # Sparse traffic skips the wait (see the module docstring); False waits max_wait_s always.
+    adaptive_wait: bool = True
     max_queue_texts: int = 1024
     pad_id: int = 0
     max_length: int = 512
@@ -108,6 +111,8 @@ class Batcher:
         self._queued_texts = 0
         self._cond = threading.Condition()
         self._closing = False
+        self._last_arrival = float("-inf")
+        self._lone = False  # the newest arrival came more than max_wait_s after the previous one
         self.batches = 0
         self.texts_run = 0
         self.dropped = 0
@@ -134,7 +139,10 @@ class Batcher:
                 raise QueueFull(
                     f"model {self.name!r} queue is full ({self._queued_texts} texts waiting, limit "
                     f"{self.config.max_queue_texts}); retry later", retry_after=self.config.retry_after_s)
-            self._queue.append(_Item(list(texts), truncate, future, time.monotonic()))
+            now = time.monotonic()
+            self._lone = now - self._last_arrival > self.config.max_wait_s
+            self._last_arrival = now
+            self._queue.append(_Item(list(texts), truncate, future, now))
             self._queued_texts += len(texts)
             self._cond.notify()
         return future
@@ -157,7 +165,9 @@ class Batcher:
                 self._cond.wait()
             if not self._queue:
                 return None
-            deadline = self._queue[0].enqueued + cfg.max_wait_s
+            # Wait for company only when arrivals are dense; sparse traffic runs at once.
+            lone = cfg.adaptive_wait and len(self._queue) == 1 and self._lone
+            deadline = self._queue[0].enqueued + (0.0 if lone else cfg.max_wait_s)
             while not self._closing and self._queued_texts < cfg.max_batch_size:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -190,7 +200,19 @@ class Batcher:
         if not live:
             return
         texts = [t for item in live for t in item.texts]
-        encoded = self.model.encode(texts)  # one Rust call for the whole pool
+        try:
+            encoded = self.model.encode(texts)  # one Rust call for the whole pool
+        except Exception:
+            if len(live) == 1:
+                raise
+            # one request's text broke the tokenizer: fail that request only, not the whole pool
+            for item in live:
+                try:
+                    self._process([item])
+                except Exception as exc:
+                    log.error("batcher %s: tokenizing a request failed: %s", self.name, exc)
+                    _settle(item.future, error=exc)
+            return
         rows: list[tuple[int, _Item, int]] = []  # (length, item, index in item)
         at = 0
         for item in live:
@@ -236,8 +258,17 @@ class Batcher:
         try:
             logits = self.model.run(Encoded(ids, mask, [r[0] for r in batch], [False] * len(batch)))
         except Exception as exc:
+            items = {id(r[1]): r[1] for r in batch}
+            if len(items) > 1:
+                # the failure may come from one request's rows (a shape, a token): rerun each request
+                # alone so that only the requests that fail on their own get the error
+                log.warning("batcher %s: a batch of %d failed (%s); rerunning its %d requests one by one",
+                            self.name, len(batch), exc, len(items))
+                for item in items.values():
+                    self._run([r for r in batch if r[1] is item])
+                return
             log.error("batcher %s: inference failed on a batch of %d: %s", self.name, len(batch), exc)
-            for item in {id(r[1]): r[1] for r in batch}.values():
+            for item in items.values():
                 _settle(item.future, error=exc)
             return
         seconds = time.perf_counter() - started

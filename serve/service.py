@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from export.bundle import Manifest, softmax
+from export.bundle import BundleError, Manifest, softmax
 from kdserve.errors import KdserveError
 from serve.batching import BatchConfig, Batcher, BatchStats
 from serve.config import Settings
@@ -115,7 +115,7 @@ class Service:
     def _slot(self, name: str, loaded: LoadedModel) -> Slot:
         s, manifest = self.settings, loaded.manifest
         config = BatchConfig(max_batch_size=s.max_batch_size, max_batch_tokens=s.max_batch_tokens,
-                             max_wait_s=s.max_wait_ms / 1000, max_queue_texts=s.max_queue_texts,
+                             max_wait_s=s.max_wait_ms / 1000, adaptive_wait=s.adaptive_wait, max_queue_texts=s.max_queue_texts,
                              pad_id=manifest.pad_id, max_length=manifest.max_length, retry_after_s=s.retry_after_s)
         counters = self.counters.setdefault(name, ModelCounters())
         size, latency = self.metrics.batch_size.labels(name), self.metrics.batch_latency.labels(name)
@@ -186,6 +186,11 @@ class Service:
                 raise NotReady(f"cannot reload while the server is {self.status}", retry_after=self.settings.retry_after_s)
             try:
                 folders = discover(self.settings.bundles, self.settings.models)
+                gone = [name for name in self.slots if name not in folders]
+                if gone:
+                    # a folder mid-replacement (deleted, not yet copied back) must not unload a live model
+                    raise BundleError(f"{self.settings.bundles}: no bundle {', '.join(gone)} any more, but it is being "
+                                      f"served (a restart unloads a model)")
                 fresh: dict[str, LoadedModel] = {}
                 for name, folder in folders.items():
                     fresh[name] = await asyncio.to_thread(self._load_fresh, name, folder)
@@ -233,6 +238,14 @@ class Service:
                 raise InvalidInput(f"{where} is empty or whitespace-only")
             if len(text) > s.max_text_chars:
                 raise InvalidInput(f"{where} has {len(text)} characters, over max_text_chars ({s.max_text_chars})")
+            if not text.isascii():
+                # JSON's "\ud800" escape gives a lone surrogate: not Unicode text, and the tokenizer
+                # raises on it, failing every request batched with this one
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise InvalidInput(f"{where} is not valid Unicode: a lone surrogate U+{ord(text[exc.start]):04X} "
+                                       f"at character {exc.start}") from None
 
     async def infer(self, model: str, texts: list[str], truncate: bool) -> np.ndarray:
         """The router's ``Infer``: probabilities float32 [N, C] through the model's batcher."""

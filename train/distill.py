@@ -68,6 +68,9 @@ class DistillConfig:
     init_from_teacher: bool = True
     intermediate_weight: float = 0.0
     cache_dir: str | None = "runs/cache"
+    #: An exported bundle of the teacher to label the transfer set with (ONNX Runtime; faster on a
+    #: CPU); None labels with the PyTorch checkpoint.
+    teacher_bundle: str | None = None
     seed: int = 13
     device: str = "auto"
     threads: int | None = None
@@ -237,7 +240,8 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     texts = [t for t, _ in transfer]
     targets = None
     if not config.no_teacher:
-        raw = teacher_logits(config.teacher or "", texts, config.max_length, config.cache_dir, device=config.device)
+        raw = teacher_logits(config.teacher_bundle or config.teacher or "", texts, config.max_length,
+                             config.cache_dir, device=config.device)
         order = [teacher_labels.index(name) for name in data.labels]  # teacher columns -> dataset order
         targets = torch.from_numpy(np.ascontiguousarray(raw[:, order]))
     tokenizer = _build_tokenizer(config, [t for t, _ in rows])

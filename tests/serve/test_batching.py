@@ -48,7 +48,9 @@ class Recording:
 
 
 def config(model: BundleModel, **kw: object) -> BatchConfig:
-    base: dict[str, object] = dict(pad_id=model.manifest.pad_id, max_length=model.manifest.max_length)
+    # Fixed-window batching unless a test asks otherwise: pooling must not depend on arrival gaps.
+    base: dict[str, object] = dict(pad_id=model.manifest.pad_id, max_length=model.manifest.max_length,
+                                   adaptive_wait=False)
     base.update(kw)
     return BatchConfig(**base)  # type: ignore[arg-type]
 
@@ -128,6 +130,25 @@ def test_a_lone_request_waits_max_wait_and_zero_disables_it(tiny_bundles: Path, 
         assert low <= time.monotonic() - started < high
     finally:
         batcher.close(5)
+
+
+def test_adaptive_wait_runs_a_lone_request_at_once_and_batches_a_burst(tiny_bundles: Path) -> None:
+    model = BundleModel(tiny_bundles / "tiny-textcnn")
+    rec = Recording(model)
+    batcher = Batcher("m", rec, config(model, max_wait_s=1.5, adaptive_wait=True))
+    try:
+        started = time.monotonic()
+        batcher.submit(["great"]).result(10)
+        assert time.monotonic() - started < 1.0  # sparse: no 1.5 s wait
+        time.sleep(0.05)
+        # a burst: the first arrival after a quiet spell runs at once, the rest arrive within
+        # max_wait of each other and share one batch after waiting for company
+        futures = [batcher.submit([t]) for t in MIXED[:4]]
+        for f in futures:
+            f.result(10)
+    finally:
+        batcher.close(5)
+    assert rec.rows_seen[0] == 1 and sum(rec.rows_seen) == 5 and len(rec.rows_seen) <= 3
 
 
 def test_full_batch_closes_before_the_wait(tiny_bundles: Path) -> None:

@@ -123,3 +123,25 @@ def test_real_teacher_to_bilstm_on_packaged_sentences_beats_chance(tmp_path: Pat
     ]
     assert runs[0]["validation"]["accuracy"] > 0.55, runs[0]["history"]
     assert runs[0]["validation"]["accuracy"] == runs[1]["validation"]["accuracy"]
+
+
+def test_an_exported_teacher_bundle_labels_like_the_checkpoint(tmp_path: Path, tiny_teacher: tuple[Path, Path]) -> None:
+    """ONNX Runtime labelling (the fast path on a CPU) gives the PyTorch teacher's logits."""
+    import numpy as np
+
+    from export.config import ExportConfig
+    from export.pipeline import export_checkpoint
+    from train.transfer import teacher_logits
+
+    teacher, data = tiny_teacher
+    fp32 = export_checkpoint(ExportConfig(
+        checkpoint=str(teacher), output_dir=str(tmp_path / "bundles"), name="t", quantization="none",
+        data=DatasetSpec(str(data), validation_fraction=0.2),
+    ))[0]
+    texts = ["the movie was very good .", "the plot was dull", "", "the acting was awful . " * 20]
+    from_torch = teacher_logits(teacher, texts, 32, None, device="cpu")
+    from_onnx = teacher_logits(fp32, texts, 32, str(tmp_path / "cache"))
+    np.testing.assert_allclose(from_onnx, from_torch, atol=1e-4, rtol=0)
+    assert len(list((tmp_path / "cache").glob("*/logits.npy"))) == 1
+    with pytest.raises(Exception, match="max_length 32 != 16"):
+        teacher_logits(fp32, texts, 16, None)
