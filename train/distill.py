@@ -118,7 +118,8 @@ class DistillConfig:
             raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         if student not in STUDENTS:
             raise ConfigError(f"unknown student {student!r}; choose one of {', '.join(STUDENTS)}")
-        values = {**PRESETS[preset], **STUDENT_DEFAULTS[student]}
+        # teacher=None is meaningful (the --no-teacher baseline), so it is not dropped with the unset overrides.
+        values: dict[str, Any] = {"teacher": None, **PRESETS[preset], **STUDENT_DEFAULTS[student]}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(preset=preset, student=student, **values)
 

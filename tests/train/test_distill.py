@@ -145,3 +145,12 @@ def test_an_exported_teacher_bundle_labels_like_the_checkpoint(tmp_path: Path, t
     assert len(list((tmp_path / "cache").glob("*/logits.npy"))) == 1
     with pytest.raises(Exception, match="max_length 32 != 16"):
         teacher_logits(fp32, texts, 16, None)
+
+
+def test_no_teacher_preset_needs_no_teacher_argument(tmp_path: Path) -> None:
+    """`kdserve distill --no-teacher` passes teacher=None, which the preset must keep (it was dropped once)."""
+    config = DistillConfig.from_preset("quick", "bilstm", data=DatasetSpec("x.csv"), output_dir=str(tmp_path),
+                                       no_teacher=True, teacher=None)
+    assert config.teacher is None and config.no_teacher
+    with pytest.raises(ConfigError, match="a teacher checkpoint is required"):
+        DistillConfig.from_preset("quick", "bilstm", data=DatasetSpec("x.csv"), output_dir=str(tmp_path))
