@@ -103,7 +103,7 @@ def test_reload_does_not_drop_requests_in_flight(bundles: Path) -> None:
     import threading
     import time
 
-    with ready_client(bundles, admin_token=TOKEN, max_wait_ms=500) as client:
+    with ready_client(bundles, admin_token=TOKEN, max_wait_ms=500, adaptive_wait=False) as client:
         service = client.app.state.service
         old = service.slots["tiny-textcnn"]
         answers: list[Any] = []

@@ -119,7 +119,7 @@ def test_truncate_false_names_the_text(tiny_bundles: Path) -> None:
 def test_queue_full_is_429_with_retry_after(tiny_bundles: Path) -> None:
     # a long batching wait keeps the first request queued: the queue (2 texts) is then full
     with ready_client(tiny_bundles, models=["tiny-textcnn"], max_queue_texts=2, max_texts_per_request=2,
-                      max_wait_ms=800, retry_after_s=3) as client:
+                      max_wait_ms=800, retry_after_s=3, adaptive_wait=False) as client:
         first: dict[str, Any] = {}
         thread = threading.Thread(target=lambda: first.update(r=client.post("/classify", json={"texts": ["good", "bad"]})))
         thread.start()
@@ -139,7 +139,7 @@ def test_queue_full_is_429_with_retry_after(tiny_bundles: Path) -> None:
 
 
 def test_timeout_is_503_and_the_text_never_runs(tiny_bundles: Path) -> None:
-    with ready_client(tiny_bundles, models=["tiny-textcnn"], request_timeout_s=0.2, max_wait_ms=1000) as client:
+    with ready_client(tiny_bundles, models=["tiny-textcnn"], request_timeout_s=0.2, max_wait_ms=1000, adaptive_wait=False) as client:
         slot = client.app.state.service.slots["tiny-textcnn"]
         started = time.monotonic()
         r = client.post("/classify", json={"text": "great"})
@@ -214,7 +214,7 @@ def test_concurrent_requests_are_batched_and_answer_as_alone(tiny_bundles: Path)
     texts = ["great", "the plot was very boring and the acting was quite awful .", "dull", POSITIVE, NEGATIVE, "excellent"]
     model = BundleModel(tiny_bundles / "tiny-bilstm")
     alone = {t: softmax(model.run(model.encode([t])))[0] for t in texts}
-    with ready_client(tiny_bundles, models=["tiny-bilstm"], max_wait_ms=300) as client:
+    with ready_client(tiny_bundles, models=["tiny-bilstm"], max_wait_ms=300, adaptive_wait=False) as client:
         out: dict[str, Any] = {}
 
         def ask(t: str) -> None:
@@ -267,7 +267,7 @@ def test_batched_probabilities_match_numpy_softmax(tiny_bundles: Path) -> None:
 
 
 def test_inflight_limit_is_503_but_probes_still_answer(tiny_bundles: Path) -> None:
-    with ready_client(tiny_bundles, models=["tiny-textcnn"], max_inflight_requests=1, max_wait_ms=600) as client:
+    with ready_client(tiny_bundles, models=["tiny-textcnn"], max_inflight_requests=1, max_wait_ms=600, adaptive_wait=False) as client:
         first: dict[str, Any] = {}
         thread = threading.Thread(target=lambda: first.update(r=client.post("/classify", json={"text": "good"})))
         thread.start()

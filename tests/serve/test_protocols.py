@@ -133,7 +133,7 @@ def test_v2_json_errors(server: str) -> None:
 
 
 def test_disconnected_client_is_dropped_before_inference(tiny_bundles: Path) -> None:
-    with real_server(tiny_bundles, models=["tiny-textcnn"], max_wait_ms=1000) as url:
+    with real_server(tiny_bundles, models=["tiny-textcnn"], max_wait_ms=1000, adaptive_wait=False) as url:
         port = int(url.rsplit(":", 1)[1])
         body = json.dumps({"text": "great"}).encode()
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:

@@ -24,7 +24,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tiny_bundles: Path) -> No
     # a long batching wait keeps the requests in flight (queued) when SIGTERM arrives
     proc = subprocess.Popen(
         [sys.executable, "-m", "kdserve", "serve", "--bundles", str(tiny_bundles), "--models", "tiny-textcnn",
-         "--port", str(port), "--max-wait-ms", "1000", "--max-batch-size", "64"],
+         "--port", str(port), "--max-wait-ms", "1000", "--no-adaptive-wait", "--max-batch-size", "64"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
