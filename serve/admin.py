@@ -46,7 +46,7 @@ def admin_router(service: Service, token: SecretStr) -> APIRouter:
         and then the old config stays. Answers the effective routes."""
         try:
             config = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: deep nesting
             raise InvalidInput(f"body is not valid JSON ({exc})") from None
         if not isinstance(config, dict):
             raise InvalidInput("the routing config must be a JSON object")

@@ -133,11 +133,24 @@ def _validation_message(errors: list[Any]) -> str:
     return "; ".join(parts) + more
 
 
+def unparsable_body(cause: BaseException) -> str:
+    """Why a JSON body could not be parsed, for the causes ``json.loads`` raises beyond syntax errors."""
+    if isinstance(cause, UnicodeDecodeError):
+        return (f"body is not valid UTF-8 (byte 0x{cause.object[cause.start]:02x} at offset {cause.start}); "
+                f"send JSON encoded as UTF-8")
+    if isinstance(cause, RecursionError):
+        return "body JSON is nested too deeply to parse"
+    return f"body could not be parsed as JSON ({type(cause).__name__})"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(422, "invalid_request", _validation_message(list(exc.errors())), path=request.url.path)
 
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            # FastAPI's "error parsing the body": json.loads failed other than by a syntax error
+            return error_response(422, "invalid_request", unparsable_body(exc.__cause__), path=request.url.path)
         codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
         message = exc.detail if isinstance(exc.detail, str) else "error"
         if exc.status_code == 404 and message == "Not Found":

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve.errors import ClientGone, error_response
 from serve.metrics import Metrics
+from serve.service import admitted_at
 
 T = TypeVar("T")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -85,6 +86,7 @@ class ServeMiddleware:
                 if body is None:
                     return
                 receive = _replay(body, receive)
+            admitted_at.set(time.monotonic())
             await self.app(scope, receive, send_with_id)
         finally:
             if counted:

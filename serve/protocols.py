@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kdserve import __version__
 from serve.errors import InvalidInput, NotFound, NotReady
 from serve.middleware import until_disconnect
-from serve.schemas import ERRORS, HFRequest, Score
+from serve.schemas import ERRORS, V2_ERRORS, HFRequest, Score
 from serve.service import Scored, Service
 
 # ------------------------------------------------------------------ Hugging Face
@@ -99,6 +99,20 @@ class V2Request(BaseModel):
     outputs: list[V2Output] | None = None
 
 
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema with its ``$defs`` substituted in place (the OpenAPI document has no ``$defs``)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return walk(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {k: walk(v) for k, v in node.items()}
+        return [walk(v) for v in node] if isinstance(node, list) else node
+
+    return walk(schema)  # type: ignore[no-any-return]
+
+
 def _flatten(data: Any) -> list[Any]:
     if isinstance(data, list):
         return [x for item in data for x in _flatten(item)]
@@ -164,7 +178,8 @@ def parse_v2(raw: bytes, header_length: str | None) -> tuple[V2Request, list[str
 
 
 def v2_router(service: Service) -> APIRouter:
-    router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
+    # V2 errors have their own shape (see serve.errors.error_response); any route may answer them
+    router = APIRouter(prefix="/v2", tags=["open inference protocol v2"], responses=V2_ERRORS)
 
     def bundle(name: str) -> Any:
         if name not in service.manifests:
@@ -204,7 +219,9 @@ def v2_router(service: Service) -> APIRouter:
                            retry_after=service.settings.retry_after_s)
         return {"name": name, "ready": True}
 
-    @router.post("/models/{name}/infer", responses=ERRORS)
+    # The body is read raw (the binary extension is not JSON); the JSON form is declared for OpenAPI.
+    @router.post("/models/{name}/infer", openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": _inline_refs(V2Request.model_json_schema())}}}})
     async def infer(name: str, request: Request) -> Response:
         """V2 inference: JSON or binary tensors in, JSON or binary tensors out (per output's
         ``binary_data`` parameter, or the request's ``binary_data_output``)."""

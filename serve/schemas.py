@@ -30,6 +30,18 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         503: "not ready, overloaded, or the request timed out (see Retry-After)",
     }.items()
 }
+
+
+class V2ErrorResponse(BaseModel):
+    """The Open Inference Protocol's error shape, used under ``/v2``: ``error`` is the message."""
+
+    error: str
+    code: str = Field(description="machine-readable error code, as in the other routes' errors")
+
+
+V2_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": V2ErrorResponse, "description": spec["description"]} for code, spec in ERRORS.items()
+}
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {

@@ -42,6 +42,9 @@ class _Capture:
 
 
 _capture: contextvars.ContextVar[_Capture | None] = contextvars.ContextVar("kdserve_capture", default=None)
+# time.monotonic() when the HTTP layer finished reading the request: request_timeout_s counts from
+# there, so time spent waiting for the event loop before classify (under overload) is not free
+admitted_at: contextvars.ContextVar[float | None] = contextvars.ContextVar("kdserve_admitted_at", default=None)
 
 
 @dataclass
@@ -294,8 +297,12 @@ class Service:
         capture = _Capture(list(texts))
         token = _capture.set(capture)
         timeout = self.settings.request_timeout_s
+        admitted = admitted_at.get()
+        left = timeout - (time.monotonic() - admitted) if admitted is not None else timeout
         try:
-            async with asyncio.timeout(timeout):
+            if left <= 0:
+                raise TimeoutError  # past the deadline already: queue no work that nobody will wait for
+            async with asyncio.timeout(left):
                 routed = await self.router.classify(list(texts), requested, routing_key, self.infer, truncate)
         except TimeoutError:
             self.metrics.rejected.labels("timeout").inc()
