@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("onnxruntime")
 
-from tests.serve.conftest import free_port, wait_ready
+from tests.serve.conftest import serving  # noqa: F401 (re-exported for the reliability tests)
 
 
 def hold_queue() -> dict[str, Any]:
@@ -43,31 +38,6 @@ def error_of(response: Any) -> tuple[int, str, str]:
         return response.status_code, body["code"], body["error"]
     assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
     return response.status_code, body["error"]["code"], body["error"]["message"]
-
-
-@contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """A real uvicorn serving ``app`` on a free loopback port, in a thread; yields its URL once ready.
-    Unlike ``real_server`` the caller built the app, so it can reach ``app.state.service``."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
-    thread = threading.Thread(target=server.run, name="uvicorn-reliability", daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise AssertionError("uvicorn did not start")
-            time.sleep(0.02)
-        wait_ready(lambda path: httpx.get(url + path, timeout=5))
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        assert not thread.is_alive(), "uvicorn did not stop"
 
 
 def build_fragile_bundle(source: Path, folder: Path, ok_tokens: int = 8) -> Path:

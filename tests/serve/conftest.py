@@ -57,11 +57,17 @@ def free_port() -> int:
 @contextmanager
 def real_server(bundles: Path, **overrides: Any) -> Iterator[str]:
     """A real uvicorn serving a fresh app on a free loopback port, in a thread; yields its URL."""
-    import uvicorn
-
     from serve.app import create_app
 
-    app = create_app(make_settings(bundles, **overrides))
+    with serving(create_app(make_settings(bundles, **overrides))) as url:
+        yield url
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """A real uvicorn serving ``app`` on a free loopback port, in a thread; yields its URL once ready."""
+    import uvicorn
+
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
