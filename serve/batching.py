@@ -29,7 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from export.bundle import Encoded
-from serve.errors import NotReady, QueueFull, TextTooLong
+from serve.errors import InferenceFailed, NotReady, QueueFull, TextTooLong
 
 log = logging.getLogger("kdserve.serve.batching")
 
@@ -268,8 +268,10 @@ class Batcher:
                     self._run([r for r in batch if r[1] is item])
                 return
             log.error("batcher %s: inference failed on a batch of %d: %s", self.name, len(batch), exc)
+            failure = InferenceFailed()
+            failure.__cause__ = exc  # kept for callers and logs; the HTTP answer does not show it
             for item in items.values():
-                _settle(item.future, error=exc)
+                _settle(item.future, error=failure)
             return
         seconds = time.perf_counter() - started
         self.batches += 1

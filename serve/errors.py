@@ -81,6 +81,17 @@ class Forbidden(ServeError):
     status, code = 403, "forbidden"
 
 
+class InferenceFailed(ServeError):
+    """The model raised on this request's batch; the cause is in the server log. A ServeError rather
+    than the runtime's own exception, so the 500 is answered like any other error and the
+    connection stays open (an unhandled exception makes the server close it)."""
+
+    status, code = 500, "internal_error"
+
+    def __init__(self) -> None:
+        super().__init__("internal server error; see the server log")
+
+
 class ReloadFailed(ServeError):
     # 409: the request is fine, the bundles on disk conflict with serving them; old ones keep serving
     status, code = 409, "reload_failed"

@@ -13,7 +13,7 @@ import pytest
 
 from export.bundle import BundleModel, Encoded
 from serve.batching import BatchConfig, Batcher, BatchStats
-from serve.errors import NotReady, QueueFull, TextTooLong
+from serve.errors import InferenceFailed, NotReady, QueueFull, TextTooLong
 
 MIXED = [
     "great .",
@@ -214,8 +214,9 @@ def test_a_failing_batch_fails_its_requests_and_the_worker_survives(tiny_bundles
 
     batcher = Batcher("m", Flaky(model), config(model, max_wait_s=0.0))
     try:
-        with pytest.raises(RuntimeError, match="boom"):
+        with pytest.raises(InferenceFailed) as failed:
             batcher.submit(["great"]).result(10)
+        assert isinstance(failed.value.__cause__, RuntimeError) and str(failed.value.__cause__) == "boom"
         assert batcher.submit(["great"]).result(10).shape == (1, 2)
     finally:
         batcher.close(5)
