@@ -31,7 +31,7 @@ import pytest
 from export.bundle import BundleError, BundleModel, Encoded, read_manifest, softmax, write_manifest
 from tests.conftest import REPO
 from tests.reliability.conftest import build_fragile_bundle, error_of, hold_queue, serving
-from tests.serve.conftest import free_port, make_settings, ready_client, wait_ready
+from tests.serve.conftest import free_port, make_settings, ready_client, wait_process_ready, wait_ready
 
 TOKEN = "reliability-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -291,16 +291,7 @@ def test_sigterm_under_load_loses_no_accepted_request(tiny_bundles: Path, tmp_pa
     url = f"http://127.0.0.1:{port}"
     n = 20_000
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            try:
-                if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server never got ready"
-            time.sleep(0.1)
+        wait_process_ready(proc, url, log_path.read_text)
         target = Target.parse(url, "/classify")
         requests = [target.request(f'{{"text": "load {i} great"}}'.encode()) for i in range(n)]
         sigterm_at: list[int] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,20 @@ def wait_ready(get: Any, timeout: float = 30.0) -> None:
             return
         time.sleep(0.02)
     raise AssertionError(f"server not ready within {timeout} s")
+
+
+def wait_process_ready(proc: Any, url: str, output: Callable[[], str], timeout: float = 60.0) -> None:
+    """Poll ``url``/ready until 200; fail with the tail of ``output()`` if the server process exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, output()[-3000:]
+        try:
+            if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server never got ready"
+        time.sleep(0.1)
 
 
 @contextmanager

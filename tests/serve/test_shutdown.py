@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO
-from tests.serve.conftest import free_port
+from tests.serve.conftest import free_port, wait_process_ready
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -28,16 +28,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tiny_bundles: Path) -> No
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            try:
-                if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server never got ready"
-            time.sleep(0.1)
+        wait_process_ready(proc, url, lambda: proc.communicate()[1])
         results: list[int] = []
         lock = threading.Lock()
 
