@@ -91,6 +91,7 @@ def _http_run(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from benchmarks.common import parse_int_list
     from benchmarks.compare import CompareConfig, run_compare
 
     folder = _output(args, "compare")
@@ -99,7 +100,8 @@ def _compare(args: argparse.Namespace) -> int:
         server_args=shlex.split(args.server_args or ""),
         short_data=args.short_data, long_data=args.long_data, http_data=args.http_data, texts=args.texts,
         seed=args.seed, latency_iterations=args.latency_iterations, latency_seconds=args.latency_seconds,
-        threads=args.threads, sweep=_sweep_config(args, rates=False), common_rate=args.common_rate,
+        threads=args.threads, teacher_batch_sizes=parse_int_list(args.teacher_batch_sizes, "--teacher-batch-sizes"),
+        sweep=_sweep_config(args, rates=False), common_rate=args.common_rate,
         baselines=[b for b in (args.baselines or "").split(",") if b], baseline_model=args.baseline_model,
         ceiling=not args.no_ceiling, start_timeout_s=args.start_timeout, log_dir=str(folder / "logs"))
     args.output = str(folder)
@@ -194,6 +196,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     compare.add_argument("--latency-iterations", type=int, default=200)
     compare.add_argument("--latency-seconds", type=float, default=10.0)
     compare.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads in process")
+    compare.add_argument("--teacher-batch-sizes", default="1,8,32",
+                         help="in-process batch sizes whose best throughput each teacher's HTTP figure is compared with")
     compare.add_argument("--common-rate", type=float, help="req/s for the p99 column (default: half the teacher's best)")
     compare.add_argument("--baselines", help="also serve one bundle with naive,litserve,hf and compare")
     compare.add_argument("--baseline-model", help="the bundle the baselines serve (default: the teacher)")

@@ -6,7 +6,9 @@ bounded start, always torn down), runs a closed-loop concurrency sweep for its b
 throughput, and an open-loop run at one *common* arrival rate for a p99 every model faces
 under the same load. The common rate is ``common_rate`` or, by default, half the teacher's
 best throughput (the heaviest model, so every model can sustain it). Speed-ups are over the
-teacher (the first bundle whose manifest says ``model_kind: teacher``).
+teacher of the same precision (int8 over int8, fp32 over fp32; the first teacher when none
+matches). Each teacher is also timed in process at ``teacher_batch_sizes``: its HTTP throughput as
+a fraction of the best of those is what serving costs it.
 
 With ``baselines``, one bundle (``baseline_model``, default the teacher) is also served by the
 naive FastAPI app, LitServe, and (for a teacher with its checkpoint here) a transformers
@@ -15,6 +17,7 @@ pipeline, each under the same sweep, and the ratios to kdserve are reported.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +62,9 @@ class CompareConfig:
     latency_iterations: int = 200
     latency_seconds: float = 10.0
     threads: int = 0
+    #: In-process batch sizes timed for each teacher on the short texts: the best of them is the
+    #: ceiling its HTTP throughput is compared with (what batching can reach without HTTP).
+    teacher_batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
     sweep: SweepConfig = field(default_factory=lambda: SweepConfig(rate_fractions=[]))
     common_rate: float | None = None
     baselines: list[str] = field(default_factory=list)
@@ -77,6 +83,8 @@ class CompareConfig:
             raise ConfigError(f"--common-rate must be > 0, got {self.common_rate}")
         if not self.sweep.concurrency:
             raise ConfigError("compare needs a closed-loop concurrency sweep (its best throughput is a column)")
+        if not self.teacher_batch_sizes or min(self.teacher_batch_sizes) < 1:
+            raise ConfigError(f"teacher batch sizes must be >= 1, got {self.teacher_batch_sizes}")
         if self.texts < 1 or self.latency_iterations < 1 or not self.latency_seconds > 0:
             raise ConfigError("texts and latency iterations must be >= 1 and latency seconds > 0")
 
@@ -153,6 +161,16 @@ def _p99_at(result: dict[str, Any]) -> dict[str, Any] | None:
             "p99_ms": run["latency_ms"]["p99"], "errors": run["errors"]}
 
 
+def _inprocess_best(folder: Path, short: list[str], latency_config: ModelBenchConfig, config: CompareConfig,
+                    log: Callable[[str], None]) -> dict[str, Any]:
+    """A teacher's in-process throughput on the short texts at each of ``teacher_batch_sizes``."""
+    sized = dataclasses.replace(latency_config, batch_sizes=sorted(set(config.teacher_batch_sizes)))
+    cells = bench_bundle(folder, {"short": short}, sized, log)["onnx"]["short"]
+    per_size = {size: c["examples_per_s"] for size, c in cells.items()}
+    best = max(per_size, key=lambda k: per_size[k])
+    return {"examples_per_s": per_size, "best_batch_size": int(best), "best_examples_per_s": per_size[best]}
+
+
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     if not numerator or not denominator:
         return None
@@ -182,6 +200,7 @@ def run_compare(config: CompareConfig, log: Callable[[str], None] = lambda m: No
     for folder in folders:
         manifest = read_manifest(folder)
         cells = bench_bundle(folder, {"short": short, "long": long}, latency_config, log)
+        inprocess = _inprocess_best(folder, short, latency_config, config, log) if manifest.role == "teacher" else None
         http, rate = _serve_and_sweep(config.server, folder, bodies, config, log, common_rate)
         if common_rate is None:
             # Bundles come teacher first: half the heaviest model's best is a load every model can take.
@@ -196,14 +215,20 @@ def run_compare(config: CompareConfig, log: Callable[[str], None] = lambda m: No
             "short_b1_model_ms": cells["onnx"]["short"]["1"]["model_ms"],
             "long_b1_model_ms": cells["onnx"]["long"]["1"]["model_ms"],
             "max_throughput_rps": http["max_throughput_rps"], "best_concurrency": http["best_concurrency"],
-            "at_common_rate": _p99_at(http), "http": http,
+            "at_common_rate": _p99_at(http), "http": http, "inprocess": inprocess,
         })
-    teacher = next((r for r in rows if r["role"] == "teacher"), None)
+        if inprocess:
+            inprocess["http_fraction"] = _ratio(http["max_throughput_rps"], inprocess["best_examples_per_s"])
+    teachers = [r for r in rows if r["role"] == "teacher"]
+    teacher = teachers[0] if teachers else None
     for row in rows:
-        row["speedup"] = None if teacher is None else {
-            "short_b1": _ratio(teacher["short_b1_ms"]["p50"], row["short_b1_ms"]["p50"]),
-            "long_b1": _ratio(teacher["long_b1_ms"]["p50"], row["long_b1_ms"]["p50"]),
-            "throughput": _ratio(row["max_throughput_rps"], teacher["max_throughput_rps"]),
+        # int8 against int8, fp32 against fp32: a student's gain is not credited with quantization's
+        ref = next((t for t in teachers if t["precision"] == row["precision"]), teacher)
+        row["speedup_vs"] = ref["name"] if ref else None
+        row["speedup"] = None if ref is None else {
+            "short_b1": _ratio(ref["short_b1_ms"]["p50"], row["short_b1_ms"]["p50"]),
+            "long_b1": _ratio(ref["long_b1_ms"]["p50"], row["long_b1_ms"]["p50"]),
+            "throughput": _ratio(row["max_throughput_rps"], ref["max_throughput_rps"]),
         }
     result: dict[str, Any] = {
         "kind": "compare", "machine": machine_info(), "threads": thread_settings(latency_config),

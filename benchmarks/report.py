@@ -133,7 +133,17 @@ def compare_report(result: dict[str, Any], folder: Path, draw: bool = True) -> t
                      f"{_f(speed.get('short_b1'))}x / {_f(speed.get('long_b1'))}x / {_f(speed.get('throughput'))}x"])
     parts.append("## Headline\n\n" + _table(
         ["model", "kind", "precision", "dev acc %", "params", "bundle MB", "short b1 p50 ms", "long b1 p50 ms",
-         "max req/s", "at conc.", f"p99 ms @ {_f(rate)} req/s", "speed-up vs teacher (short / long / req/s)"], rows) + "\n")
+         "max req/s", "at conc.", f"p99 ms @ {_f(rate)} req/s", "speed-up vs teacher (short / long / req/s)"], rows)
+        + "\nSpeed-ups are over the teacher of the same precision (int8 over int8, fp32 over fp32).\n")
+    served = [[m["name"], m["inprocess"]["best_examples_per_s"], m["inprocess"]["best_batch_size"],
+               m["max_throughput_rps"], m["inprocess"].get("http_fraction")]
+              for m in result["models"] if m.get("inprocess")]
+    if served:
+        parts.append("## Teacher over HTTP vs in process\n\nIn-process: the best examples/s over batch sizes "
+                     f"{', '.join(map(str, result['config'].get('teacher_batch_sizes') or []))} on the short texts. "
+                     "HTTP: single-text requests, best closed-loop throughput.\n\n"
+                     + _table(["teacher", "in-process best ex/s", "at batch", "HTTP max req/s", "HTTP / in-process"],
+                              served) + "\n")
     series = [(m["name"], m["http"]["closed_loop"]) for m in result["models"]]
     baselines = result.get("baselines")
     if baselines:

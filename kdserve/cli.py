@@ -77,6 +77,23 @@ def _train_teacher(args: argparse.Namespace) -> int:
     return 0
 
 
+def _student_options(pairs: list[str] | None) -> dict[str, Any] | None:
+    import json
+
+    from kdserve.errors import ConfigError
+
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--student-option wants KEY=VALUE, got {pair!r}")
+        try:
+            options[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key.strip()] = raw
+    return options or None
+
+
 def _distill(args: argparse.Namespace) -> int:
     from train.distill import DistillConfig, distill
 
@@ -99,6 +116,7 @@ def _distill(args: argparse.Namespace) -> int:
         n_iter=args.n_iter,
         glove=args.glove,
         student_layers=args.student_layers,
+        student_options=_student_options(args.student_option),
         intermediate_weight=args.intermediate_weight,
         cache_dir=args.cache_dir,
         teacher_bundle=args.teacher_bundle,
@@ -197,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--n-iter", type=int, help="augmented copies per example")
     dist.add_argument("--glove", action=argparse.BooleanOptionalAction, default=None, help="GloVe-50d word vectors")
     dist.add_argument("--student-layers", type=int, help="transformer student layers (1-4)")
+    dist.add_argument("--student-option", action="append", metavar="KEY=VALUE",
+                      help="override a field of the student's config, e.g. hidden_size=150 or num_filters=200 "
+                      "(repeatable; VALUE is read as JSON, else as a string)")
     dist.add_argument("--intermediate-weight", type=float, help="weight of hidden-state/attention losses")
     dist.add_argument("--cache-dir", help="teacher-logit cache (default runs/cache)")
     dist.add_argument("--teacher-bundle", help="label the transfer set with this exported teacher bundle (ONNX "

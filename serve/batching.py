@@ -2,13 +2,18 @@
 
 Requests (each a list of texts) queue in a bounded queue. One worker thread per model takes
 what has arrived once the first waiting request is ``max_wait_s`` old or ``max_batch_size`` texts
-are waiting (a request that arrives more than ``max_wait_s`` after the one before it, i.e. sparse
-traffic, is taken at once: a lone request never waits for a batch that is not coming), tokenizes those texts in one call, sorts them by token length and cuts them into
+are waiting, tokenizes those texts in one call, sorts them by token length and cuts them into
 batches of at most ``max_batch_size`` texts and ``max_batch_tokens`` padded tokens (rows x
 longest row), so that similar lengths share a batch and padding stays small. Inference runs in
 that thread (ONNX Runtime releases the GIL), never on the event loop; logits go back to each
 request's ``concurrent.futures.Future`` in its own order. A request whose future was cancelled
 (client gone, deadline passed) is skipped before each batch that would include it.
+
+A lone request never waits for a batch that is not coming (``adaptive_wait``): when it is the only
+one queued and either it arrived more than ``max_wait_s`` after the one before it (sparse traffic)
+or the previous intake took a single request (no company has been arriving, e.g. one client
+sending its next request when the last answer came back), it is taken at once. The wait applies
+again as soon as requests pile up while the model runs, i.e. when waiting can fill a batch.
 
 Padding never changes an answer: rows are right-padded with the bundle's ``pad_id`` and masked,
 exactly as ``BundleModel.encode`` does for a batch, so a text gets the same logits alone as in any
@@ -50,7 +55,7 @@ class BatchConfig:
     max_batch_size: int = 32
     max_batch_tokens: int = 8192
     max_wait_s: float = 0.002
-    # Sparse traffic skips the wait (see the module docstring); False waits max_wait_s always.
+    # A lone request skips the wait (see the module docstring); False waits max_wait_s always.
     adaptive_wait: bool = True
     max_queue_texts: int = 1024
     pad_id: int = 0
@@ -113,6 +118,7 @@ class Batcher:
         self._closing = False
         self._last_arrival = float("-inf")
         self._lone = False  # the newest arrival came more than max_wait_s after the previous one
+        self._last_intake = 0  # requests the worker took last time: 1 means no company arrived
         self.batches = 0
         self.texts_run = 0
         self.dropped = 0
@@ -165,8 +171,8 @@ class Batcher:
                 self._cond.wait()
             if not self._queue:
                 return None
-            # Wait for company only when arrivals are dense; sparse traffic runs at once.
-            lone = cfg.adaptive_wait and len(self._queue) == 1 and self._lone
+            # Wait for company only when company has been arriving (see the module docstring).
+            lone = cfg.adaptive_wait and len(self._queue) == 1 and (self._lone or self._last_intake <= 1)
             deadline = self._queue[0].enqueued + (0.0 if lone else cfg.max_wait_s)
             while not self._closing and self._queued_texts < cfg.max_batch_size:
                 left = deadline - time.monotonic()
@@ -180,6 +186,7 @@ class Batcher:
                 pool.append(item)
                 taken += len(item.texts)
             self._queued_texts -= taken
+            self._last_intake = len(pool)
             return pool
 
     def _work(self) -> None:

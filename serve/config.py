@@ -52,8 +52,8 @@ class Settings(BaseSettings):
     max_batch_tokens: int = Field(8192, ge=1, description="padded tokens per batch (batch size x longest text)")
     max_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a batch waits to fill (0 = never waits)")
     adaptive_wait: bool = Field(
-        True, description="a request arriving more than max_wait_ms after the previous one runs at once "
-        "instead of waiting for a batch (false: always wait max_wait_ms)")
+        True, description="a request alone in the queue runs at once when traffic is sparse or no company "
+        "arrived during the previous batch, instead of waiting for a batch (false: always wait max_wait_ms)")
     max_queue_texts: int = Field(1024, ge=1, description="texts waiting per model before 429")
     request_timeout_s: float = Field(10.0, gt=0, le=3600, description="per-request deadline before 503")
     retry_after_s: int = Field(1, ge=0, le=3600, description="Retry-After seconds on 429 and 503")

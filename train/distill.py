@@ -66,6 +66,10 @@ class DistillConfig:
     vocab_size: int = 30_000
     student_layers: int = 2
     init_from_teacher: bool = True
+    #: Fields of the student's config dataclass to override (e.g. ``{"hidden_size": 150}`` for a
+    #: faster BiLSTM, ``{"num_filters": 200}`` for a wider TextCNN); not for a teacher-initialised
+    #: Transformer, whose shape is the teacher's.
+    student_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     intermediate_weight: float = 0.0
     cache_dir: str | None = "runs/cache"
     #: An exported bundle of the teacher to label the transfer set with (ONNX Runtime; faster on a
@@ -111,6 +115,28 @@ class DistillConfig:
             make_alpha_schedule(self.alpha)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if self.student_options:
+            self._check_student_options()
+
+    def _check_student_options(self) -> None:
+        """Fail before any data is read: unknown keys, values the student config refuses."""
+        from train.students import BiLSTMConfig, TextCNNConfig, TransformerStudentConfig
+
+        if self.student == "transformer" and self.init_from_teacher:
+            raise ConfigError("student options do not apply to a Transformer initialised from the teacher "
+                              "(its shape is the teacher's)")
+        if self.glove and self.student_options.get("embedding_dim", 50) != 50:
+            raise ConfigError("GloVe vectors are 50-d: embedding_dim must be 50 with --glove (or use --no-glove)")
+        cls: Any = {"bilstm": BiLSTMConfig, "textcnn": TextCNNConfig, "transformer": TransformerStudentConfig}[self.student]
+        allowed = {f.name for f in dataclasses.fields(cls)} - {"vocab_size", "num_classes"}
+        unknown = sorted(set(self.student_options) - allowed)
+        if unknown:
+            raise ConfigError(f"unknown {self.student} student option(s) {', '.join(unknown)}; "
+                              f"choose from {', '.join(sorted(allowed))}")
+        try:
+            cls(vocab_size=10, num_classes=2, **self.student_options)
+        except TypeError as exc:
+            raise ConfigError(f"bad {self.student} student option: {exc}") from None
 
     @classmethod
     def from_preset(cls, preset: str, student: str, **overrides: Any) -> DistillConfig:
@@ -152,14 +178,15 @@ def _build_student(config: DistillConfig, tokenizer: Any, num_classes: int) -> t
 
             model = TransformerStudent.from_teacher(config.teacher or DEFAULT_TEACHER, config.student_layers, num_classes)
             return model, model.config
-        student_config = TransformerStudentConfig(vocab_size=vocab, num_classes=num_classes, num_layers=config.student_layers)
+        options = {"num_layers": config.student_layers, **config.student_options}
+        student_config = TransformerStudentConfig(vocab_size=vocab, num_classes=num_classes, **options)
         return TransformerStudent(student_config), student_config
-    dim = 50 if config.glove else 300
+    shape = {"embedding_dim": 50 if config.glove else 300, **config.student_options}
     if config.student == "bilstm":
-        cnn_or_lstm: Any = BiLSTMConfig(vocab_size=vocab, num_classes=num_classes, embedding_dim=dim)
+        cnn_or_lstm: Any = BiLSTMConfig(vocab_size=vocab, num_classes=num_classes, **shape)
         model = BiLSTMStudent(cnn_or_lstm)
     else:
-        cnn_or_lstm = TextCNNConfig(vocab_size=vocab, num_classes=num_classes, embedding_dim=dim)
+        cnn_or_lstm = TextCNNConfig(vocab_size=vocab, num_classes=num_classes, **shape)
         model = TextCNNStudent(cnn_or_lstm)
     if config.glove:
         from train.glove import load_glove

@@ -106,12 +106,19 @@ def test_compare_end_to_end(server: str, tiny_bundles: Path, text_files: dict[st
     code = main(["bench", "compare", "--bundles", str(tiny_bundles), "--models", "tiny-teacher,tiny-textcnn",
                  "--server", server, "--short-data", str(text_files["short"]), "--long-data", str(text_files["long"]),
                  "--texts", "40", "--latency-iterations", "20", "--concurrency", "1,4", "--duration", "0.5",
-                 "--warmup", "0.1", "--no-ceiling", "--baselines", "naive,hf", "--output", str(out)])
+                 "--warmup", "0.1", "--no-ceiling", "--baselines", "naive,hf", "--teacher-batch-sizes", "4,1",
+                 "--output", str(out)])
     assert code == 0
     result = json.loads((out / "result.json").read_text())
     teacher, student = result["models"]
     assert (teacher["name"], student["name"]) == ("tiny-teacher", "tiny-textcnn") and result["teacher"] == "tiny-teacher"
     assert teacher["speedup"] == {"short_b1": 1.0, "long_b1": 1.0, "throughput": 1.0}
+    assert student["speedup_vs"] == "tiny-teacher" and student["inprocess"] is None
+    served = teacher["inprocess"]
+    assert set(served["examples_per_s"]) == {"1", "4"}
+    assert served["best_examples_per_s"] == max(served["examples_per_s"].values())
+    assert served["http_fraction"] == round(teacher["max_throughput_rps"] / served["best_examples_per_s"], 2)
+    assert "## Teacher over HTTP vs in process" in (out / "report.md").read_text()
     assert result["common_rate"] == round(0.5 * teacher["max_throughput_rps"], 1)
     for row in (teacher, student):
         assert row["at_common_rate"]["rate"] == result["common_rate"] and row["short_b1_ms"]["p50"] > 0

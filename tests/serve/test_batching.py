@@ -151,6 +151,26 @@ def test_adaptive_wait_runs_a_lone_request_at_once_and_batches_a_burst(tiny_bund
     assert rec.rows_seen[0] == 1 and sum(rec.rows_seen) == 5 and len(rec.rows_seen) <= 3
 
 
+def test_adaptive_wait_does_not_delay_one_client_sending_back_to_back(tiny_bundles: Path) -> None:
+    # One closed-loop client: each request arrives well within max_wait of the previous one, but
+    # never with company, so none may wait the 1.5 s for a batch that is not coming.
+    model = BundleModel(tiny_bundles / "tiny-textcnn")
+    rec = Recording(model)
+    batcher = Batcher("m", rec, config(model, max_wait_s=1.5, adaptive_wait=True))
+    try:
+        started = time.monotonic()
+        for text in MIXED[:5]:
+            batcher.submit([text]).result(10)
+        assert time.monotonic() - started < 1.0
+        # requests that pile up while the model runs still share a batch after the wait
+        futures = [batcher.submit([t]) for t in MIXED[:3]]
+        for f in futures:
+            f.result(10)
+    finally:
+        batcher.close(5)
+    assert rec.rows_seen[:5] == [1] * 5 and sum(rec.rows_seen[5:]) == 3 and len(rec.rows_seen) <= 7
+
+
 def test_full_batch_closes_before_the_wait(tiny_bundles: Path) -> None:
     model = BundleModel(tiny_bundles / "tiny-textcnn")
     batcher = Batcher("m", model, config(model, max_batch_size=2, max_wait_s=5.0))

@@ -51,6 +51,18 @@ def test_bilstm_distils_reproducibly_and_writes_a_checkpoint(tmp_path: Path, tin
     assert json.loads((out / "student_config.json").read_text())["kind"] == "bilstm"
 
 
+def test_student_options_shape_the_saved_student(tmp_path: Path, tiny_teacher: tuple[Path, Path]) -> None:
+    teacher, data = tiny_teacher
+    result = distill(_config(tmp_path, teacher, data, student="textcnn", epochs=1,
+                             student_options={"num_filters": 7, "widths": [2, 3]}))
+    saved = json.loads((tmp_path / "student" / "student_config.json").read_text())["config"]
+    assert (saved["num_filters"], saved["widths"]) == (7, [2, 3])
+    vocab, classes = saved["vocab_size"], saved["num_classes"]
+    # embedding + two convolutions (7 filters of widths 2 and 3) + the linear layer over 14 features
+    dim = saved["embedding_dim"]
+    assert result["parameters"] == vocab * dim + (2 * dim * 7 + 7) + (3 * dim * 7 + 7) + (14 * classes + classes)
+
+
 def test_teacher_logits_come_from_the_cache_on_a_rerun(
     tmp_path: Path, tiny_teacher: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -97,6 +109,10 @@ def test_teacher_with_other_labels_is_refused(tmp_path: Path, tiny_teacher: tupl
         ({"teacher_path": None}, "teacher checkpoint is required"),
         ({"intermediate_weight": 1.0}, "needs the transformer student"),
         ({"temperature": 0.0}, "temperature must be > 0"),
+        ({"student_options": {"hidden": 8}}, "unknown bilstm student option.s. hidden; choose from"),
+        ({"student_options": {"hidden_size": 0}}, "hidden_size"),
+        ({"student_options": {"embedding_dim": 100}, "glove": True}, "GloVe vectors are 50-d"),
+        ({"student": "transformer", "student_options": {"hidden_size": 64}}, "initialised from the teacher"),
     ],
 )
 def test_config_validation(tmp_path: Path, overrides: dict[str, object], message: str) -> None:
