@@ -149,6 +149,8 @@ def _serve_and_sweep(kind: str, folder: Path, bodies: list[bytes], config: Compa
         log(f"{server.name} at {rate:g} req/s: p99 {result['open_loop'][-1]['latency_ms']['p99']} ms")
         result["server"] = kind
         result["startup_s"] = round(server.startup_s or 0.0, 2)
+        rss = server.rss_bytes()  # after the load: what the server holds once it has served
+        result["rss_mb"] = None if rss is None else round(rss / 1e6, 1)
     return result, rate
 
 

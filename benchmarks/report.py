@@ -130,10 +130,12 @@ def compare_report(result: dict[str, Any], folder: Path, draw: bool = True) -> t
                      None if m["accuracy"] is None else round(m["accuracy"] * 100, 2), m["parameters"],
                      round(m["bundle_bytes"] / 1e6, 2), m["short_b1_ms"]["p50"], m["long_b1_ms"]["p50"],
                      m["max_throughput_rps"], m["best_concurrency"], at.get("p99_ms"),
+                     m["http"].get("startup_s"), m["http"].get("rss_mb"),
                      f"{_f(speed.get('short_b1'))}x / {_f(speed.get('long_b1'))}x / {_f(speed.get('throughput'))}x"])
     parts.append("## Headline\n\n" + _table(
         ["model", "kind", "precision", "dev acc %", "params", "bundle MB", "short b1 p50 ms", "long b1 p50 ms",
-         "max req/s", "at conc.", f"p99 ms @ {_f(rate)} req/s", "speed-up vs teacher (short / long / req/s)"], rows)
+         "max req/s", "at conc.", f"p99 ms @ {_f(rate)} req/s", "ready s", "server RSS MB",
+         "speed-up vs teacher (short / long / req/s)"], rows)
         + "\nSpeed-ups are over the teacher of the same precision (int8 over int8, fp32 over fp32).\n")
     served = [[m["name"], m["inprocess"]["best_examples_per_s"], m["inprocess"]["best_batch_size"],
                m["max_throughput_rps"], m["inprocess"].get("http_fraction")]
@@ -152,11 +154,11 @@ def compare_report(result: dict[str, Any], folder: Path, draw: bool = True) -> t
         for s in baselines["servers"]:
             at = s.get("at_common_rate") or {}
             brows.append([s["server"], s["max_throughput_rps"], at.get("p50_ms"), at.get("p99_ms"), _errors(at.get("errors")),
-                          s.get("throughput_ratio"), s.get("p99_ratio")])
+                          s["http"].get("rss_mb"), s.get("throughput_ratio"), s.get("p99_ratio")])
         parts.append(f"## {ours} vs alternatives ({baselines['model']})\n\nSame machine, same ONNX model, same load. "
                      f"Ratios: {ours} throughput / theirs, their p99 / {ours}'s (above 1: {ours} is better).\n\n"
                      + _table(["server", "max req/s", f"p50 ms @ {rate}", f"p99 ms @ {rate}", "errors @ common",
-                               "throughput ratio", "p99 ratio"], brows) + "\n")
+                               "RSS MB", "throughput ratio", "p99 ratio"], brows) + "\n")
         skipped = [f"- {kind} skipped: {why}" for kind, why in (baselines.get("skipped") or {}).items()]
         if skipped:
             parts.append("\n".join(skipped) + "\n")

@@ -99,6 +99,24 @@ class ServerProcess:
             return ""
         return " | ".join(line.strip() for line in text[-lines:])
 
+    def rss_bytes(self) -> int | None:
+        """Resident memory of the server's whole process group (LitServe's workers included), from
+        /proc; None off Linux or once stopped."""
+        if self.process is None or not Path("/proc/self/status").exists():
+            return None
+        total = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if os.getpgid(int(entry.name)) != self.process.pid:
+                    continue
+                status = (entry / "status").read_text()
+            except (OSError, ProcessLookupError):
+                continue  # gone meanwhile
+            total += next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+        return total or None
+
     def start(self) -> ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")

@@ -123,6 +123,7 @@ def test_compare_end_to_end(server: str, tiny_bundles: Path, text_files: dict[st
     for row in (teacher, student):
         assert row["at_common_rate"]["rate"] == result["common_rate"] and row["short_b1_ms"]["p50"] > 0
         assert [r["concurrency"] for r in row["http"]["closed_loop"]] == [1, 4]
+        assert row["http"]["rss_mb"] is None or 20 < row["http"]["rss_mb"] < 2000  # a Python server with a model
     servers = [s["server"] for s in result["baselines"]["servers"]]
     assert servers == [server, "naive"] and "hf" in result["baselines"]["skipped"]
     assert (out / "pareto.png").is_file() and (out / "logs").is_dir()

@@ -31,7 +31,7 @@ def test_compare_report_has_the_headline_and_baseline_tables(tmp_path: Path) -> 
     report = (tmp_path / "report.md").read_text()
     assert report.startswith("# Teacher vs students\n")
     header = next(line for line in report.splitlines() if line.startswith("| model | kind |"))
-    assert header.count("|") == 13 and "speed-up vs teacher" in header
+    assert header.count("|") == 15 and "speed-up vs teacher" in header and "server RSS MB" in header
     teacher, student = result["models"]
     # the teacher's own speed-up is exactly 1 on every axis; rows carry the recorded numbers
     assert f"| {teacher['name']} | teacher | fp32 | 100.00 | {teacher['parameters']:,} |" in report
