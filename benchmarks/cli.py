@@ -1,4 +1,4 @@
-"""``kdserve bench model|http|compare|ab|report``: registered on the main parser, stage imported only when run.
+"""``kdserve bench model|http|compare|footprint|ab|report``: registered on the main parser, stage imported only when run.
 
 Every command writes ``result.json`` (raw numbers with machine information), ``report.md`` and
 its PNG plots into ``--output`` (default ``benchmarks/results/<command>-<UTC time>``).
@@ -108,6 +108,18 @@ def _compare(args: argparse.Namespace) -> int:
     return _finish(run_compare(config, _log), args, "compare")
 
 
+def _footprint(args: argparse.Namespace) -> int:
+    from benchmarks.footprint import FootprintConfig, run_footprint
+
+    folder = _output(args, "footprint")
+    config = FootprintConfig(
+        bundles_root=args.bundles, models=[m for m in (args.models or "").split(",") if m], data=args.data,
+        requests=args.requests, texts=args.texts, seed=args.seed, server_args=shlex.split(args.server_args or ""),
+        start_timeout_s=args.start_timeout, log_dir=str(folder / "logs"))
+    args.output = str(folder)
+    return _finish(run_footprint(config, _log), args, "footprint")
+
+
 def _ab(args: argparse.Namespace) -> int:
     from benchmarks.ab import ABConfig, run_ab
 
@@ -151,7 +163,7 @@ def _load_flags(parser: argparse.ArgumentParser, duration: float, rates: bool = 
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    bench = sub.add_parser("bench", help="latency and throughput: model, http, compare, ab, report",
+    bench = sub.add_parser("bench", help="latency and throughput: model, http, compare, footprint, ab, report",
                            description=__doc__.splitlines()[0] if __doc__ else None)
     what = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
 
@@ -205,6 +217,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _load_flags(compare, duration=5.0, rates=False)
     _common(compare)
     compare.set_defaults(func=_compare)
+
+    footprint = what.add_parser("footprint", help="one server holding several bundles: time to ready and resident memory")
+    footprint.add_argument("--bundles", required=True, help="folder of bundles (as for kdserve serve)")
+    footprint.add_argument("--models", help="comma-separated bundle names (default: all)")
+    footprint.add_argument("--data", default=DEFAULT_SHORT, help="dataset spec of the request texts")
+    footprint.add_argument("--requests", type=int, default=500, help="single-text requests sent to each model (default 500)")
+    footprint.add_argument("--texts", type=int, default=200)
+    footprint.add_argument("--server-args", help="extra kdserve serve flags, quoted")
+    footprint.add_argument("--start-timeout", type=float, default=180.0, help="seconds the server may take to be ready")
+    _common(footprint)
+    footprint.set_defaults(func=_footprint)
 
     ab = what.add_parser("ab", help="replay a labelled dataset through a running server's A/B, shadow or cascade route")
     ab.add_argument("--target", required=True, help="base URL of a running kdserve")

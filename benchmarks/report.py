@@ -91,6 +91,22 @@ def http_report(result: dict[str, Any], folder: Path, draw: bool = True) -> tupl
     return "\n".join(parts), written
 
 
+
+def footprint_report(result: dict[str, Any], folder: Path, draw: bool = True) -> tuple[str, list[Path]]:
+    rows = [[m["name"], m["model_kind"], m["precision"], m["parameters"],
+             (m.get("latency_ms") or {}).get("p50"), ", ".join(f"{k}: {v}" for k, v in (m.get("statuses") or {}).items())]
+            for m in result["models"]]
+    text = "\n".join([
+        "# Server footprint\n", machine_section(result),
+        f"One `kdserve serve` holding {len(result['models'])} model(s): ready **{result['ready_s']} s** after start "
+        f"(models loaded and warmed); resident memory **{result['rss_mb_at_ready']} MB** at ready, "
+        f"**{result['rss_mb_after_requests']} MB** after {result['config']['requests']} single-text requests to "
+        "each model (the whole process group, from /proc).\n",
+        _table(["model", "kind", "precision", "params", "p50 ms (one connection)", "statuses"], rows),
+    ])
+    return text, []
+
+
 def model_report(result: dict[str, Any], folder: Path, draw: bool = True) -> tuple[str, list[Path]]:
     texts = result.get("texts", {})
     parts = ["# Model-only latency (ONNX Runtime, in process)\n", machine_section(result), "## Method\n\n" + METHOD_MODEL,
@@ -204,7 +220,8 @@ METHOD_COMPARE = ("Model-only: batch-1 latency in process (tokenization included
                   "a server the harness starts, closed-loop sweep (best throughput) and one open-loop run at a common "
                   "rate (p99 every model faces under the same load). Accuracy is the manifest's dev-set metric.\n")
 RENDERERS: dict[str, Callable[[dict[str, Any], Path, bool], tuple[str, list[Path]]]] = {
-    "model": model_report, "http": http_report, "compare": compare_report, "ab": ab_report}
+    "model": model_report, "http": http_report, "compare": compare_report, "ab": ab_report,
+    "footprint": footprint_report}
 
 
 def write_report(result: dict[str, Any], folder: str | Path, with_plots: bool = True) -> list[Path]:
