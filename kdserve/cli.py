@@ -106,6 +106,7 @@ def _distill(args: argparse.Namespace) -> int:
         no_teacher=args.no_teacher or None,
         epochs=args.epochs,
         lr=args.lr,
+        lr_schedule=args.lr_schedule,
         batch_size=args.batch_size,
         max_length=args.max_length,
         max_train_examples=args.max_train_examples,
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--batch-size", type=int)
     dist.add_argument("--max-length", type=int)
     dist.add_argument("--max-train-examples", type=int)
+    dist.add_argument("--lr-schedule", choices=["constant", "linear"], help="learning rate: constant, or linear decay to 0")
     dist.add_argument("--alpha", help="constant:A | easy-to-hard | linear:START:END:EPOCHS (weight of the hard loss)")
     dist.add_argument("--soft", choices=["mse", "kl", "ce"], help="soft loss: logit MSE or KL / CE at --temperature")
     dist.add_argument("--temperature", type=float)

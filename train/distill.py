@@ -54,6 +54,8 @@ class DistillConfig:
     no_teacher: bool = False
     epochs: int = 3
     lr: float = 1e-3
+    #: "constant", or "linear": decay to 0 over all training steps (steadier last epochs)
+    lr_schedule: Literal["constant", "linear"] = "constant"
     batch_size: int = 64
     max_length: int = 128
     max_train_examples: int | None = None
@@ -91,6 +93,7 @@ class DistillConfig:
         checks = [
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (0 < self.lr < 10, f"lr must be in (0, 10), got {self.lr}"),
+            (self.lr_schedule in ("constant", "linear"), f"lr_schedule must be constant or linear, got {self.lr_schedule!r}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (4 <= self.max_length <= 512, f"max_length must be in [4, 512], got {self.max_length}"),
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
@@ -285,6 +288,10 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     if layer_loss is not None:
         params += list(layer_loss.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01)
+    steps_per_epoch = -(-len(ids) // config.batch_size)  # bucketed batches hold at most batch_size rows
+    total_steps = max(1, steps_per_epoch * config.epochs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, (lambda step: max(0.0, 1.0 - step / total_steps)) if config.lr_schedule == "linear" else (lambda step: 1.0))
     schedule = make_alpha_schedule("constant:1.0" if config.no_teacher else config.alpha)
     rng = random.Random(config.seed)
     out = Path(config.output_dir)
@@ -320,6 +327,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
             optimizer.step()
+            scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             seen += len(batch_idx)
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
@@ -331,6 +339,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
         metrics = score_logits(val_logits, val_labels, data.labels, len(val_ids) / (time.perf_counter() - eval_start))
         history.append({
             "epoch": epoch, "alpha": alpha, "train_loss": running, "epoch_seconds": epoch_seconds,
+            "lr_at_end": scheduler.get_last_lr()[0],
             "train_examples_per_s": seen / epoch_seconds,
             "validation_accuracy": metrics.accuracy, "validation_macro_f1": metrics.macro_f1,
         })

@@ -63,6 +63,13 @@ def test_student_options_shape_the_saved_student(tmp_path: Path, tiny_teacher: t
     assert result["parameters"] == vocab * dim + (2 * dim * 7 + 7) + (3 * dim * 7 + 7) + (14 * classes + classes)
 
 
+@pytest.mark.parametrize(("schedule", "ends"), [("constant", [3e-3, 3e-3]), ("linear", [1.5e-3, 0.0])])
+def test_lr_schedule(tmp_path: Path, tiny_teacher: tuple[Path, Path], schedule: str, ends: list[float]) -> None:
+    teacher, data = tiny_teacher
+    result = distill(_config(tmp_path, teacher, data, epochs=2, lr_schedule=schedule))
+    assert [h["lr_at_end"] for h in result["history"]] == pytest.approx(ends, abs=1e-12)
+
+
 def test_teacher_logits_come_from_the_cache_on_a_rerun(
     tmp_path: Path, tiny_teacher: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
