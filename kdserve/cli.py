@@ -107,6 +107,7 @@ def _distill(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         lr=args.lr,
         lr_schedule=args.lr_schedule,
+        metric_for_best=args.metric_for_best,
         batch_size=args.batch_size,
         max_length=args.max_length,
         max_train_examples=args.max_train_examples,
@@ -209,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--batch-size", type=int)
     dist.add_argument("--max-length", type=int)
     dist.add_argument("--max-train-examples", type=int)
+    dist.add_argument("--metric-for-best", choices=["accuracy", "macro_f1"],
+                      help="validation metric that picks the saved epoch (macro_f1 for imbalanced classes)")
     dist.add_argument("--lr-schedule", choices=["constant", "linear"], help="learning rate: constant, or linear decay to 0")
     dist.add_argument("--alpha", help="constant:A | easy-to-hard | linear:START:END:EPOCHS (weight of the hard loss)")
     dist.add_argument("--soft", choices=["mse", "kl", "ce"], help="soft loss: logit MSE or KL / CE at --temperature")

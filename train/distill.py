@@ -56,6 +56,8 @@ class DistillConfig:
     lr: float = 1e-3
     #: "constant", or "linear": decay to 0 over all training steps (steadier last epochs)
     lr_schedule: Literal["constant", "linear"] = "constant"
+    #: which validation metric picks the saved epoch: macro_f1 for imbalanced moderation data
+    metric_for_best: Literal["accuracy", "macro_f1"] = "accuracy"
     batch_size: int = 64
     max_length: int = 128
     max_train_examples: int | None = None
@@ -94,6 +96,7 @@ class DistillConfig:
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (0 < self.lr < 10, f"lr must be in (0, 10), got {self.lr}"),
             (self.lr_schedule in ("constant", "linear"), f"lr_schedule must be constant or linear, got {self.lr_schedule!r}"),
+            (self.metric_for_best in ("accuracy", "macro_f1"), f"unknown metric {self.metric_for_best!r}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (4 <= self.max_length <= 512, f"max_length must be in [4, 512], got {self.max_length}"),
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
@@ -345,8 +348,9 @@ def distill(config: DistillConfig) -> dict[str, Any]:
         })
         log.info("epoch %d: loss %.4f, validation accuracy %.2f%%, macro-F1 %.2f%% (%.0f s)",
                  epoch, running or 0.0, metrics.accuracy * 100, metrics.macro_f1 * 100, epoch_seconds)
-        if best is None or metrics.accuracy > best["accuracy"]:
-            best = {"accuracy": metrics.accuracy, "epoch": epoch, "metrics": metrics.to_dict()}
+        score = getattr(metrics, config.metric_for_best)
+        if best is None or score > best["score"]:
+            best = {"score": score, "epoch": epoch, "metrics": metrics.to_dict()}
             save_student(model, student_config, out)
             save_tokenizer(tokenizer, out)
             write_json(out / "labels.json", list(data.labels))
@@ -360,6 +364,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
         "train_examples": len(rows),
         "transfer_examples": len(transfer),
         "best_epoch": best["epoch"],
+        "metric_for_best": config.metric_for_best,
         "validation": best["metrics"],
         "history": history,
         "parameters": count_parameters(model),

@@ -70,6 +70,16 @@ def test_lr_schedule(tmp_path: Path, tiny_teacher: tuple[Path, Path], schedule: 
     assert [h["lr_at_end"] for h in result["history"]] == pytest.approx(ends, abs=1e-12)
 
 
+@pytest.mark.parametrize("metric", ["accuracy", "macro_f1"])
+def test_the_saved_epoch_is_the_best_by_the_chosen_metric(tmp_path: Path, tiny_teacher: tuple[Path, Path],
+                                                           metric: str) -> None:
+    teacher, data = tiny_teacher
+    result = distill(_config(tmp_path, teacher, data, epochs=3, lr=1e-2, metric_for_best=metric))
+    scores = [h[f"validation_{metric}"] for h in result["history"]]
+    assert result["best_epoch"] == 1 + scores.index(max(scores)) and result["metric_for_best"] == metric
+    assert result["validation"][metric] == max(scores)
+
+
 def test_teacher_logits_come_from_the_cache_on_a_rerun(
     tmp_path: Path, tiny_teacher: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
