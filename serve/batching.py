@@ -13,7 +13,9 @@ A lone request never waits for a batch that is not coming (``adaptive_wait``): w
 one queued and either it arrived more than ``max_wait_s`` after the one before it (sparse traffic)
 or the previous intake took a single request (no company has been arriving, e.g. one client
 sending its next request when the last answer came back), it is taken at once. The wait applies
-again as soon as requests pile up while the model runs, i.e. when waiting can fill a batch.
+again as soon as requests pile up while the model runs, and then ends as soon as as many texts
+are waiting as the previous intake took (k closed-loop clients: k requests), not only when a full
+batch is there.
 
 Padding never changes an answer: rows are right-padded with the bundle's ``pad_id`` and masked,
 exactly as ``BundleModel.encode`` does for a batch, so a text gets the same logits alone as in any
@@ -119,6 +121,7 @@ class Batcher:
         self._last_arrival = float("-inf")
         self._lone = False  # the newest arrival came more than max_wait_s after the previous one
         self._last_intake = 0  # requests the worker took last time: 1 means no company arrived
+        self._last_intake_texts = 0
         self.batches = 0
         self.texts_run = 0
         self.dropped = 0
@@ -174,7 +177,10 @@ class Batcher:
             # Wait for company only when company has been arriving (see the module docstring).
             lone = cfg.adaptive_wait and len(self._queue) == 1 and (self._lone or self._last_intake <= 1)
             deadline = self._queue[0].enqueued + (0.0 if lone else cfg.max_wait_s)
-            while not self._closing and self._queued_texts < cfg.max_batch_size:
+            # Adaptive: the company worth waiting for is as much as came last time (k clients each
+            # waiting for their answer send k requests), not a full batch that may never come.
+            enough = min(cfg.max_batch_size, max(self._last_intake_texts, 1)) if cfg.adaptive_wait else cfg.max_batch_size
+            while not self._closing and self._queued_texts < enough:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -187,6 +193,7 @@ class Batcher:
                 taken += len(item.texts)
             self._queued_texts -= taken
             self._last_intake = len(pool)
+            self._last_intake_texts = taken
             return pool
 
     def _work(self) -> None:

@@ -162,13 +162,41 @@ def test_adaptive_wait_does_not_delay_one_client_sending_back_to_back(tiny_bundl
         for text in MIXED[:5]:
             batcher.submit([text]).result(10)
         assert time.monotonic() - started < 1.0
-        # requests that pile up while the model runs still share a batch after the wait
+        # requests queued together still share one batch
         futures = [batcher.submit([t]) for t in MIXED[:3]]
         for f in futures:
             f.result(10)
     finally:
         batcher.close(5)
     assert rec.rows_seen[:5] == [1] * 5 and sum(rec.rows_seen[5:]) == 3 and len(rec.rows_seen) <= 7
+
+
+def test_adaptive_wait_ends_when_as_much_company_as_last_time_arrived(tiny_bundles: Path) -> None:
+    # Two closed-loop clients: once a batch of two has run, the next request waits for one more
+    # (50 ms here), not for the full 1.5 s or a batch of 32 that never comes.
+    model = BundleModel(tiny_bundles / "tiny-textcnn")
+    gate = threading.Event()
+    rec = Recording(model, gate)
+    batcher = Batcher("m", rec, config(model, max_wait_s=1.5, adaptive_wait=True))
+    try:
+        first = batcher.submit(["great"])  # taken alone at once; the gate holds it in run
+        deadline = time.monotonic() + 5
+        while batcher.queue_depth and time.monotonic() < deadline:
+            time.sleep(0.01)
+        pair = [batcher.submit([t]) for t in MIXED[:2]]  # queued while the model runs
+        gate.set()
+        for f in [first, *pair]:
+            f.result(10)
+        started = time.monotonic()
+        early = batcher.submit([MIXED[2]])
+        time.sleep(0.05)
+        late = batcher.submit([MIXED[3]])
+        early.result(10)
+        late.result(10)
+        waited = time.monotonic() - started
+    finally:
+        batcher.close(5)
+    assert rec.rows_seen == [1, 2, 2] and waited < 1.0
 
 
 def test_full_batch_closes_before_the_wait(tiny_bundles: Path) -> None:
