@@ -49,11 +49,12 @@ def _row(bundle: Path, bench: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _markdown(rows: list[dict[str, Any]], data: str, seconds: dict[str, float]) -> str:
+def _markdown(rows: list[dict[str, Any]], data: str, seconds: dict[str, float], refused: dict[str, str]) -> str:
+    # the int8 teacher when it passed its accuracy gate, else the fp32 one
     teacher = next((r for r in rows if r["kind"] == "teacher" and r["precision"] == "int8"), rows[0])
     lines = [
         f"# kdserve pipeline on {data}", "",
-        "| bundle | parameters | size (MB) | accuracy | macro-F1 | batch-1 p50 (ms) | speed-up vs int8 teacher |",
+        f"| bundle | parameters | size (MB) | accuracy | macro-F1 | batch-1 p50 (ms) | speed-up vs {teacher['bundle']} |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -62,6 +63,8 @@ def _markdown(rows: list[dict[str, Any]], data: str, seconds: dict[str, float]) 
             f"| {r['bundle']} | {r['parameters']:,} | {r['bundle_mb']:.1f} | {r['accuracy'] * 100:.2f}% | "
             f"{r['macro_f1'] * 100:.2f}% | {r['p50_ms']:.3f} | {speedup:.1f}x |"
         )
+    if refused:
+        lines += ["", *(f"No int8 bundle of the {name}: {why}" for name, why in refused.items())]
     lines += ["", "Stage wall times: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()), ""]
     return "\n".join(lines)
 
@@ -75,6 +78,7 @@ def run_pipeline(
     ``teacher_model`` (a folder or hub id; default the embedded MiniLM) and ``max_train_examples``
     override the preset for teacher and student alike.
     """
+    from export.checks import AccuracyGateError
     from export.config import ExportConfig
     from export.pipeline import export_checkpoint
     from train.distill import DistillConfig, distill
@@ -104,11 +108,19 @@ def run_pipeline(
 
     start = stage(3, f"exporting both to fp32 + int8 bundles -> {out / 'bundles'}")
     bundles: list[Path] = []
+    refused: dict[str, str] = {}
     for name in ("teacher", STUDENT):
-        bundles += export_checkpoint(ExportConfig.from_preset(
-            preset, checkpoint=str(out / name), output_dir=str(out / "bundles"), name=name, data=data,
-            overwrite=True,
-        ))
+        try:
+            bundles += export_checkpoint(ExportConfig.from_preset(
+                preset, checkpoint=str(out / name), output_dir=str(out / "bundles"), name=name, data=data,
+                overwrite=True,
+            ))
+        except AccuracyGateError as exc:
+            # The gate kept a lossy int8 model out and wrote the fp32 bundle: go on with that one and
+            # say so, rather than lose the whole run (kdserve export --force would ship the int8).
+            refused[name] = str(exc)
+            bundles.append(out / "bundles" / f"{name}-fp32")
+            print(f"      {name}: int8 refused by the accuracy gate, fp32 bundle kept ({exc})", flush=True)
     seconds["export"] = time.perf_counter() - start
 
     start = stage(4, "timing every bundle in process (batch 1, tokenization included)")
@@ -118,9 +130,9 @@ def run_pipeline(
     from export.bundle import read_manifest
 
     rows = [_row(b, bench[read_manifest(b).name]) for b in bundles]
-    summary = {"data": data.source, "preset": preset, "rows": rows, "stage_seconds": seconds}
+    summary = {"data": data.source, "preset": preset, "rows": rows, "stage_seconds": seconds, "int8_refused": refused}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    text = _markdown(rows, data.source, seconds)
+    text = _markdown(rows, data.source, seconds, refused)
     (out / "summary.md").write_text(text)
     print(text)
     print(f"serve them: kdserve serve --bundles {out / 'bundles'}")
