@@ -292,7 +292,8 @@ def test_sigterm_under_load_loses_no_accepted_request(tiny_bundles: Path, tmp_pa
     with log_path.open("w") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "kdserve", "serve", "--bundles", str(tiny_bundles), "--models", "tiny-textcnn",
-             "--port", str(port), "--log-texts", "--max-wait-ms", "20"],
+             # every batch waits 20 ms (no adaptive wait), so requests are surely in flight at SIGTERM
+             "--port", str(port), "--log-texts", "--max-wait-ms", "20", "--no-adaptive-wait"],
             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log_file, text=True)
     url = f"http://127.0.0.1:{port}"
     n = 20_000
