@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,12 @@ class ParityError(ExportError):
 
 
 class AccuracyGateError(ExportError):
-    """The quantized model loses more accuracy than allowed."""
+    """The quantized model loses more accuracy than allowed. ``written``: the bundles the export
+    did write (the fp32 one) before refusing, for callers that go on with them."""
+
+    def __init__(self, message: str, written: Sequence[Path] = ()) -> None:
+        super().__init__(message)
+        self.written = list(written)
 
 
 class OutputExistsError(ExportError):

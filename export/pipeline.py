@@ -246,7 +246,7 @@ def export_checkpoint(config: ExportConfig) -> list[Path]:
             _finish(folder, manifest, _triton_note(manifest) if config.format == "triton" else "")
         written = _publish(config, staged, targets)
         if gate_error is not None:
-            raise AccuracyGateError(f"{gate_error}; the fp32 bundle was written to {written[0]}")
+            raise AccuracyGateError(f"{gate_error}; the fp32 bundle was written to {written[0]}", written)
         return written
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -138,7 +138,7 @@ def test_gate_refuses_a_negative_tolerance_and_force_overrides(
     assert message.startswith("the int8 model loses 0.00 accuracy points (fp32 100.00% -> int8 100.00% on 20 ")
     assert "more than --max-accuracy-drop -1; it was not written (pass --force to keep it anyway)" in message
     assert message.endswith(f"the fp32 bundle was written to {out / 'cnn-fp32'}")
-    assert sorted(p.name for p in out.iterdir()) == ["cnn-fp32"]
+    assert sorted(p.name for p in out.iterdir()) == ["cnn-fp32"] and info.value.written == [out / "cnn-fp32"]
     gate = verify_bundle(out / "cnn-fp32").extra["accuracy_gate"]
     assert gate == {"drop_points": 0.0, "max_drop_points": -1.0, "passed": False, "forced": False}
 
