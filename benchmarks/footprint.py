@@ -9,6 +9,7 @@ figure to size a pod's memory limit with.
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import time
@@ -19,6 +20,7 @@ from typing import Any
 
 from benchmarks.common import BenchError, machine_info, sample_texts
 from benchmarks.compare import find_bundles
+from benchmarks.model_bench import DEFAULT_SHORT
 from benchmarks.servers import start_server
 from benchmarks.stats import summarize
 from kdserve.errors import ConfigError
@@ -28,7 +30,7 @@ from kdserve.errors import ConfigError
 class FootprintConfig:
     bundles_root: str
     models: list[str] = field(default_factory=list)  # empty: every bundle under bundles_root
-    data: str = "package:rotten_tomatoes"
+    data: str = DEFAULT_SHORT
     requests: int = 500
     texts: int = 200
     seed: int = 0
@@ -89,9 +91,8 @@ def run_footprint(config: FootprintConfig, log: Callable[[str], None] = lambda m
     manifests = {f.name: read_manifest(f) for f in folders}
     return {
         "kind": "footprint", "machine": machine_info(),
-        "config": {k: v for k, v in config.__dict__.items()},
+        "config": dataclasses.asdict(config),
         "models": [{"name": n, "model_kind": manifests[n].model_kind, "precision": manifests[n].precision,
                     "parameters": manifests[n].parameters, **per_model.get(n, {})} for n in names],
         "ready_s": round(ready_s, 2), "rss_mb_at_ready": _mb(at_ready), "rss_mb_after_requests": _mb(after),
     }
-

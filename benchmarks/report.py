@@ -91,7 +91,6 @@ def http_report(result: dict[str, Any], folder: Path, draw: bool = True) -> tupl
     return "\n".join(parts), written
 
 
-
 def footprint_report(result: dict[str, Any], folder: Path, draw: bool = True) -> tuple[str, list[Path]]:
     rows = [[m["name"], m["model_kind"], m["precision"], m["parameters"],
              (m.get("latency_ms") or {}).get("p50"), ", ".join(f"{k}: {v}" for k, v in (m.get("statuses") or {}).items())]

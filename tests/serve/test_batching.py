@@ -132,17 +132,23 @@ def test_a_lone_request_waits_max_wait_and_zero_disables_it(tiny_bundles: Path, 
         batcher.close(5)
 
 
-def test_adaptive_wait_runs_a_lone_request_at_once_and_batches_a_burst(tiny_bundles: Path) -> None:
+def adaptive_batcher(tiny_bundles: Path, gate: threading.Event | None = None) -> tuple[Recording, Batcher]:
+    """A recording tiny-TextCNN batcher with adaptive waiting and a 1.5 s max wait: any request
+    that waited the full window would show in the tests' sub-second bounds."""
     model = BundleModel(tiny_bundles / "tiny-textcnn")
-    rec = Recording(model)
-    batcher = Batcher("m", rec, config(model, max_wait_s=1.5, adaptive_wait=True))
+    rec = Recording(model, gate)
+    return rec, Batcher("m", rec, config(model, max_wait_s=1.5, adaptive_wait=True))
+
+
+def test_adaptive_wait_runs_a_lone_request_at_once_and_batches_a_burst(tiny_bundles: Path) -> None:
+    rec, batcher = adaptive_batcher(tiny_bundles)
     try:
         started = time.monotonic()
         batcher.submit(["great"]).result(10)
         assert time.monotonic() - started < 1.0  # sparse: no 1.5 s wait
         time.sleep(0.05)
-        # a burst: the first arrival after a quiet spell runs at once, the rest arrive within
-        # max_wait of each other and share one batch after waiting for company
+        # a burst: the first arrival after a quiet spell runs at once, the rest arrive while it is
+        # taken or running and share the next batch
         futures = [batcher.submit([t]) for t in MIXED[:4]]
         for f in futures:
             f.result(10)
@@ -154,9 +160,7 @@ def test_adaptive_wait_runs_a_lone_request_at_once_and_batches_a_burst(tiny_bund
 def test_adaptive_wait_does_not_delay_one_client_sending_back_to_back(tiny_bundles: Path) -> None:
     # One closed-loop client: each request arrives well within max_wait of the previous one, but
     # never with company, so none may wait the 1.5 s for a batch that is not coming.
-    model = BundleModel(tiny_bundles / "tiny-textcnn")
-    rec = Recording(model)
-    batcher = Batcher("m", rec, config(model, max_wait_s=1.5, adaptive_wait=True))
+    rec, batcher = adaptive_batcher(tiny_bundles)
     try:
         started = time.monotonic()
         for text in MIXED[:5]:
@@ -174,10 +178,8 @@ def test_adaptive_wait_does_not_delay_one_client_sending_back_to_back(tiny_bundl
 def test_adaptive_wait_ends_when_as_much_company_as_last_time_arrived(tiny_bundles: Path) -> None:
     # Two closed-loop clients: once a batch of two has run, the next request waits for one more
     # (50 ms here), not for the full 1.5 s or a batch of 32 that never comes.
-    model = BundleModel(tiny_bundles / "tiny-textcnn")
     gate = threading.Event()
-    rec = Recording(model, gate)
-    batcher = Batcher("m", rec, config(model, max_wait_s=1.5, adaptive_wait=True))
+    rec, batcher = adaptive_batcher(tiny_bundles, gate)
     try:
         first = batcher.submit(["great"])  # taken alone at once; the gate holds it in run
         deadline = time.monotonic() + 5
