@@ -42,10 +42,11 @@ def _sweep_config(args: argparse.Namespace, rates: bool = True) -> Any:
     from benchmarks.common import parse_float_list, parse_int_list
     from benchmarks.http_bench import SweepConfig
 
+    open_loop = rates and args.rates != "none"
     return SweepConfig(
         concurrency=parse_int_list(args.concurrency, "--concurrency") if args.concurrency != "none" else [],
-        rates=parse_float_list(args.rates, "--rates") if rates and args.rates else [],
-        rate_fractions=parse_float_list(args.rate_fractions, "--rate-fractions") if rates and args.rate_fractions else [],
+        rates=parse_float_list(args.rates, "--rates") if open_loop and args.rates else [],
+        rate_fractions=parse_float_list(args.rate_fractions, "--rate-fractions") if open_loop and args.rate_fractions else [],
         duration_s=args.duration, warmup_s=args.warmup, connections=args.connections, timeout_s=args.timeout,
         drain_s=args.drain)
 
@@ -151,7 +152,7 @@ def _load_flags(parser: argparse.ArgumentParser, duration: float, rates: bool = 
     group = parser.add_argument_group("load")
     group.add_argument("--concurrency", default="1,2,4,8,16,32,64", help="closed-loop levels, or 'none'")
     if rates:
-        group.add_argument("--rates", help="open-loop arrival rates (req/s); default: --rate-fractions of the best")
+        group.add_argument("--rates", help="open-loop arrival rates (req/s), or 'none'; default: --rate-fractions of the best")
         group.add_argument("--rate-fractions", default="0.25,0.5,0.75,0.9",
                            help="open-loop rates as fractions of the best closed-loop throughput")
     group.add_argument("--duration", type=float, default=duration, help=f"measured seconds per run (default {duration:g})")

@@ -12,17 +12,19 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp
 
 from kdserve import __version__
 from serve.admin import admin_router
+from serve.classify_route import answer, direct_classify
 from serve.config import Settings
 from serve.errors import NotReady, error_response, install_error_handlers
-from serve.middleware import ServeMiddleware, until_disconnect
+from serve.middleware import ServeMiddleware
 from serve.protocols import hf_router, v2_router
 from serve.schemas import (
     ERRORS,
@@ -31,10 +33,8 @@ from serve.schemas import (
     ErrorResponse,
     ModelsResponse,
     ModelSummary,
-    Score,
-    TextResult,
 )
-from serve.service import Scored, Service
+from serve.service import Service
 
 log = logging.getLogger("kdserve.serve")
 
@@ -44,19 +44,21 @@ teacher/student routing (A/B, shadow, cascade). Also speaks the Hugging Face inf
 `{"error": {"code", "message"}}`."""
 
 
-def ranked(labels: list[str], scores: np.ndarray, k: int | None = None) -> list[Score]:
-    """(label, score) best first, the first ``k`` (all when None)."""
-    order = np.argsort(-scores, kind="stable")[: k if k is not None else len(labels)]
-    return [Score(label=labels[i], score=float(scores[i])) for i in order]
+class KdserveApp(FastAPI):
+    """FastAPI with ``outer_middleware`` (outermost first) around its whole stack, its own error and
+    body-limit layers included: ``ServeMiddleware`` refuses overload and answers the direct
+    /classify path before any per-request work of FastAPI's (about 30 us a request on this machine,
+    a tenth of the event loop's time per /classify)."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.outer_middleware: list[Middleware] = []
 
-def text_result(scored: Scored, top_k: int | None, all_scores: bool) -> TextResult:
-    best = int(np.argmax(scored.probabilities))
-    scores = None
-    if all_scores or top_k is not None:
-        scores = ranked(scored.labels, scored.probabilities, None if all_scores else top_k)
-    return TextResult(label=scored.labels[best], score=float(scored.probabilities[best]), scores=scores,
-                      model=scored.model, checksum=scored.checksum, escalated=scored.escalated)
+    def build_middleware_stack(self) -> ASGIApp:
+        app = super().build_middleware_stack()
+        for layer in reversed(self.outer_middleware):
+            app = layer.cls(app, *layer.args, **layer.kwargs)
+        return app
 
 
 def create_app(settings: Settings, service: Service | None = None,
@@ -73,30 +75,27 @@ def create_app(settings: Settings, service: Service | None = None,
         finally:
             await svc.aclose()
 
-    app = FastAPI(title="kdserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = KdserveApp(title="kdserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.service = svc
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(ServeMiddleware, max_body_bytes=settings.max_body_bytes, max_inflight=settings.max_inflight_requests,
-                       retry_after_s=settings.retry_after_s, metrics=svc.metrics)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "PUT"],
-                           allow_headers=["*"], expose_headers=["X-Request-ID", "Retry-After"])
+        app.outer_middleware.append(Middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "PUT"],
+            allow_headers=["*"], expose_headers=["X-Request-ID", "Retry-After"]))
+    app.outer_middleware.append(Middleware(
+        ServeMiddleware, max_body_bytes=settings.max_body_bytes, max_inflight=settings.max_inflight_requests,
+        retry_after_s=settings.retry_after_s, metrics=svc.metrics, direct={"/classify": direct_classify(svc, settings)}))
 
     @app.post("/classify", response_model=ClassifyResponse, responses=ERRORS, tags=["classify"])
-    async def classify(body: ClassifyRequest, request: Request) -> ClassifyResponse:
+    async def classify(body: ClassifyRequest, request: Request) -> Response:
         """Classify one text or several; see the fields for routing, scores and truncation."""
+        # a well-formed JSON body is answered by the middleware's direct path before this route;
+        # requests reach it with any other Content-Type or when validation fails (the 422)
         request_id = body.request_id or request.state.request_id
         request.state.request_id = request_id
-        texts = body.text_list()
-        if settings.log_texts:
-            log.info("classify %s model=%s texts=%r", request_id, body.model, texts)
-        outcome = await until_disconnect(request, svc.classify(
-            texts, body.model, body.routing_key, body.truncate, "text" if body.text is not None else "texts"))
-        results = [text_result(r, body.top_k, body.all_scores) for r in outcome.results]
-        return ClassifyResponse(request_id=request_id, route=outcome.route, variant=outcome.variant,
-                                shadowed=outcome.shadowed, models={r.model: r.checksum for r in outcome.results},
-                                results=results)
+        content = await answer(svc, settings, body, request_id, request.receive)
+        return Response(content, media_type="application/json")
 
     @app.get("/models", response_model=ModelsResponse, tags=["models"])
     async def models() -> dict[str, Any]:

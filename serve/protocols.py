@@ -47,7 +47,7 @@ def hf_router(service: Service) -> APIRouter:
         params = body.parameters
         function = (params.function_to_apply if params else None) or "softmax"
         top_k = params.top_k if params else None
-        outcome = await until_disconnect(request, service.classify(texts, model, None, True, "inputs"))
+        outcome = await until_disconnect(request.receive, service.classify(texts, model, None, True, "inputs"))
         out = []
         for result in outcome.results:
             scores = _hf_scores(result, function)
@@ -231,7 +231,7 @@ def v2_router(service: Service) -> APIRouter:
         unknown = [o.name for o in wanted if o.name not in OUTPUTS]
         if unknown:
             raise InvalidInput(f"unknown output(s) {unknown}; this model has {list(OUTPUTS)}")
-        outcome = await until_disconnect(request, service.classify(texts, name, None, True, "text"))
+        outcome = await until_disconnect(request.receive, service.classify(texts, name, None, True, "text"))
         probs = np.stack([r.probabilities for r in outcome.results]).astype("<f4")
         labels = [r.labels[int(np.argmax(r.probabilities))] for r in outcome.results]
         binary_default = bool((req.parameters or {}).get("binary_data_output", False))

@@ -240,6 +240,10 @@ def test_cors_off_by_default_and_on_when_configured(tiny_bundles: Path) -> None:
     with ready_client(tiny_bundles, models=["tiny-textcnn"], cors_origins=["http://ui.example"]) as client:
         r = client.options("/classify", headers=preflight)
         assert r.headers["access-control-allow-origin"] == "http://ui.example"
+        # the actual request, answered by the direct /classify path, carries the header too
+        r = client.post("/classify", json={"text": "good"}, headers={"Origin": "http://ui.example"})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://ui.example"
+        assert "x-request-id" in r.headers["access-control-expose-headers"].lower()
 
 
 def test_texts_are_not_logged_unless_asked(tiny_bundles: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -274,16 +278,22 @@ def test_inflight_limit_is_503_but_probes_still_answer(tiny_bundles: Path) -> No
         deadline = time.monotonic() + 5
         while client.app.state.service.slots["tiny-textcnn"].batcher.queue_depth < 1 and time.monotonic() < deadline:
             time.sleep(0.005)
-        r = client.post("/classify", json={"text": "great"})
+        r = client.post("/classify", json={"text": "great"}, headers={"X-Request-ID": "refused-1"})
+        v2 = client.post("/v2/models/tiny-textcnn/infer", json={"inputs": []})
         assert client.get("/health").status_code == 200 and client.get("/ready").status_code == 200
         assert "kdserve_inflight_requests 1.0" in client.get("/metrics").text
         thread.join(10)
         status, code, message = error_of(r)
         assert (status, code) == (503, "overloaded") and r.headers["retry-after"] == "1"
-        assert "max_inflight_requests = 1" in message
+        assert "max_inflight_requests = 1" in message and r.headers["x-request-id"] == "refused-1"
+        # the Open Inference Protocol's own error shape, refused just the same
+        assert v2.status_code == 503 and v2.json() == {"error": message, "code": "overloaded"}
+        assert v2.headers["retry-after"] == "1" and len(v2.headers["x-request-id"]) == 32
         assert first["r"].status_code == 200
         assert client.post("/classify", json={"text": "great"}).status_code == 200  # the slot was released
-        assert 'kdserve_rejected_total{reason="overloaded"} 1.0' in client.get("/metrics").text
+        metrics = client.get("/metrics").text
+        assert 'kdserve_rejected_total{reason="overloaded"} 2.0' in metrics
+        assert 'kdserve_http_requests_total{endpoint="/classify",method="POST",status="503"} 1.0' in metrics
 
 
 def test_unexpected_errors_are_json_500_without_internals(tiny_bundles: Path, monkeypatch: pytest.MonkeyPatch,
