@@ -67,6 +67,9 @@ class DistillConfig:
     augment: str = "all"
     n_iter: int = 10
     glove: bool = True
+    #: BiLSTM/TextCNN: word vectors from the teacher's input embeddings (``train.teacher_vectors``;
+    #: 384-d for MiniLM) instead of GloVe-50d
+    teacher_embeddings: bool = False
     vocab_size: int = 30_000
     student_layers: int = 2
     init_from_teacher: bool = True
@@ -108,6 +111,11 @@ class DistillConfig:
             (
                 self.intermediate_weight == 0 or (self.student == "transformer" and not self.no_teacher),
                 "intermediate-layer distillation needs the transformer student and a teacher",
+            ),
+            (not (self.teacher_embeddings and self.glove), "teacher_embeddings replaces GloVe: drop glove (--no-glove)"),
+            (
+                not self.teacher_embeddings or self.student != "transformer",
+                "teacher_embeddings is for the BiLSTM and TextCNN (a Transformer from the teacher has its embeddings)",
             ),
             (
                 self.max_train_examples is None or self.max_train_examples >= 1,
@@ -153,6 +161,8 @@ class DistillConfig:
         # teacher=None is meaningful (the --no-teacher baseline), so it is not dropped with the unset overrides.
         values: dict[str, Any] = {"teacher": None, **PRESETS[preset], **STUDENT_DEFAULTS[student]}
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if overrides.get("teacher_embeddings") and overrides.get("glove") is None:
+            values["glove"] = False  # the teacher's vectors replace the preset's GloVe
         return cls(preset=preset, student=student, **values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -187,20 +197,31 @@ def _build_student(config: DistillConfig, tokenizer: Any, num_classes: int) -> t
         options = {"num_layers": config.student_layers, **config.student_options}
         student_config = TransformerStudentConfig(vocab_size=vocab, num_classes=num_classes, **options)
         return TransformerStudent(student_config), student_config
-    shape = {"embedding_dim": 50 if config.glove else 300, **config.student_options}
+    words = [tokenizer.id_to_token(i) for i in range(vocab)]
+    vectors: Any = None
+    if config.glove:
+        from train.glove import load_glove
+
+        vectors, hits = load_glove(words, seed=config.seed)
+        log.info("GloVe: %d of %d vocabulary words found", hits, vocab)
+    elif config.teacher_embeddings:
+        from train.checkpoint import DEFAULT_TEACHER
+        from train.teacher_vectors import teacher_word_vectors
+
+        vectors, hits = teacher_word_vectors(config.teacher or DEFAULT_TEACHER, words, seed=config.seed)
+        log.info("teacher embeddings (%d-d): %d of %d vocabulary words spelled by the teacher's pieces",
+                 vectors.shape[1], hits, vocab)
+    shape = {"embedding_dim": vectors.shape[1] if vectors is not None else 300, **config.student_options}
+    if vectors is not None and shape["embedding_dim"] != vectors.shape[1]:
+        raise ConfigError(f"embedding_dim {shape['embedding_dim']} does not match the {vectors.shape[1]}-d word vectors")
     if config.student == "bilstm":
         cnn_or_lstm: Any = BiLSTMConfig(vocab_size=vocab, num_classes=num_classes, **shape)
         model = BiLSTMStudent(cnn_or_lstm)
     else:
         cnn_or_lstm = TextCNNConfig(vocab_size=vocab, num_classes=num_classes, **shape)
         model = TextCNNStudent(cnn_or_lstm)
-    if config.glove:
-        from train.glove import load_glove
-
-        words = [tokenizer.id_to_token(i) for i in range(vocab)]
-        matrix, hits = load_glove(words, seed=config.seed)
-        init_embeddings(model, matrix)
-        log.info("GloVe: %d of %d vocabulary words found", hits, vocab)
+    if vectors is not None:
+        init_embeddings(model, vectors)
     return model, cnn_or_lstm
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kdserve.errors import ConfigError, DataError
@@ -61,6 +62,30 @@ def test_student_options_shape_the_saved_student(tmp_path: Path, tiny_teacher: t
     # embedding + two convolutions (7 filters of widths 2 and 3) + the linear layer over 14 features
     dim = saved["embedding_dim"]
     assert result["parameters"] == vocab * dim + (2 * dim * 7 + 7) + (3 * dim * 7 + 7) + (14 * classes + classes)
+
+
+def test_teacher_embeddings_initialise_a_word_level_student(tmp_path: Path, tiny_teacher: tuple[Path, Path]) -> None:
+    from safetensors.numpy import load_file
+
+    from train.teacher_vectors import teacher_word_vectors
+
+    teacher, data = tiny_teacher
+    config = DistillConfig.from_preset("quick", "textcnn", teacher=str(teacher), data=DatasetSpec(str(data), validation_fraction=0.2),
+                                       output_dir=str(tmp_path / "student"), teacher_embeddings=True, epochs=1,
+                                       n_iter=1, cache_dir=str(tmp_path / "cache"), device="cpu", max_length=32)
+    assert config.glove is False  # the teacher's vectors replace the preset's GloVe
+    result = distill(config)
+    saved = json.loads((tmp_path / "student" / "student_config.json").read_text())["config"]
+    assert saved["embedding_dim"] == 32  # the tiny teacher's width
+    assert result["validation"]["accuracy"] >= 0.9
+    # training moved the vectors, but the words the data never shows keep their teacher start
+    from tokenizers import Tokenizer
+
+    words = [Tokenizer.from_file(str(tmp_path / "student" / "tokenizer.json")).id_to_token(i) for i in range(saved["vocab_size"])]
+    start, _ = teacher_word_vectors(teacher, words, seed=config.seed)
+    weights = load_file(str(tmp_path / "student" / "model.safetensors"))["embedding.weight"]
+    assert weights.shape == start.shape and not weights[0].any()
+    assert np.corrcoef(weights.ravel(), start.ravel())[0, 1] > 0.5
 
 
 @pytest.mark.parametrize(("schedule", "ends"), [("constant", [3e-3, 3e-3]), ("linear", [1.5e-3, 0.0])])
@@ -130,6 +155,8 @@ def test_teacher_with_other_labels_is_refused(tmp_path: Path, tiny_teacher: tupl
         ({"student_options": {"hidden_size": 0}}, "hidden_size"),
         ({"student_options": {"embedding_dim": 100}, "glove": True}, "GloVe vectors are 50-d"),
         ({"student": "transformer", "student_options": {"hidden_size": 64}}, "initialised from the teacher"),
+        ({"teacher_embeddings": True, "glove": True}, "teacher_embeddings replaces GloVe"),
+        ({"teacher_embeddings": True, "student": "transformer"}, "teacher_embeddings is for the BiLSTM and TextCNN"),
     ],
 )
 def test_config_validation(tmp_path: Path, overrides: dict[str, object], message: str) -> None:
