@@ -225,6 +225,7 @@ class BundleModel:
         intra_op_threads: int = 0,
         graph_optimization: str = "all",
         verify: bool = True,
+        intra_op_spinning: bool = True,
     ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -241,6 +242,9 @@ class BundleModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
+        if not intra_op_spinning:
+            # idle intra-op threads sleep instead of busy-waiting for the next op (see serve's Settings)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         levels = {
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
 
     device: Literal["cpu", "cuda"] = Field("cpu", description="cuda needs onnxruntime-gpu and a GPU; falls back to cpu with a log line")
     intra_op_threads: int = Field(0, ge=0, le=256, description="ONNX Runtime intra-op threads per model (0 = runtime default)")
+    intra_op_spinning: bool = Field(
+        False, description="let idle ONNX Runtime intra-op threads busy-wait for the next op: lower latency for a "
+        "lone request, but on a machine where the event loop shares the cores they take CPU it needs (2 cores, "
+        "int8 BiLSTM: about 15% less throughput at 32 connections with spinning, 0.3 ms less p50 at 1)")
     graph_optimization: Literal["disable", "basic", "extended", "all"] = Field("all", description="ONNX Runtime graph optimisation level")
     warmup_batch_sizes: CommaInts = Field(default_factory=lambda: [1, 8], description="batch sizes run at start-up before ready")
     warmup_lengths: CommaInts = Field(default_factory=lambda: [16, 64], description="token lengths run at start-up (capped at each model's max)")

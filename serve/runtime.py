@@ -97,12 +97,12 @@ class LoadedModel:
 
 
 def load_model(name: str, folder: Path, *, device: str = "cpu", intra_op_threads: int = 0,
-               graph_optimization: str = "all", verify: bool = True) -> LoadedModel:
+               graph_optimization: str = "all", verify: bool = True, intra_op_spinning: bool = True) -> LoadedModel:
     """Open one bundle; logs when the session did not get the provider it asked for."""
     providers = resolve_providers(device)
     started = time.perf_counter()
     model = BundleModel(folder, providers=providers, intra_op_threads=intra_op_threads,
-                        graph_optimization=graph_optimization, verify=verify)
+                        graph_optimization=graph_optimization, verify=verify, intra_op_spinning=intra_op_spinning)
     got = model.providers()
     if providers[0] == CUDA and CUDA not in got:
         # ORT creates a CPU-only session when CUDA libraries or the GPU are missing at run time

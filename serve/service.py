@@ -110,7 +110,8 @@ class Service:
         s = self.settings
         self.model_status[name] = "loading"
         loaded = load_model(name, folder, device=s.device, intra_op_threads=s.intra_op_threads,
-                            graph_optimization=s.graph_optimization, verify=verify)
+                            graph_optimization=s.graph_optimization, verify=verify,
+                            intra_op_spinning=s.intra_op_spinning)
         self.model_status[name] = "warming"
         warm_up(loaded, s.warmup_batch_sizes, s.warmup_lengths)
         return loaded
@@ -222,7 +223,8 @@ class Service:
         # unlike _load, leaves model_status alone: the old version is still the one serving
         s = self.settings
         loaded = load_model(name, folder, device=s.device, intra_op_threads=s.intra_op_threads,
-                            graph_optimization=s.graph_optimization, verify=True)
+                            graph_optimization=s.graph_optimization, verify=True,
+                            intra_op_spinning=s.intra_op_spinning)
         warm_up(loaded, s.warmup_batch_sizes, s.warmup_lengths)
         return loaded
 

@@ -37,8 +37,8 @@ def test_flags_override_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     monkeypatch.setenv("KDSERVE_MAX_WAIT_MS", "9")
     monkeypatch.setenv("KDSERVE_LOG_TEXTS", "true")
     s = parse("--bundles", str(tmp_path), "--max-wait-ms", "0", "--no-log-texts", "--cors-origins",
-              "http://a.example,http://b.example", "--device", "cuda")
-    assert s.bundles == tmp_path and s.max_wait_ms == 0.0 and s.log_texts is False
+              "http://a.example,http://b.example", "--device", "cuda", "--intra-op-spinning")
+    assert s.bundles == tmp_path and s.max_wait_ms == 0.0 and s.log_texts is False and s.intra_op_spinning is True
     assert s.cors_origins == ["http://a.example", "http://b.example"] and s.device == "cuda"
     # a flag not given leaves the env value
     assert parse().max_wait_ms == 9.0

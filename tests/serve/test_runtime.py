@@ -62,3 +62,25 @@ def test_bad_device_and_optimisation_level(tiny_bundles: Path) -> None:
         resolve_providers("tpu")
     with pytest.raises(BundleError, match="graph_optimization must be one of"):
         load_model("m", tiny_bundles / "tiny-textcnn", graph_optimization="max")
+
+
+def test_intra_op_spinning_is_off_in_the_server_and_on_by_default_elsewhere(tiny_bundles: Path) -> None:
+    from serve.config import Settings
+    from serve.service import Service
+
+    key = "session.intra_op.allow_spinning"
+    off = load_model("m", tiny_bundles / "tiny-textcnn", intra_op_spinning=False)
+    assert off.model.session.get_session_options().get_session_config_entry(key) == "0"
+    default = load_model("m", tiny_bundles / "tiny-textcnn")
+    with pytest.raises(Exception, match="does not have configuration"):  # ONNX Runtime's default: spinning
+        default.model.session.get_session_options().get_session_config_entry(key)
+    settings = Settings(bundles=tiny_bundles, models=["tiny-textcnn"])
+    assert settings.intra_op_spinning is False
+    for spinning, expected in ((False, "0"), (True, None)):
+        service = Service(settings.model_copy(update={"intra_op_spinning": spinning}))
+        options = service._load("tiny-textcnn", tiny_bundles / "tiny-textcnn", False).model.session.get_session_options()
+        if expected is None:
+            with pytest.raises(Exception, match="does not have configuration"):
+                options.get_session_config_entry(key)
+        else:
+            assert options.get_session_config_entry(key) == expected
