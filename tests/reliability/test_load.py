@@ -273,9 +273,9 @@ def test_overload_at_3x_capacity_then_recovery(server: ServerProcess, requests: 
         "p50_from_send_ms_per_half_second_after": windows_p50(probe.records, over["end"], window_s,
                                                               int(post_s / window_s), from_send=True),
     })
-    # A request the client gave up on after 15 s (TIMEOUT) got no answer at all: seen in 1 of 4 quiet
-    # runs (1% of requests, when capacity, and so the offered rate, was highest); reported below.
-    assert set(answered) <= {200, 429, 503, TIMEOUT}, statuses
+    # TIMEOUT: the client gave up after 15 s without an answer (seen in 1 of 4 quiet runs before
+    # refusals were made cheap: docs/RELIABILITY.md); never acceptable in the steady overload
+    assert set(answered) <= {200, 429, 503}, statuses
     assert {r.status for r in ramp_records} <= {200, 429, 503, NOT_SENT, TIMEOUT}, statuses
     assert all(s in (200, 429, 503) for _, s, _ in retry_sampler.answers), retry_sampler.answers
     assert all(h and h.isdigit() for _, h in rejected_samples), rejected_samples
@@ -284,6 +284,8 @@ def test_overload_at_3x_capacity_then_recovery(server: ServerProcess, requests: 
     assert recovery_s <= RECOVERY_LIMIT_S, (f"p50 recovered after {recovery_s:.1f} s, target {RECOVERY_LIMIT_S} s",
                                             after, windows_p50(probe.records, over["end"], window_s,
                                                                int(post_s / window_s), from_send=True))
-    unanswered = sum(1 for r in over_records + ramp_records if r.status == TIMEOUT)
+    # during the ramp a request can be the first on a connection the saturated server has not
+    # accepted yet (it waits in the kernel's queue): reported, not failed
+    unanswered = sum(1 for r in ramp_records if r.status == TIMEOUT)
     if unanswered:
-        pytest.xfail(f"{unanswered} requests had no answer within the client's 15 s (known: docs/RELIABILITY.md)")
+        pytest.xfail(f"{unanswered} requests of the connection ramp had no answer within the client's 15 s")
