@@ -88,6 +88,23 @@ def test_teacher_embeddings_initialise_a_word_level_student(tmp_path: Path, tiny
     assert np.corrcoef(weights.ravel(), start.ravel())[0, 1] > 0.5
 
 
+def test_glove_initialises_a_word_level_student(tmp_path: Path, tiny_teacher: tuple[Path, Path]) -> None:
+    from safetensors.numpy import load_file
+    from tokenizers import Tokenizer
+
+    from train.glove import load_glove
+
+    teacher, data = tiny_teacher
+    distill(_config(tmp_path, teacher, data, student="textcnn", epochs=1, glove=True, lr=1e-9))
+    saved = json.loads((tmp_path / "student" / "student_config.json").read_text())["config"]
+    assert saved["embedding_dim"] == 50
+    tokenizer = Tokenizer.from_file(str(tmp_path / "student" / "tokenizer.json"))
+    start, hits = load_glove([tokenizer.id_to_token(i) for i in range(saved["vocab_size"])], seed=3)
+    assert hits > 10  # "movie", "film", "good"...: GloVe knows the tiny corpus's words
+    weights = load_file(str(tmp_path / "student" / "model.safetensors"))["embedding.weight"]
+    np.testing.assert_allclose(weights, start, atol=1e-5)  # lr ~0: still the GloVe start
+
+
 @pytest.mark.parametrize(("schedule", "ends"), [("constant", [3e-3, 3e-3]), ("linear", [1.5e-3, 0.0])])
 def test_lr_schedule(tmp_path: Path, tiny_teacher: tuple[Path, Path], schedule: str, ends: list[float]) -> None:
     teacher, data = tiny_teacher
