@@ -27,6 +27,7 @@ from serve.service import Scored, Service
 
 log = logging.getLogger("kdserve.serve")
 
+
 def ranked(labels: list[str], scores: np.ndarray, k: int | None = None) -> list[Score]:
     """(label, score) best first, the first ``k`` (all when None)."""
     order = np.argsort(-scores, kind="stable")[: k if k is not None else len(labels)]
