@@ -7,7 +7,6 @@ from the first moment, ``/ready`` 503 until every model is warm.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -35,8 +34,6 @@ from serve.schemas import (
     ModelSummary,
 )
 from serve.service import Service
-
-log = logging.getLogger("kdserve.serve")
 
 DESCRIPTION = """Distilled text classifiers behind one API, with dynamic batching and
 teacher/student routing (A/B, shadow, cascade). Also speaks the Hugging Face inference shape

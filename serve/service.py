@@ -105,14 +105,18 @@ class Service:
 
     # ---------------------------------------------------------------- lifecycle
 
-    def _load(self, name: str, folder: Path, verify: bool) -> LoadedModel:
-        """Blocking: open and warm one bundle (run in a thread)."""
+    def _load(self, name: str, folder: Path, verify: bool, track_status: bool = True) -> LoadedModel:
+        """Blocking: open and warm one bundle with the server's settings (run in a thread).
+        ``track_status`` reports loading / warming in ``model_status``; a reload passes False, as
+        the old version is still the one serving."""
         s = self.settings
-        self.model_status[name] = "loading"
+        if track_status:
+            self.model_status[name] = "loading"
         loaded = load_model(name, folder, device=s.device, intra_op_threads=s.intra_op_threads,
                             graph_optimization=s.graph_optimization, verify=verify,
                             intra_op_spinning=s.intra_op_spinning)
-        self.model_status[name] = "warming"
+        if track_status:
+            self.model_status[name] = "warming"
         warm_up(loaded, s.warmup_batch_sizes, s.warmup_lengths)
         return loaded
 
@@ -197,7 +201,7 @@ class Service:
                                       f"served (a restart unloads a model)")
                 fresh: dict[str, LoadedModel] = {}
                 for name, folder in folders.items():
-                    fresh[name] = await asyncio.to_thread(self._load_fresh, name, folder)
+                    fresh[name] = await asyncio.to_thread(self._load, name, folder, True, False)
                 manifests = {name: loaded.manifest for name, loaded in fresh.items()}
                 self.router.set_models(self._infos(manifests))  # RoutingError: router unchanged
             except Exception as exc:
@@ -218,15 +222,6 @@ class Service:
                        for name, loaded in fresh.items()}
             log.info("reloaded %d model(s): %s", len(fresh), changes)
             return changes
-
-    def _load_fresh(self, name: str, folder: Path) -> LoadedModel:
-        # unlike _load, leaves model_status alone: the old version is still the one serving
-        s = self.settings
-        loaded = load_model(name, folder, device=s.device, intra_op_threads=s.intra_op_threads,
-                            graph_optimization=s.graph_optimization, verify=True,
-                            intra_op_spinning=s.intra_op_spinning)
-        warm_up(loaded, s.warmup_batch_sizes, s.warmup_lengths)
-        return loaded
 
     # ---------------------------------------------------------------- serving
 
