@@ -88,6 +88,13 @@ def test_teacher_embeddings_initialise_a_word_level_student(tmp_path: Path, tiny
     assert np.corrcoef(weights.ravel(), start.ravel())[0, 1] > 0.5
 
 
+def test_word_vectors_of_another_width_are_a_clear_error(tmp_path: Path, tiny_teacher: tuple[Path, Path]) -> None:
+    teacher, data = tiny_teacher
+    with pytest.raises(ConfigError, match="embedding_dim 16 does not match the 32-d word vectors"):
+        distill(_config(tmp_path, teacher, data, student="textcnn", epochs=1, n_iter=1, teacher_embeddings=True,
+                        student_options={"embedding_dim": 16}))
+
+
 def test_glove_initialises_a_word_level_student(tmp_path: Path, tiny_teacher: tuple[Path, Path]) -> None:
     from safetensors.numpy import load_file
     from tokenizers import Tokenizer
