@@ -331,7 +331,7 @@ def test_from_teacher_classifier_model(tiny_bert_dir: Path, tmp_path: Path) -> N
         student.bert.encoder.layer[0].output.dense.weight.add_(1.0)
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())
     save_student(student, student.config, tmp_path)
-    loaded, config = load_student(tmp_path)
+    _, config = load_student(tmp_path)
     assert config.teacher_layers == [1]
     with pytest.raises(ConfigError, match="cannot be cut"):
         TransformerStudent.from_teacher(teacher, num_layers=3, num_classes=2)
@@ -349,3 +349,20 @@ def test_from_packaged_minilm_teacher() -> None:
     assert student.config.teacher_layers == [2, 5]
     assert (student.config.hidden_size, student.config.vocab_size) == (384, 30522)
     assert count_parameters(student) == 11_918_592 + 3_548_928 + 770  # as in the MiniLM-width count above
+
+
+def test_configs_validate_without_torch() -> None:
+    """train.student_configs reads and checks a config in a process that never imports torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom train.student_configs import BiLSTMConfig\n"
+            "cfg = BiLSTMConfig.from_dict({'vocab_size': 10, 'num_classes': 2, 'hidden_size': 8})\n"
+            "assert cfg.to_dict()['hidden_size'] == 8\n"
+            "try:\n    BiLSTMConfig(vocab_size=10, num_classes=2, pooling='sum')\nexcept Exception as e:\n"
+            "    print(type(e).__name__, e)\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                         text=True, check=True, timeout=60).stdout.splitlines()
+    assert out[0].startswith("ConfigError BiLSTMConfig.pooling must be one of")
+    assert out[-1] == "False"
