@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from export.bundle import BundleError, Manifest, softmax
-from kdserve.errors import KdserveError
 from serve.batching import BatchConfig, Batcher, BatchStats
 from serve.config import Settings
 from serve.errors import InvalidInput, NotFound, NotReady, QueueFull, ReloadFailed, RequestTimeout, TextTooLong
