@@ -118,6 +118,7 @@ def _distill(args: argparse.Namespace) -> int:
         n_iter=args.n_iter,
         glove=args.glove,
         teacher_embeddings=args.teacher_embeddings or None,
+        vector_vocab=args.vector_vocab,
         student_layers=args.student_layers,
         student_options=_student_options(args.student_option),
         intermediate_weight=args.intermediate_weight,
@@ -222,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--glove", action=argparse.BooleanOptionalAction, default=None, help="GloVe-50d word vectors")
     dist.add_argument("--teacher-embeddings", action="store_true",
                       help="BiLSTM/TextCNN: word vectors from the teacher's input embeddings (384-d for MiniLM) instead of GloVe")
+    dist.add_argument("--vector-vocab", type=int, metavar="N",
+                      help="BiLSTM/TextCNN: add GloVe's N most frequent words the training texts lack to the "
+                      "vocabulary, so words unseen in training keep a pretrained vector (default 0)")
     dist.add_argument("--student-layers", type=int, help="transformer student layers (1-4)")
     dist.add_argument("--student-option", action="append", metavar="KEY=VALUE",
                       help="override a field of the student's config, e.g. hidden_size=150 or num_filters=200 "

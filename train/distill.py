@@ -71,6 +71,9 @@ class DistillConfig:
     #: 384-d for MiniLM) instead of GloVe-50d
     teacher_embeddings: bool = False
     vocab_size: int = 30_000
+    #: BiLSTM/TextCNN: also give the word vocabulary GloVe's N most frequent words that the training
+    #: texts lack, so a word first met at serving time keeps a pretrained vector instead of [UNK]
+    vector_vocab: int = 0
     student_layers: int = 2
     init_from_teacher: bool = True
     #: Fields of the student's config dataclass to override (e.g. ``{"hidden_size": 150}`` for a
@@ -106,6 +109,11 @@ class DistillConfig:
             (self.soft in ("mse", "kl", "ce"), f"soft must be mse, kl or ce, got {self.soft!r}"),
             (self.n_iter >= 0, f"n_iter must be >= 0, got {self.n_iter}"),
             (self.vocab_size >= 10, f"vocab_size must be >= 10, got {self.vocab_size}"),
+            (self.vector_vocab >= 0, f"vector_vocab must be >= 0, got {self.vector_vocab}"),
+            (
+                not self.vector_vocab or (self.student != "transformer" and (self.glove or self.teacher_embeddings)),
+                "vector_vocab needs a word-level student with pretrained vectors (GloVe or teacher embeddings)",
+            ),
             (1 <= self.student_layers <= 4, f"student_layers must be in [1, 4], got {self.student_layers}"),
             (self.intermediate_weight >= 0, f"intermediate_weight must be >= 0, got {self.intermediate_weight}"),
             (
@@ -172,13 +180,20 @@ class DistillConfig:
 def _build_tokenizer(config: DistillConfig, texts: list[str]) -> Any:
     """Word-level for BiLSTM/TextCNN (the paper's setup, GloVe is word-level); the teacher's
     WordPiece for the Transformer, whose embeddings and layers are copied from the teacher."""
-    from train.student_tokenizers import teacher_wordpiece, train_word_tokenizer
+    from train.student_tokenizers import extend_word_vocab, teacher_wordpiece, train_word_tokenizer
 
     if config.student == "transformer":
         from train.checkpoint import DEFAULT_TEACHER
 
         return teacher_wordpiece(config.teacher or DEFAULT_TEACHER)
-    return train_word_tokenizer(texts, vocab_size=config.vocab_size)
+    tokenizer = train_word_tokenizer(texts, vocab_size=config.vocab_size)
+    if config.vector_vocab:
+        from train.glove import glove_words
+
+        tokenizer, added = extend_word_vocab(tokenizer, glove_words(config.vector_vocab))
+        log.info("vocabulary: %d words from the training texts + %d of GloVe's %d most frequent",
+                 tokenizer.get_vocab_size() - added, added, config.vector_vocab)
+    return tokenizer
 
 
 def _build_student(config: DistillConfig, tokenizer: Any, num_classes: int) -> tuple[Any, Any]:

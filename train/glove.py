@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -164,3 +165,32 @@ def load_glove(
     if len(vocab) > PAD_ROW:
         matrix[PAD_ROW] = 0.0
     return matrix, len(found)
+
+
+def glove_words(limit: int, source: str = PACKAGE_SOURCE) -> list[str]:
+    """The first ``limit`` words of a GloVe vocabulary, in its order.
+
+    GloVe files list words by corpus frequency, so these are its ``limit`` most common words:
+    the candidates for a student vocabulary that should know words its training texts lack.
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise KdserveError(f"limit must be a non-negative integer, got {limit!r}")
+    if source == PACKAGE_SOURCE:
+        index_path = _package_folder() / PACKAGE_INDEX
+        if not index_path.is_file():
+            raise GloveError(f"GloVe package file missing: {index_path}")
+        return list(islice(_package_index(str(index_path)), limit))  # dicts keep the file's order
+    path = Path(source)
+    if not path.is_file():
+        raise GloveError(f"GloVe file not found: {path}")
+    words: list[str] = []
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if len(words) >= limit:
+                break
+            word, _, rest = line.partition(" ")
+            if number == 1 and rest.strip().isdigit() and word.isdigit():
+                continue  # a word2vec-style "<count> <dim>" header
+            if word.strip():
+                words.append(word)
+    return words

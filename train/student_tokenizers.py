@@ -17,6 +17,7 @@ so a ``tokenizer.json`` never silently pads every text to a fixed width at servi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -71,6 +72,33 @@ def train_word_tokenizer(
         if tokenizer.token_to_id(token) != expected:
             raise KdserveError(f"word tokenizer put {token} at id {tokenizer.token_to_id(token)}, expected {expected}")
     return tokenizer
+
+
+def extend_word_vocab(tokenizer: Tokenizer, words: Iterable[str]) -> tuple[Tokenizer, int]:
+    """A copy of word-level ``tokenizer`` that also knows ``words``, appended after its existing ids.
+
+    Existing ids do not move, so vectors and logits cached for the original vocabulary stay valid.
+    A word is added only when the tokenizer could ever produce it: normalizing it changes nothing
+    and the pre-tokenizer keeps it whole (GloVe lists "Paris" lower-cased, which is fine, but also
+    entries like "u.s." or "can't" that ``Whitespace`` splits, which could never be looked up).
+    Returns (tokenizer, number of words added).
+    """
+    data = json.loads(tokenizer.to_str())
+    if data.get("model", {}).get("type") != "WordLevel":
+        raise ConfigError("only a word-level tokenizer can take extra words")
+    vocab: dict[str, int] = data["model"]["vocab"]
+    next_id = max(vocab.values(), default=-1) + 1
+    normalizer, pre_tokenizer = tokenizer.normalizer, tokenizer.pre_tokenizer
+    added = 0
+    for word in words:
+        if word in vocab or (normalizer is not None and normalizer.normalize_str(word) != word):
+            continue
+        if pre_tokenizer is not None and [piece for piece, _ in pre_tokenizer.pre_tokenize_str(word)] != [word]:
+            continue
+        vocab[word] = next_id
+        next_id += 1
+        added += 1
+    return Tokenizer.from_str(json.dumps(data)), added
 
 
 def teacher_wordpiece(teacher_folder: str | Path) -> Tokenizer:

@@ -112,6 +112,31 @@ def test_glove_initialises_a_word_level_student(tmp_path: Path, tiny_teacher: tu
     np.testing.assert_allclose(weights, start, atol=1e-5)  # lr ~0: still the GloVe start
 
 
+def test_vector_vocab_gives_unseen_words_their_glove_vectors(tmp_path: Path, tiny_teacher: tuple[Path, Path]) -> None:
+    from safetensors.numpy import load_file
+    from tokenizers import Tokenizer
+
+    from train.glove import glove_words, load_glove
+
+    teacher, data = tiny_teacher
+    plain = distill(_config(tmp_path / "plain", teacher, data, student="textcnn", epochs=1, n_iter=1, glove=True))
+    wide = distill(_config(tmp_path / "wide", teacher, data, student="textcnn", epochs=1, n_iter=1, glove=True,
+                           vector_vocab=2000, lr=1e-9))
+    before = Tokenizer.from_file(str(tmp_path / "plain" / "student" / "tokenizer.json"))
+    after = Tokenizer.from_file(str(tmp_path / "wide" / "student" / "tokenizer.json"))
+    # the training words keep their ids (the same texts train the same vocabulary first)
+    assert all(after.token_to_id(w) == i for w, i in before.get_vocab().items())
+    unseen = [w for w in glove_words(2000) if w.isalpha() and before.token_to_id(w) is None]
+    assert len(unseen) > 1000 and all(after.token_to_id(w) is not None for w in unseen)
+    assert before.encode(f"a {unseen[0]} film").ids[1] == 1  # [UNK] before, its own id after
+    assert after.encode(f"a {unseen[0]} film").ids[1] == after.token_to_id(unseen[0])
+    assert wide["parameters"] - plain["parameters"] == 50 * (after.get_vocab_size() - before.get_vocab_size())
+    weights = load_file(str(tmp_path / "wide" / "student" / "model.safetensors"))["embedding.weight"]
+    row = after.token_to_id(unseen[0])
+    expected, _ = load_glove([unseen[0]] * 2)
+    np.testing.assert_allclose(weights[row], expected[1], atol=1e-5)  # the pretrained vector, not a random one
+
+
 @pytest.mark.parametrize(("schedule", "ends"), [("constant", [3e-3, 3e-3]), ("linear", [1.5e-3, 0.0])])
 def test_lr_schedule(tmp_path: Path, tiny_teacher: tuple[Path, Path], schedule: str, ends: list[float]) -> None:
     teacher, data = tiny_teacher
@@ -181,6 +206,9 @@ def test_teacher_with_other_labels_is_refused(tmp_path: Path, tiny_teacher: tupl
         ({"student": "transformer", "student_options": {"hidden_size": 64}}, "initialised from the teacher"),
         ({"teacher_embeddings": True, "glove": True}, "teacher_embeddings replaces GloVe"),
         ({"teacher_embeddings": True, "student": "transformer"}, "teacher_embeddings is for the BiLSTM and TextCNN"),
+        ({"vector_vocab": -1, "glove": True}, "vector_vocab must be >= 0"),
+        ({"vector_vocab": 100}, "vector_vocab needs a word-level student with pretrained vectors"),
+        ({"vector_vocab": 100, "student": "transformer"}, "vector_vocab needs a word-level student"),
     ],
 )
 def test_config_validation(tmp_path: Path, overrides: dict[str, object], message: str) -> None:

