@@ -200,7 +200,7 @@ class Service:
                                       f"served (a restart unloads a model)")
                 fresh: dict[str, LoadedModel] = {}
                 for name, folder in folders.items():
-                    fresh[name] = await asyncio.to_thread(self._load, name, folder, True, False)
+                    fresh[name] = await asyncio.to_thread(self._load, name, folder, verify=True, track_status=False)
                 manifests = {name: loaded.manifest for name, loaded in fresh.items()}
                 self.router.set_models(self._infos(manifests))  # RoutingError: router unchanged
             except Exception as exc:

@@ -142,7 +142,7 @@ class DistillConfig:
 
     def _check_student_options(self) -> None:
         """Fail before any data is read: unknown keys, values the student config refuses."""
-        from train.students import BiLSTMConfig, TextCNNConfig, TransformerStudentConfig
+        from train.student_configs import BiLSTMConfig, TextCNNConfig, TransformerStudentConfig
 
         if self.student == "transformer" and self.init_from_teacher:
             raise ConfigError("student options do not apply to a Transformer initialised from the teacher "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self
 
 from kdserve.errors import ConfigError
 
@@ -19,8 +19,6 @@ if TYPE_CHECKING:
 PAD_ID = 0  # [PAD] is id 0 in both the word-level tokenizer and BERT's WordPiece
 MAX_TRANSFORMER_LAYERS = 4
 POOLINGS = ("max", "mean", "last")
-
-C = TypeVar("C", bound="_StudentConfig")
 
 
 def _check(owner: str, name: str, value: Any, low: float, high: float | None = None, integer: bool = True) -> None:
