@@ -65,12 +65,13 @@ def _train_teacher(args: argparse.Namespace) -> int:
         device=args.device,
         metric_for_best=args.metric_for_best,
         freeze_word_embeddings=args.freeze_word_embeddings,
+        evals_per_epoch=args.evals_per_epoch,
         threads=args.threads,
     )
     result = train_teacher(config)
     val = result["validation"]
     print(
-        f"teacher saved to {args.output}: best epoch {result['best_epoch']}, validation accuracy "
+        f"teacher saved to {args.output}: best at epoch {result['best_at']:g}, validation accuracy "
         f"{val['accuracy'] * 100:.2f}%, macro-F1 {val['macro_f1'] * 100:.2f}% "
         f"({result['wall_seconds']:.0f} s wall)"
     )
@@ -126,12 +127,13 @@ def _distill(args: argparse.Namespace) -> int:
         teacher_bundle=args.teacher_bundle,
         seed=args.seed,
         device=args.device,
+        evals_per_epoch=args.evals_per_epoch,
         threads=args.threads,
     )
     result = distill(config)
     val = result["validation"]
     print(
-        f"{args.student} student saved to {args.output}: best epoch {result['best_epoch']}, validation accuracy "
+        f"{args.student} student saved to {args.output}: best at epoch {result['best_at']:g}, validation accuracy "
         f"{val['accuracy'] * 100:.2f}%, macro-F1 {val['macro_f1'] * 100:.2f}%, {result['parameters']:,} parameters "
         f"({result['wall_seconds']:.0f} s wall)"
     )
@@ -182,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.add_argument("--device", help="auto (default), cpu or cuda")
     teacher.add_argument("--threads", type=int, help="torch intra-op threads (default: all cores)")
     teacher.add_argument("--metric-for-best", choices=["accuracy", "macro_f1"])
+    teacher.add_argument("--evals-per-epoch", type=int, metavar="N",
+                         help="validation passes per epoch, evenly spaced, the last at its end; the best pass's weights are kept (default 1)")
     teacher.add_argument(
         "--freeze-word-embeddings", action=argparse.BooleanOptionalAction, default=None,
         help="skip updating the word-embedding matrix (the presets do; faster on CPU)",
@@ -214,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--max-train-examples", type=int)
     dist.add_argument("--metric-for-best", choices=["accuracy", "macro_f1"],
                       help="validation metric that picks the saved epoch (macro_f1 for imbalanced classes)")
+    dist.add_argument("--evals-per-epoch", type=int, metavar="N",
+                      help="validation passes per epoch, evenly spaced, the last at its end; the best pass's weights are kept (default 1)")
     dist.add_argument("--lr-schedule", choices=["constant", "linear"], help="learning rate: constant, or linear decay to 0")
     dist.add_argument("--alpha", help="constant:A | easy-to-hard | linear:START:END:EPOCHS (weight of the hard loss)")
     dist.add_argument("--soft", choices=["mse", "kl", "ce"], help="soft loss: logit MSE or KL / CE at --temperature")

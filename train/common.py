@@ -83,3 +83,12 @@ def progress_kwargs() -> dict[str, Any]:
     """tqdm settings: live on a terminal, a line every 30 s in logs (CI, nohup) instead of a flood."""
     interactive = sys.stderr.isatty()
     return {"mininterval": 0.5 if interactive else 30.0, "file": sys.stderr, "dynamic_ncols": True}
+
+
+def eval_points(num_batches: int, per_epoch: int) -> set[int]:
+    """Batch counts (1-based) after which an epoch of ``num_batches`` batches is evaluated.
+
+    ``per_epoch`` evenly spaced points, the last at the epoch's end; fewer when the epoch has
+    fewer batches than points.
+    """
+    return {max(1, round(num_batches * k / per_epoch)) for k in range(1, per_epoch + 1)}

@@ -88,6 +88,9 @@ class DistillConfig:
     seed: int = 13
     device: str = "auto"
     threads: int | None = None
+    #: validation passes per epoch (the last at its end); the best of all of them is kept. More
+    #: than one suits a large transfer set, whose long epochs overshoot the best weights.
+    evals_per_epoch: int = 1
 
     def __post_init__(self) -> None:
         from train.losses import make_alpha_schedule
@@ -100,6 +103,7 @@ class DistillConfig:
             raise ConfigError("a teacher checkpoint is required unless no_teacher is set")
         checks = [
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.evals_per_epoch >= 1, f"evals_per_epoch must be >= 1, got {self.evals_per_epoch}"),
             (0 < self.lr < 10, f"lr must be in (0, 10), got {self.lr}"),
             (self.lr_schedule in ("constant", "linear"), f"lr_schedule must be constant or linear, got {self.lr_schedule!r}"),
             (self.metric_for_best in ("accuracy", "macro_f1"), f"unknown metric {self.metric_for_best!r}"),
@@ -177,69 +181,6 @@ class DistillConfig:
         return dataclasses.asdict(self)
 
 
-def _build_tokenizer(config: DistillConfig, texts: list[str]) -> Any:
-    """Word-level for BiLSTM/TextCNN (the paper's setup, GloVe is word-level); the teacher's
-    WordPiece for the Transformer, whose embeddings and layers are copied from the teacher."""
-    from train.student_tokenizers import extend_word_vocab, teacher_wordpiece, train_word_tokenizer
-
-    if config.student == "transformer":
-        from train.checkpoint import DEFAULT_TEACHER
-
-        return teacher_wordpiece(config.teacher or DEFAULT_TEACHER)
-    tokenizer = train_word_tokenizer(texts, vocab_size=config.vocab_size)
-    if config.vector_vocab:
-        from train.glove import glove_words
-
-        tokenizer, added = extend_word_vocab(tokenizer, glove_words(config.vector_vocab))
-        log.info("vocabulary: %d words from the training texts + %d of GloVe's %d most frequent",
-                 tokenizer.get_vocab_size() - added, added, config.vector_vocab)
-    return tokenizer
-
-
-def _build_student(config: DistillConfig, tokenizer: Any, num_classes: int) -> tuple[Any, Any]:
-    from train.students import (
-        BiLSTMConfig, BiLSTMStudent, TextCNNConfig, TextCNNStudent, TransformerStudent,
-        TransformerStudentConfig, init_embeddings,
-    )
-
-    vocab = tokenizer.get_vocab_size()
-    if config.student == "transformer":
-        if config.init_from_teacher:
-            from train.checkpoint import DEFAULT_TEACHER
-
-            model = TransformerStudent.from_teacher(config.teacher or DEFAULT_TEACHER, config.student_layers, num_classes)
-            return model, model.config
-        options = {"num_layers": config.student_layers, **config.student_options}
-        student_config = TransformerStudentConfig(vocab_size=vocab, num_classes=num_classes, **options)
-        return TransformerStudent(student_config), student_config
-    words = [tokenizer.id_to_token(i) for i in range(vocab)]
-    vectors: Any = None
-    if config.glove:
-        from train.glove import load_glove
-
-        vectors, hits = load_glove(words, seed=config.seed)
-        log.info("GloVe: %d of %d vocabulary words found", hits, vocab)
-    elif config.teacher_embeddings:
-        from train.checkpoint import DEFAULT_TEACHER
-        from train.teacher_vectors import teacher_word_vectors
-
-        vectors, hits = teacher_word_vectors(config.teacher or DEFAULT_TEACHER, words, seed=config.seed)
-        log.info("teacher embeddings (%d-d): %d of %d vocabulary words spelled by the teacher's pieces",
-                 vectors.shape[1], hits, vocab)
-    shape = {"embedding_dim": vectors.shape[1] if vectors is not None else 300, **config.student_options}
-    if vectors is not None and shape["embedding_dim"] != vectors.shape[1]:
-        raise ConfigError(f"embedding_dim {shape['embedding_dim']} does not match the {vectors.shape[1]}-d word vectors")
-    if config.student == "bilstm":
-        cnn_or_lstm: Any = BiLSTMConfig(vocab_size=vocab, num_classes=num_classes, **shape)
-        model = BiLSTMStudent(cnn_or_lstm)
-    else:
-        cnn_or_lstm = TextCNNConfig(vocab_size=vocab, num_classes=num_classes, **shape)
-        model = TextCNNStudent(cnn_or_lstm)
-    if vectors is not None:
-        init_embeddings(model, vectors)
-    return model, cnn_or_lstm
-
-
 def predict_student(model: Any, ids: list[list[int]], batch_size: int, device: Any) -> Any:
     """Student logits [N, C] in input order."""
     import numpy as np
@@ -284,8 +225,9 @@ def distill(config: DistillConfig) -> dict[str, Any]:
 
     from train.batching import bucketed_batches
     from train.checkpoint import read_labels
-    from train.common import pad_batch, progress_kwargs, resolve_device, set_seed, write_json
+    from train.common import eval_points, pad_batch, progress_kwargs, resolve_device, set_seed, write_json
     from train.data import load_dataset
+    from train.distill_setup import build_student_for, build_tokenizer, intermediate_layer_loss
     from train.evaluate import score_logits
     from train.losses import distillation_loss, make_alpha_schedule
     from train.student_tokenizers import encode_batch, save_tokenizer
@@ -314,15 +256,15 @@ def distill(config: DistillConfig) -> dict[str, Any]:
                              config.cache_dir, device=config.device)
         order = [teacher_labels.index(name) for name in data.labels]  # teacher columns -> dataset order
         targets = torch.from_numpy(np.ascontiguousarray(raw[:, order]))
-    tokenizer = _build_tokenizer(config, [t for t, _ in rows])
+    tokenizer = build_tokenizer(config, [t for t, _ in rows])
     ids = encode_batch(tokenizer, texts, config.max_length)
     val_ids = encode_batch(tokenizer, [t for t, _ in data.validation], config.max_length)
     val_labels = [y for _, y in data.validation]
     gold = torch.tensor([-1 if y is None else y for _, y in transfer])
 
-    model, student_config = _build_student(config, tokenizer, len(data.labels))
+    model, student_config = build_student_for(config, tokenizer, len(data.labels))
     model.to(device)
-    layer_loss = _layer_loss(config, model, device) if config.intermediate_weight > 0 else None
+    layer_loss = intermediate_layer_loss(config, model, device) if config.intermediate_weight > 0 else None
     params = [p for p in model.parameters() if p.requires_grad]
     if layer_loss is not None:
         params += list(layer_loss.parameters())
@@ -336,14 +278,33 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, Any]] = []
+    evaluations: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
+
+    def evaluate(epoch: int, at: float) -> Any:
+        """Score the dev set at ``at`` epochs of training; save the student when it is the best yet."""
+        nonlocal best
+        eval_start = time.perf_counter()
+        val_logits = predict_student(model, val_ids, 256, device)
+        metrics = score_logits(val_logits, val_labels, data.labels, len(val_ids) / (time.perf_counter() - eval_start))
+        evaluations.append({"at": round(at, 4), "validation_accuracy": metrics.accuracy,
+                            "validation_macro_f1": metrics.macro_f1})
+        score = getattr(metrics, config.metric_for_best)
+        if best is None or score > best["score"]:
+            best = {"score": score, "epoch": epoch, "at": round(at, 4), "metrics": metrics.to_dict()}
+            save_student(model, student_config, out)
+            save_tokenizer(tokenizer, out)
+            write_json(out / "labels.json", list(data.labels))
+        return metrics  # predict_student has put the model back in training mode
+
     for epoch in range(1, config.epochs + 1):
         alpha = schedule(epoch)
         model.train()
-        epoch_start, seen, running = time.perf_counter(), 0, None
+        epoch_start, seen, running, eval_seconds = time.perf_counter(), 0, None, 0.0
         batches = bucketed_batches([len(s) for s in ids], config.batch_size, rng)
+        points = eval_points(len(batches), config.evals_per_epoch)
         bar = tqdm(batches, desc=f"{config.student} epoch {epoch}/{config.epochs}", unit="batch", **progress_kwargs())
-        for batch_idx in bar:
+        for done, batch_idx in enumerate(bar, start=1):
             batch = pad_batch([ids[i] or [0] for i in batch_idx], 0, with_token_types=False)
             input_ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
             labels = gold[batch_idx].to(device)
@@ -370,12 +331,14 @@ def distill(config: DistillConfig) -> dict[str, Any]:
             optimizer.zero_grad(set_to_none=True)
             seen += len(batch_idx)
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-            bar.set_postfix(loss=f"{running:.4f}", ex_per_s=f"{seen / (time.perf_counter() - epoch_start):.0f}", refresh=False)
+            rate = seen / (time.perf_counter() - epoch_start - eval_seconds)
+            bar.set_postfix(loss=f"{running:.4f}", ex_per_s=f"{rate:.0f}", refresh=False)
+            if done in points:
+                eval_start = time.perf_counter()
+                metrics = evaluate(epoch, epoch - 1 + done / len(batches))
+                eval_seconds += time.perf_counter() - eval_start
         bar.close()
-        epoch_seconds = time.perf_counter() - epoch_start
-        eval_start = time.perf_counter()
-        val_logits = predict_student(model, val_ids, 256, device)
-        metrics = score_logits(val_logits, val_labels, data.labels, len(val_ids) / (time.perf_counter() - eval_start))
+        epoch_seconds = time.perf_counter() - epoch_start - eval_seconds
         history.append({
             "epoch": epoch, "alpha": alpha, "train_loss": running, "epoch_seconds": epoch_seconds,
             "lr_at_end": scheduler.get_last_lr()[0],
@@ -384,12 +347,6 @@ def distill(config: DistillConfig) -> dict[str, Any]:
         })
         log.info("epoch %d: loss %.4f, validation accuracy %.2f%%, macro-F1 %.2f%% (%.0f s)",
                  epoch, running or 0.0, metrics.accuracy * 100, metrics.macro_f1 * 100, epoch_seconds)
-        score = getattr(metrics, config.metric_for_best)
-        if best is None or score > best["score"]:
-            best = {"score": score, "epoch": epoch, "metrics": metrics.to_dict()}
-            save_student(model, student_config, out)
-            save_tokenizer(tokenizer, out)
-            write_json(out / "labels.json", list(data.labels))
 
     assert best is not None
     result = {
@@ -400,9 +357,11 @@ def distill(config: DistillConfig) -> dict[str, Any]:
         "train_examples": len(rows),
         "transfer_examples": len(transfer),
         "best_epoch": best["epoch"],
+        "best_at": best["at"],
         "metric_for_best": config.metric_for_best,
         "validation": best["metrics"],
         "history": history,
+        "evaluations": evaluations,
         "parameters": count_parameters(model),
         "checkpoint_bytes": sum(f.stat().st_size for f in out.iterdir() if f.is_file()),
         "wall_seconds": time.perf_counter() - started,
@@ -412,34 +371,3 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     write_json(out / "metrics.json", result)
     write_json(out / "distill_config.json", config.to_dict())
     return result
-
-
-def _layer_loss(config: DistillConfig, student: Any, device: Any) -> Any:
-    """TinyBERT/PKD terms: hidden-state MSE (+ attention MSE) against the teacher, run online."""
-    import torch
-
-    from train.checkpoint import load_classifier
-    from train.losses import HiddenStateLoss, attention_loss, uniform_layer_map
-
-    teacher, _ = load_classifier(config.teacher or "")
-    teacher.config._attn_implementation = "eager"  # attention maps are needed
-    teacher.to(device).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    layer_map = uniform_layer_map(config.student_layers, teacher.config.num_hidden_layers)
-    hidden = HiddenStateLoss(student.config.hidden_size, teacher.config.hidden_size, layer_map).to(device)
-
-    class LayerLoss(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.hidden = hidden
-
-        def forward(self, input_ids: Any, mask: Any, states: Any, attentions: Any) -> Any:
-            with torch.no_grad():
-                t = teacher(input_ids=input_ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
-            loss = self.hidden(states, t.hidden_states, mask)
-            if student.config.num_heads == teacher.config.num_attention_heads:
-                loss = loss + attention_loss(attentions, t.attentions, layer_map, mask)
-            return loss
-
-    return LayerLoss()

@@ -70,6 +70,9 @@ class TeacherConfig:
     device: str = "auto"
     metric_for_best: Literal["accuracy", "macro_f1"] = "accuracy"
     pool_batches: int = 50
+    #: validation passes per epoch (the last at its end); the best of all of them is kept. More
+    #: than one suits long epochs, whose best weights often lie between two epoch ends.
+    evals_per_epoch: int = 1
     threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -90,6 +93,7 @@ class TeacherConfig:
             ),
             (self.metric_for_best in ("accuracy", "macro_f1"), f"unknown metric {self.metric_for_best!r}"),
             (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
+            (self.evals_per_epoch >= 1, f"evals_per_epoch must be >= 1, got {self.evals_per_epoch}"),
             (bool(self.output_dir), "output_dir must be set"),
         ]
         for ok, message in checks:
@@ -142,7 +146,7 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
 
     from train.batching import bucketed_batches
     from train.checkpoint import load_classifier, save_classifier
-    from train.common import pad_batch, progress_kwargs, resolve_device, set_seed, write_json
+    from train.common import eval_points, pad_batch, progress_kwargs, resolve_device, set_seed, write_json
     from train.data import load_dataset
     from train.evaluate import predict_logits, score_logits
 
@@ -178,14 +182,31 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, Any]] = []
+    evaluations: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
+
+    def evaluate(epoch: int, at: float) -> Any:
+        """Score the dev set at ``at`` epochs of training; save the weights when they are the best yet."""
+        nonlocal best
+        logits, eval_rate = predict_logits(model, tokenizer, val_texts, config.max_length, config.eval_batch_size, device)
+        metrics = score_logits(logits, val_labels, data.labels, eval_rate)
+        evaluations.append({"at": round(at, 4), "validation_accuracy": metrics.accuracy,
+                            "validation_macro_f1": metrics.macro_f1})
+        score = getattr(metrics, config.metric_for_best)
+        if best is None or score > best["score"]:
+            best = {"score": score, "epoch": epoch, "at": round(at, 4), "metrics": metrics.to_dict()}
+            save_classifier(model, tokenizer, data.labels, out)
+        model.train()
+        return metrics
+
     train_seconds = 0.0
     for epoch in range(1, config.epochs + 1):
         model.train()
         batches = bucketed_batches([len(s) for s in train_ids], config.batch_size, rng, config.pool_batches)
-        epoch_start, seen, running = time.perf_counter(), 0, None
+        points = eval_points(len(batches), config.evals_per_epoch)
+        epoch_start, seen, running, eval_seconds = time.perf_counter(), 0, None, 0.0
         bar = tqdm(batches, desc=f"teacher epoch {epoch}/{config.epochs}", unit="batch", **progress_kwargs())
-        for batch_idx in bar:
+        for done, batch_idx in enumerate(bar, start=1):
             batch = pad_batch([train_ids[i] for i in batch_idx], tokenizer.pad_token_id, with_types)
             batch = {k: v.to(device) for k, v in batch.items()}
             labels = torch.tensor([train_labels[i] for i in batch_idx], device=device)
@@ -197,13 +218,15 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
             optimizer.zero_grad(set_to_none=True)
             seen += len(batch_idx)
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-            rate = seen / (time.perf_counter() - epoch_start)
+            rate = seen / (time.perf_counter() - epoch_start - eval_seconds)
             bar.set_postfix(loss=f"{running:.4f}", ex_per_s=f"{rate:.0f}", refresh=False)
+            if done in points:
+                eval_start = time.perf_counter()
+                metrics = evaluate(epoch, epoch - 1 + done / len(batches))
+                eval_seconds += time.perf_counter() - eval_start
         bar.close()
-        epoch_seconds = time.perf_counter() - epoch_start
+        epoch_seconds = time.perf_counter() - epoch_start - eval_seconds
         train_seconds += epoch_seconds
-        logits, eval_rate = predict_logits(model, tokenizer, val_texts, config.max_length, config.eval_batch_size, device)
-        metrics = score_logits(logits, val_labels, data.labels, eval_rate)
         record = {
             "epoch": epoch,
             "train_loss": running,
@@ -217,10 +240,6 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
             "epoch %d: loss %.4f, validation accuracy %.2f%%, macro-F1 %.2f%% (%.0f s, %.0f examples/s)",
             epoch, running or 0.0, metrics.accuracy * 100, metrics.macro_f1 * 100, epoch_seconds, seen / epoch_seconds,
         )
-        score = getattr(metrics, config.metric_for_best)
-        if best is None or score > best["score"]:
-            best = {"score": score, "epoch": epoch, "metrics": metrics.to_dict()}
-            save_classifier(model, tokenizer, data.labels, out)
 
     assert best is not None  # epochs >= 1 is validated
     result = {
@@ -230,9 +249,11 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
         "train_examples": len(train_rows),
         "validation_examples": len(val_texts),
         "best_epoch": best["epoch"],
+        "best_at": best["at"],
         "metric_for_best": config.metric_for_best,
         "validation": best["metrics"],
         "history": history,
+        "evaluations": evaluations,
         "train_seconds": train_seconds,
         "wall_seconds": time.perf_counter() - started,
         "device": str(device),

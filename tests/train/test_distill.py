@@ -154,6 +154,35 @@ def test_the_saved_epoch_is_the_best_by_the_chosen_metric(tmp_path: Path, tiny_t
     assert result["validation"][metric] == max(scores)
 
 
+def test_evals_per_epoch_keeps_the_best_pass_without_changing_training(
+    tmp_path: Path, tiny_teacher: tuple[Path, Path]
+) -> None:
+    from train.data import load_dataset
+    from train.distill import predict_student
+    from train.student_tokenizers import encode_batch, load_tokenizer
+    from train.students import load_student
+
+    teacher, data = tiny_teacher
+    once = distill(_config(tmp_path / "once", teacher, data, epochs=2, lr=1e-2))
+    thrice = distill(_config(tmp_path / "thrice", teacher, data, epochs=2, lr=1e-2, evals_per_epoch=3))
+    # evaluating mid-epoch neither consumes randomness nor touches the weights
+    assert [h["train_loss"] for h in thrice["history"]] == [h["train_loss"] for h in once["history"]]
+    assert [e["at"] for e in once["evaluations"]] == [1.0, 2.0]
+    ats = [e["at"] for e in thrice["evaluations"]]
+    assert len(ats) == 6 and ats == sorted(ats) and ats[2] == 1.0 and ats[5] == 2.0 and 0 < ats[0] < 1
+    ends = [e["validation_accuracy"] for e in thrice["evaluations"] if e["at"] in (1.0, 2.0)]
+    assert ends == [h["validation_accuracy"] for h in once["history"]]
+    scores = [e["validation_accuracy"] for e in thrice["evaluations"]]
+    assert thrice["validation"]["accuracy"] == max(scores)
+    assert thrice["best_at"] == ats[scores.index(max(scores))] and thrice["best_epoch"] == -(-thrice["best_at"] // 1)
+    # the folder holds the best pass's weights, not the last
+    folder = tmp_path / "thrice" / "student"
+    model, _ = load_student(folder)
+    rows = load_dataset(DatasetSpec(str(data), validation_fraction=0.2)).validation
+    logits = predict_student(model, encode_batch(load_tokenizer(folder), [t for t, _ in rows], 32), 64, torch.device("cpu"))
+    assert float((logits.argmax(-1) == np.array([y for _, y in rows])).mean()) == pytest.approx(max(scores))
+
+
 def test_teacher_logits_come_from_the_cache_on_a_rerun(
     tmp_path: Path, tiny_teacher: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -207,6 +236,7 @@ def test_teacher_with_other_labels_is_refused(tmp_path: Path, tiny_teacher: tupl
         ({"teacher_embeddings": True, "glove": True}, "teacher_embeddings replaces GloVe"),
         ({"teacher_embeddings": True, "student": "transformer"}, "teacher_embeddings is for the BiLSTM and TextCNN"),
         ({"vector_vocab": -1, "glove": True}, "vector_vocab must be >= 0"),
+        ({"evals_per_epoch": 0}, "evals_per_epoch must be >= 1"),
         ({"vector_vocab": 100}, "vector_vocab needs a word-level student with pretrained vectors"),
         ({"vector_vocab": 100, "student": "transformer"}, "vector_vocab needs a word-level student"),
     ],

@@ -41,6 +41,7 @@ def _config(tmp_path: Path, model: Path, **overrides: object) -> TeacherConfig:
         ("layer_decay", 1.5, "layer_decay"),
         ("max_train_examples", 0, "max_train_examples"),
         ("metric_for_best", "loss", "unknown metric"),
+        ("evals_per_epoch", 0, "evals_per_epoch must be >= 1"),
     ],
 )
 def test_config_rejects_bad_values(tmp_path: Path, field: str, value: object, message: str) -> None:
@@ -93,6 +94,21 @@ def test_tiny_teacher_learns_and_is_reproducible(tmp_path: Path, tiny_bert_dir: 
     assert json.loads((out / "labels.json").read_text()) == ["negative", "positive"]
     saved = json.loads((out / "training_config.json").read_text())
     assert saved["lr"] == 3e-3 and saved["data"]["source"].endswith("sentiment.csv")
+
+
+def test_evals_per_epoch_saves_the_best_pass(tmp_path: Path, tiny_bert_dir: Path) -> None:
+    from train.evaluate import evaluate_checkpoint
+
+    once = train_teacher(_config(tmp_path / "a", tiny_bert_dir, epochs=2))
+    twice = train_teacher(_config(tmp_path / "b", tiny_bert_dir, epochs=2, evals_per_epoch=2))
+    assert [h["train_loss"] for h in twice["history"]] == [h["train_loss"] for h in once["history"]]
+    ats = [e["at"] for e in twice["evaluations"]]
+    assert len(ats) == 4 and ats[1] == 1.0 and ats[3] == 2.0 and 0 < ats[0] < 1 < ats[2] < 2
+    scores = [e["validation_accuracy"] for e in twice["evaluations"]]
+    assert twice["validation"]["accuracy"] == max(scores) and twice["best_at"] == ats[scores.index(max(scores))]
+    saved = evaluate_checkpoint(tmp_path / "b" / "teacher", DatasetSpec(str(tmp_path / "b" / "sentiment.csv"),
+                                validation_fraction=0.25), max_length=32, device="cpu")
+    assert saved.metrics.accuracy == pytest.approx(max(scores))
 
 
 def test_frozen_word_embeddings_do_not_move(tmp_path: Path, tiny_bert_dir: Path) -> None:

@@ -1,0 +1,110 @@
+"""What a distillation run is made of: the student's tokenizer, the student, the layer loss.
+
+Split from ``train.distill`` so the recipe there reads as the loop it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from kdserve.errors import ConfigError
+
+if TYPE_CHECKING:
+    from train.distill import DistillConfig
+
+log = logging.getLogger("kdserve.train")
+
+
+def build_tokenizer(config: DistillConfig, texts: list[str]) -> Any:
+    """Word-level for BiLSTM/TextCNN (the paper's setup, GloVe is word-level); the teacher's
+    WordPiece for the Transformer, whose embeddings and layers are copied from the teacher."""
+    from train.student_tokenizers import extend_word_vocab, teacher_wordpiece, train_word_tokenizer
+
+    if config.student == "transformer":
+        from train.checkpoint import DEFAULT_TEACHER
+
+        return teacher_wordpiece(config.teacher or DEFAULT_TEACHER)
+    tokenizer = train_word_tokenizer(texts, vocab_size=config.vocab_size)
+    if config.vector_vocab:
+        from train.glove import glove_words
+
+        tokenizer, added = extend_word_vocab(tokenizer, glove_words(config.vector_vocab))
+        log.info("vocabulary: %d words from the training texts + %d of GloVe's %d most frequent",
+                 tokenizer.get_vocab_size() - added, added, config.vector_vocab)
+    return tokenizer
+
+
+def build_student_for(config: DistillConfig, tokenizer: Any, num_classes: int) -> tuple[Any, Any]:
+    from train.students import (
+        BiLSTMConfig, BiLSTMStudent, TextCNNConfig, TextCNNStudent, TransformerStudent,
+        TransformerStudentConfig, init_embeddings,
+    )
+
+    vocab = tokenizer.get_vocab_size()
+    if config.student == "transformer":
+        if config.init_from_teacher:
+            from train.checkpoint import DEFAULT_TEACHER
+
+            model = TransformerStudent.from_teacher(config.teacher or DEFAULT_TEACHER, config.student_layers, num_classes)
+            return model, model.config
+        options = {"num_layers": config.student_layers, **config.student_options}
+        student_config = TransformerStudentConfig(vocab_size=vocab, num_classes=num_classes, **options)
+        return TransformerStudent(student_config), student_config
+    words = [tokenizer.id_to_token(i) for i in range(vocab)]
+    vectors: Any = None
+    if config.glove:
+        from train.glove import load_glove
+
+        vectors, hits = load_glove(words, seed=config.seed)
+        log.info("GloVe: %d of %d vocabulary words found", hits, vocab)
+    elif config.teacher_embeddings:
+        from train.checkpoint import DEFAULT_TEACHER
+        from train.teacher_vectors import teacher_word_vectors
+
+        vectors, hits = teacher_word_vectors(config.teacher or DEFAULT_TEACHER, words, seed=config.seed)
+        log.info("teacher embeddings (%d-d): %d of %d vocabulary words spelled by the teacher's pieces",
+                 vectors.shape[1], hits, vocab)
+    shape = {"embedding_dim": vectors.shape[1] if vectors is not None else 300, **config.student_options}
+    if vectors is not None and shape["embedding_dim"] != vectors.shape[1]:
+        raise ConfigError(f"embedding_dim {shape['embedding_dim']} does not match the {vectors.shape[1]}-d word vectors")
+    if config.student == "bilstm":
+        cnn_or_lstm: Any = BiLSTMConfig(vocab_size=vocab, num_classes=num_classes, **shape)
+        model = BiLSTMStudent(cnn_or_lstm)
+    else:
+        cnn_or_lstm = TextCNNConfig(vocab_size=vocab, num_classes=num_classes, **shape)
+        model = TextCNNStudent(cnn_or_lstm)
+    if vectors is not None:
+        init_embeddings(model, vectors)
+    return model, cnn_or_lstm
+
+
+def intermediate_layer_loss(config: DistillConfig, student: Any, device: Any) -> Any:
+    """TinyBERT/PKD terms: hidden-state MSE (+ attention MSE) against the teacher, run online."""
+    import torch
+
+    from train.checkpoint import load_classifier
+    from train.losses import HiddenStateLoss, attention_loss, uniform_layer_map
+
+    teacher, _ = load_classifier(config.teacher or "")
+    teacher.config._attn_implementation = "eager"  # attention maps are needed
+    teacher.to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    layer_map = uniform_layer_map(config.student_layers, teacher.config.num_hidden_layers)
+    hidden = HiddenStateLoss(student.config.hidden_size, teacher.config.hidden_size, layer_map).to(device)
+
+    class LayerLoss(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.hidden = hidden
+
+        def forward(self, input_ids: Any, mask: Any, states: Any, attentions: Any) -> Any:
+            with torch.no_grad():
+                t = teacher(input_ids=input_ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+            loss = self.hidden(states, t.hidden_states, mask)
+            if student.config.num_heads == teacher.config.num_attention_heads:
+                loss = loss + attention_loss(attentions, t.attentions, layer_map, mask)
+            return loss
+
+    return LayerLoss()
