@@ -192,6 +192,9 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
         metrics = score_logits(logits, val_labels, data.labels, eval_rate)
         evaluations.append({"at": round(at, 4), "validation_accuracy": metrics.accuracy,
                             "validation_macro_f1": metrics.macro_f1})
+        if config.evals_per_epoch > 1:
+            log.info("at epoch %.2f: validation accuracy %.2f%%, macro-F1 %.2f%%",
+                     at, metrics.accuracy * 100, metrics.macro_f1 * 100)
         score = getattr(metrics, config.metric_for_best)
         if best is None or score > best["score"]:
             best = {"score": score, "epoch": epoch, "at": round(at, 4), "metrics": metrics.to_dict()}
