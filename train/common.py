@@ -8,7 +8,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -92,3 +92,32 @@ def eval_points(num_batches: int, per_epoch: int) -> set[int]:
     fewer batches than points.
     """
     return {max(1, round(num_batches * k / per_epoch)) for k in range(1, per_epoch + 1)}
+
+
+class DevPasses:
+    """The dev-set passes of a run: records each, keeps the best by one metric.
+
+    ``save`` is called whenever a pass beats every earlier one, so the folder always holds the
+    best pass's weights; ``log_each`` logs every pass (runs with more than one per epoch).
+    """
+
+    def __init__(self, metric: str, save: Callable[[], None], log_each: bool) -> None:
+        self.metric = metric
+        self.save = save
+        self.log_each = log_each
+        self.evaluations: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+
+    def record(self, epoch: int, at: float, metrics: Any) -> None:
+        """One pass ``at`` epochs into training (``epoch`` is the 1-based epoch it falls in)."""
+        at = round(at, 4)
+        self.evaluations.append(
+            {"at": at, "validation_accuracy": metrics.accuracy, "validation_macro_f1": metrics.macro_f1}
+        )
+        if self.log_each:
+            log.info("at epoch %.2f: validation accuracy %.2f%%, macro-F1 %.2f%%",
+                     at, metrics.accuracy * 100, metrics.macro_f1 * 100)
+        score = getattr(metrics, self.metric)
+        if self.best is None or score > self.best["score"]:
+            self.best = {"score": score, "epoch": epoch, "at": at, "metrics": metrics.to_dict()}
+            self.save()

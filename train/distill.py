@@ -225,7 +225,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
 
     from train.batching import bucketed_batches
     from train.checkpoint import read_labels
-    from train.common import eval_points, pad_batch, progress_kwargs, resolve_device, set_seed, write_json
+    from train.common import DevPasses, eval_points, pad_batch, progress_kwargs, resolve_device, set_seed, write_json
     from train.data import load_dataset
     from train.distill_setup import build_student_for, build_tokenizer, intermediate_layer_loss
     from train.evaluate import score_logits
@@ -278,27 +278,20 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, Any]] = []
-    evaluations: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
+
+    def save() -> None:
+        save_student(model, student_config, out)
+        save_tokenizer(tokenizer, out)
+        write_json(out / "labels.json", list(data.labels))
+
+    passes = DevPasses(config.metric_for_best, save, log_each=config.evals_per_epoch > 1)
 
     def evaluate(epoch: int, at: float) -> Any:
-        """Score the dev set at ``at`` epochs of training; save the student when it is the best yet."""
-        nonlocal best
         eval_start = time.perf_counter()
-        val_logits = predict_student(model, val_ids, 256, device)
+        val_logits = predict_student(model, val_ids, 256, device)  # puts the model back in training mode
         metrics = score_logits(val_logits, val_labels, data.labels, len(val_ids) / (time.perf_counter() - eval_start))
-        evaluations.append({"at": round(at, 4), "validation_accuracy": metrics.accuracy,
-                            "validation_macro_f1": metrics.macro_f1})
-        if config.evals_per_epoch > 1:
-            log.info("at epoch %.2f: validation accuracy %.2f%%, macro-F1 %.2f%%",
-                     at, metrics.accuracy * 100, metrics.macro_f1 * 100)
-        score = getattr(metrics, config.metric_for_best)
-        if best is None or score > best["score"]:
-            best = {"score": score, "epoch": epoch, "at": round(at, 4), "metrics": metrics.to_dict()}
-            save_student(model, student_config, out)
-            save_tokenizer(tokenizer, out)
-            write_json(out / "labels.json", list(data.labels))
-        return metrics  # predict_student has put the model back in training mode
+        passes.record(epoch, at, metrics)
+        return metrics
 
     for epoch in range(1, config.epochs + 1):
         alpha = schedule(epoch)
@@ -351,6 +344,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
         log.info("epoch %d: loss %.4f, validation accuracy %.2f%%, macro-F1 %.2f%% (%.0f s)",
                  epoch, running or 0.0, metrics.accuracy * 100, metrics.macro_f1 * 100, epoch_seconds)
 
+    best = passes.best
     assert best is not None
     result = {
         "student": config.student,
@@ -364,7 +358,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
         "metric_for_best": config.metric_for_best,
         "validation": best["metrics"],
         "history": history,
-        "evaluations": evaluations,
+        "evaluations": passes.evaluations,
         "parameters": count_parameters(model),
         "checkpoint_bytes": sum(f.stat().st_size for f in out.iterdir() if f.is_file()),
         "wall_seconds": time.perf_counter() - started,

@@ -146,7 +146,7 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
 
     from train.batching import bucketed_batches
     from train.checkpoint import load_classifier, save_classifier
-    from train.common import eval_points, pad_batch, progress_kwargs, resolve_device, set_seed, write_json
+    from train.common import DevPasses, eval_points, pad_batch, progress_kwargs, resolve_device, set_seed, write_json
     from train.data import load_dataset
     from train.evaluate import predict_logits, score_logits
 
@@ -182,23 +182,13 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, Any]] = []
-    evaluations: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
+    passes = DevPasses(config.metric_for_best, lambda: save_classifier(model, tokenizer, data.labels, out),
+                       log_each=config.evals_per_epoch > 1)
 
     def evaluate(epoch: int, at: float) -> Any:
-        """Score the dev set at ``at`` epochs of training; save the weights when they are the best yet."""
-        nonlocal best
         logits, eval_rate = predict_logits(model, tokenizer, val_texts, config.max_length, config.eval_batch_size, device)
         metrics = score_logits(logits, val_labels, data.labels, eval_rate)
-        evaluations.append({"at": round(at, 4), "validation_accuracy": metrics.accuracy,
-                            "validation_macro_f1": metrics.macro_f1})
-        if config.evals_per_epoch > 1:
-            log.info("at epoch %.2f: validation accuracy %.2f%%, macro-F1 %.2f%%",
-                     at, metrics.accuracy * 100, metrics.macro_f1 * 100)
-        score = getattr(metrics, config.metric_for_best)
-        if best is None or score > best["score"]:
-            best = {"score": score, "epoch": epoch, "at": round(at, 4), "metrics": metrics.to_dict()}
-            save_classifier(model, tokenizer, data.labels, out)
+        passes.record(epoch, at, metrics)
         model.train()
         return metrics
 
@@ -244,6 +234,7 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
             epoch, running or 0.0, metrics.accuracy * 100, metrics.macro_f1 * 100, epoch_seconds, seen / epoch_seconds,
         )
 
+    best = passes.best
     assert best is not None  # epochs >= 1 is validated
     result = {
         "model": config.model,
@@ -256,7 +247,7 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
         "metric_for_best": config.metric_for_best,
         "validation": best["metrics"],
         "history": history,
-        "evaluations": evaluations,
+        "evaluations": passes.evaluations,
         "train_seconds": train_seconds,
         "wall_seconds": time.perf_counter() - started,
         "device": str(device),
