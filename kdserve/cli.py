@@ -71,7 +71,7 @@ def _train_teacher(args: argparse.Namespace) -> int:
     result = train_teacher(config)
     val = result["validation"]
     print(
-        f"teacher saved to {args.output}: best at epoch {result['best_at']:g}, validation accuracy "
+        f"teacher saved to {args.output}: best at epoch {result['best_at']:.2f}, validation accuracy "
         f"{val['accuracy'] * 100:.2f}%, macro-F1 {val['macro_f1'] * 100:.2f}% "
         f"({result['wall_seconds']:.0f} s wall)"
     )
@@ -133,7 +133,7 @@ def _distill(args: argparse.Namespace) -> int:
     result = distill(config)
     val = result["validation"]
     print(
-        f"{args.student} student saved to {args.output}: best at epoch {result['best_at']:g}, validation accuracy "
+        f"{args.student} student saved to {args.output}: best at epoch {result['best_at']:.2f}, validation accuracy "
         f"{val['accuracy'] * 100:.2f}%, macro-F1 {val['macro_f1'] * 100:.2f}%, {result['parameters']:,} parameters "
         f"({result['wall_seconds']:.0f} s wall)"
     )
