@@ -163,6 +163,10 @@ def _pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+_EVALS_PER_EPOCH_HELP = ("validation passes per epoch, evenly spaced, the last at its end; the best pass's weights "
+                         "are kept (default 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdserve", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"kdserve {__version__}")
@@ -185,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.add_argument("--threads", type=int, help="torch intra-op threads (default: all cores)")
     teacher.add_argument("--metric-for-best", choices=["accuracy", "macro_f1"])
     teacher.add_argument("--evals-per-epoch", type=int, metavar="N",
-                         help="validation passes per epoch, evenly spaced, the last at its end; the best pass's weights are kept (default 1)")
+                         help=_EVALS_PER_EPOCH_HELP)
     teacher.add_argument(
         "--freeze-word-embeddings", action=argparse.BooleanOptionalAction, default=None,
         help="skip updating the word-embedding matrix (the presets do; faster on CPU)",
@@ -219,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--metric-for-best", choices=["accuracy", "macro_f1"],
                       help="validation metric that picks the saved epoch (macro_f1 for imbalanced classes)")
     dist.add_argument("--evals-per-epoch", type=int, metavar="N",
-                      help="validation passes per epoch, evenly spaced, the last at its end; the best pass's weights are kept (default 1)")
+                      help=_EVALS_PER_EPOCH_HELP)
     dist.add_argument("--lr-schedule", choices=["constant", "linear"], help="learning rate: constant, or linear decay to 0")
     dist.add_argument("--alpha", help="constant:A | easy-to-hard | linear:START:END:EPOCHS (weight of the hard loss)")
     dist.add_argument("--soft", choices=["mse", "kl", "ce"], help="soft loss: logit MSE or KL / CE at --temperature")
