@@ -72,10 +72,16 @@ def model_card(manifest: Manifest, model_bytes: int, triton_note: str = "") -> s
         lines.append(f"Parity: the fp32 graph matched PyTorch to max |logit difference| {parity.get('max_abs_diff', 0):.2e} "
                      f"on {parity.get('texts')} validation texts of mixed lengths ({parity.get('truncated')} truncated), "
                      f"with token ids identical to the training tokenizer's.")
+    attempts = manifest.extra.get("quantization_attempts") or []
     if isinstance(gate, dict):
         verdict = "overridden with --force" if gate.get("forced") else ("passed" if gate.get("passed") else "failed")
-        lines.append(f"Accuracy gate: int8 lost {gate.get('drop_points', 0):.2f} points against an allowed "
+        gated = manifest.precision if manifest.precision != "fp32" else (attempts[-1]["precision"] if attempts else "int8")
+        lines.append(f"Accuracy gate: {gated} lost {gate.get('drop_points', 0):.2f} points against an allowed "
                      f"{gate.get('max_drop_points')} ({verdict}).")
+    refused = [a for a in attempts if not (a.get("passed") or a.get("forced"))]
+    if refused:
+        lines.append("Refused by the gate first: " + ", ".join(
+            f"{a['precision']} (lost {a['drop_points']:.2f} points)" for a in refused) + ".")
     lines += [
         "",
         "## Intended use",

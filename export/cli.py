@@ -63,6 +63,8 @@ def _print_written(folder: object, fmt: str) -> None:
     if m.precision != "fp32" and gate:
         change = -gate["drop_points"] + 0.0  # + 0.0 turns -0.0 into 0.0
         notes.append(f"{change:+.2f} points vs fp32" + (" (forced)" if gate.get("forced") else ""))
+        notes += [f"{a['precision']} refused at {-a['drop_points'] + 0.0:+.2f} points"
+                  for a in m.extra.get("quantization_attempts", []) if not (a["passed"] or a["forced"])]
     print(f"wrote {path}: {m.model_kind} {m.precision}, {size}, validation accuracy "
           f"{own.get('accuracy', 0) * 100:.2f}% on {own.get('examples')} examples"
           + (f", {', '.join(notes)}" if notes else ""))
@@ -110,8 +112,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--format", choices=["bundle", "triton"], default="bundle",
                         help="bundle (kdserve serve) or triton (a Triton/KServe model repository)")
     parser.add_argument("--preset", choices=["quick", "full"], help="quick: checks on <= 1000 validation examples")
-    parser.add_argument("--quantize", choices=["dynamic", "static", "none"], default="dynamic",
-                        help="int8 mode of the second bundle (default dynamic; none writes fp32 only)")
+    parser.add_argument("--quantize", choices=["auto", "dynamic", "static", "none"], default="auto",
+                        help="int8 mode of the second bundle: auto (the default) tries dynamic, then static when the "
+                        "accuracy gate refuses dynamic; none writes fp32 only")
     parser.add_argument("--quant-preset", choices=["auto", "avx512_vnni", "avx2", "arm64"], default="auto",
                         help="CPU the int8 model is tuned for (default: detect this machine's)")
     parser.add_argument("--quantize-ops", help="comma-separated op types to quantize (default MatMul,Attention,LSTM,"

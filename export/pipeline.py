@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from export import onnx_export as ox
-from export.bundle import MODEL_FILE, Manifest, verify_bundle, write_manifest
+from export.bundle import MODEL_FILE, BundleModel, Manifest, verify_bundle, write_manifest
 from export.card import model_card
 from export.checks import (
     AccuracyGateError,
@@ -36,7 +36,7 @@ from export.checks import (
     check_parity,
     parity_texts,
 )
-from export.config import ExportConfig
+from export.config import MODE_PRECISION, ExportConfig
 from kdserve.errors import ConfigError
 from train.data import DatasetSpec, LabeledData, load_dataset
 from train.evaluate import align_labels
@@ -67,7 +67,7 @@ def resolve_data(config: ExportConfig, info: ox.CheckpointInfo) -> DatasetSpec:
 
 
 def _targets(config: ExportConfig, name: str) -> dict[str, Path]:
-    precisions = ["fp32"] + ([config.quantized_precision] if config.quantized_precision else [])
+    precisions = ["fp32"] + [MODE_PRECISION[mode] for mode in config.quantization_modes]
     out = Path(config.output_dir)
     targets = {p: out / f"{name}-{p}" for p in precisions}
     for path in targets.values():
@@ -120,14 +120,14 @@ def _export_fp32(info: ox.CheckpointInfo, config: ExportConfig, folder: Path, ma
     return reference, parameters, facts, seconds
 
 
-def _quantize(config: ExportConfig, src: Path, dst: Path, fp32_model: Any, data: LabeledData
+def _quantize(config: ExportConfig, mode: str, src: Path, dst: Path, fp32_model: Any, data: LabeledData
               ) -> tuple[dict[str, Any], float]:
     """Write the int8 graph ``dst`` from ``src``; returns (quantization facts, seconds)."""
     from export import quantize
 
     preset = config.resolved_quant_preset
     start = time.perf_counter()
-    if config.quantization == "static":
+    if mode == "static":
         pool = [t for t, _ in data.train if t.strip()]
         sample = random.Random(0).sample(pool, min(config.calibration_examples, len(pool)))
         feeds = _feeds(fp32_model, sample, fp32_model.manifest.inputs)
@@ -135,6 +135,65 @@ def _quantize(config: ExportConfig, src: Path, dst: Path, fp32_model: Any, data:
     else:
         facts = quantize.quantize_dynamic_int8(src, dst, preset, config.quantize_ops)
     return facts, time.perf_counter() - start
+
+
+def _stage_quantized(config: ExportConfig, staging: Path, base: Manifest, staged: dict[str, tuple[Path, Manifest]],
+                     metrics: dict[str, Any], fp32_model: Any, fp32_logits: np.ndarray,
+                     rows: list[tuple[str, int]], data: LabeledData) -> AccuracyGateError | None:
+    """Quantize in each of ``config.quantization_modes`` until one passes the accuracy gate (or
+    --force keeps it); stage that bundle (its manifest made from ``base``) beside the fp32 one
+    in ``staged``, each attempt's scores in ``metrics`` and its verdict in the fp32 manifest.
+    Returns the gate's refusal when no mode passed, else None."""
+    fp32_dir, fp32_manifest = staged["fp32"]
+    refusals: list[str] = []
+    attempts: list[dict[str, Any]] = []
+    for number, mode in enumerate(config.quantization_modes):
+        precision = MODE_PRECISION[mode]
+        q_dir = staging / precision
+        q_dir.mkdir()
+        for file in ("tokenizer.json", "labels.json"):
+            shutil.copyfile(fp32_dir / file, q_dir / file)
+        try:
+            quant, seconds = _quantize(config, mode, fp32_dir / MODEL_FILE, q_dir / MODEL_FILE, fp32_model, data)
+        except ExportError as exc:
+            if number == 0:
+                raise
+            # a fallback that cannot run (e.g. --quantize-ops LSTM only has no static form) leaves
+            # the first mode's refusal standing; the export itself has not failed
+            refusals.append(f"{mode} int8 could not be made: {exc}")
+            break
+        q_manifest = replace(base, name=f"{base.name.removesuffix('-fp32')}-{precision}", precision=precision,
+                             export_seconds=round(seconds, 3),
+                             extra={**base.extra, "quantization": quant,
+                                    "graph_nodes": ox.onnx_facts(q_dir / MODEL_FILE)["nodes"]})
+        write_manifest(q_dir, q_manifest)
+        metrics[precision], q_logits = _score(BundleModel(q_dir, verify=False), rows, data, config.batch_size)
+        forced = passed = False
+        try:
+            _, forced = accuracy_gate(metrics["fp32"], metrics[precision], config.max_accuracy_drop, config.force,
+                                      precision)
+            passed = not forced
+        except AccuracyGateError as exc:
+            refusals.append(str(exc))
+        gate = {"drop_points": accuracy_drop(metrics["fp32"], metrics[precision]),
+                "max_drop_points": config.max_accuracy_drop, "passed": passed, "forced": forced}
+        attempts.append({"precision": precision, **gate})
+        fp32_manifest.extra["accuracy_gate"] = gate
+        if len(config.quantization_modes) > 1:
+            fp32_manifest.extra["quantization_attempts"] = attempts
+        if passed or forced:
+            q_manifest.extra.update({"accuracy_gate": gate, "vs_fp32": {
+                "max_abs_logit_diff": float(np.abs(q_logits - fp32_logits).max()),
+                "argmax_agreement": float((q_logits.argmax(-1) == fp32_logits.argmax(-1)).mean()),
+            }})
+            if len(attempts) > 1:
+                q_manifest.extra["quantization_attempts"] = attempts
+            staged[precision] = (q_dir, q_manifest)
+            return None
+        shutil.rmtree(q_dir)
+        if number + 1 < len(config.quantization_modes):
+            log.info("%s; trying %s int8 next", refusals[-1], config.quantization_modes[number + 1])
+    return AccuracyGateError("; then ".join(refusals)) if refusals else None
 
 
 def _triton_note(manifest: Manifest) -> str:
@@ -169,8 +228,6 @@ def export_checkpoint(config: ExportConfig) -> list[Path]:
     """Export ``config.checkpoint``; returns the written bundle folders (fp32 first) or, for
     ``format="triton"``, the Triton model folders. Raises ExportError subclasses on failure;
     when only the accuracy gate fails, the fp32 bundle is still written before the error."""
-    from export.bundle import BundleModel
-
     started = time.perf_counter()
     info = ox.inspect_checkpoint(config.checkpoint)
     name = config.name or info.folder.resolve().name
@@ -210,35 +267,7 @@ def export_checkpoint(config: ExportConfig) -> list[Path]:
         metrics["fp32"], fp32_logits = _score(fp32_model, rows, data, config.batch_size)
         staged = {"fp32": (fp32_dir, replace(base, extra={**base.extra, "parity": parity.to_dict()}))}
 
-        precision = config.quantized_precision
-        gate_error: AccuracyGateError | None = None
-        if precision:
-            q_dir = staging / precision
-            q_dir.mkdir()
-            for file in ("tokenizer.json", "labels.json"):
-                shutil.copyfile(fp32_dir / file, q_dir / file)
-            quant, seconds = _quantize(config, fp32_dir / MODEL_FILE, q_dir / MODEL_FILE, fp32_model, data)
-            q_manifest = replace(base, name=f"{name}-{precision}", precision=precision, export_seconds=round(seconds, 3),
-                                 extra={**base.extra, "quantization": quant,
-                                        "graph_nodes": ox.onnx_facts(q_dir / MODEL_FILE)["nodes"]})
-            write_manifest(q_dir, q_manifest)
-            metrics[precision], q_logits = _score(BundleModel(q_dir, verify=False), rows, data, config.batch_size)
-            forced = False
-            try:
-                _, forced = accuracy_gate(metrics["fp32"], metrics[precision], config.max_accuracy_drop,
-                                          config.force, precision)
-            except AccuracyGateError as exc:
-                gate_error = exc
-            gate = {"drop_points": accuracy_drop(metrics["fp32"], metrics[precision]),
-                    "max_drop_points": config.max_accuracy_drop, "passed": gate_error is None and not forced,
-                    "forced": forced}
-            staged["fp32"][1].extra["accuracy_gate"] = gate
-            if gate_error is None:
-                q_manifest.extra.update({"accuracy_gate": gate, "vs_fp32": {
-                    "max_abs_logit_diff": float(np.abs(q_logits - fp32_logits).max()),
-                    "argmax_agreement": float((q_logits.argmax(-1) == fp32_logits.argmax(-1)).mean()),
-                }})
-                staged[precision] = (q_dir, q_manifest)
+        gate_error = _stage_quantized(config, staging, base, staged, metrics, fp32_model, fp32_logits, rows, data)
         total = round(time.perf_counter() - started, 3)
         for folder, manifest in staged.values():
             manifest.metrics = metrics

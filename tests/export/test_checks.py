@@ -128,7 +128,8 @@ def test_accuracy_gate_unit() -> None:
 def test_gate_refuses_a_negative_tolerance_and_force_overrides(
     student_dirs: dict[str, Path], export_config: Callable[..., Any], tmp_path: Path
 ) -> None:
-    """int8 equals fp32 here (drop 0), so demanding a 1-point gain (-1) must refuse it."""
+    """int8 equals fp32 here (drop 0), so demanding a 1-point gain (-1) must refuse it: the
+    default mode tries dynamic, then static, and names both refusals."""
     from export.pipeline import export_checkpoint
 
     out = tmp_path / "refused"
@@ -137,10 +138,13 @@ def test_gate_refuses_a_negative_tolerance_and_force_overrides(
     message = str(info.value)
     assert message.startswith("the int8 model loses 0.00 accuracy points (fp32 100.00% -> int8 100.00% on 20 ")
     assert "more than --max-accuracy-drop -1; it was not written (pass --force to keep it anyway)" in message
+    assert "; then the int8-static model loses 0.00 accuracy points (fp32 100.00% -> int8-static 100.00%" in message
     assert message.endswith(f"the fp32 bundle was written to {out / 'cnn-fp32'}")
     assert sorted(p.name for p in out.iterdir()) == ["cnn-fp32"] and info.value.written == [out / "cnn-fp32"]
     gate = verify_bundle(out / "cnn-fp32").extra["accuracy_gate"]
     assert gate == {"drop_points": 0.0, "max_drop_points": -1.0, "passed": False, "forced": False}
+    attempts = verify_bundle(out / "cnn-fp32").extra["quantization_attempts"]
+    assert [(a["precision"], a["passed"]) for a in attempts] == [("int8", False), ("int8-static", False)]
 
     forced = export_checkpoint(export_config(student_dirs["textcnn"], tmp_path / "forced", name="cnn",
                                              max_accuracy_drop=-1.0, force=True))
@@ -149,12 +153,9 @@ def test_gate_refuses_a_negative_tolerance_and_force_overrides(
     assert "overridden with --force" in (forced[1] / "README.md").read_text()
 
 
-def test_gate_refuses_a_damaged_int8_model_at_the_default_tolerance(
-    student_dirs: dict[str, Path], export_config: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A quantizer that damages the output layer (class 0 always wins) loses 50 points: refused."""
+def _damage_dynamic_int8(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make dynamic quantization damage the output layer (class 0 always wins: 50 points lost)."""
     from export import quantize
-    from export.pipeline import export_checkpoint
 
     real = quantize.quantize_dynamic_int8
 
@@ -169,10 +170,60 @@ def test_gate_refuses_a_damaged_int8_model_at_the_default_tolerance(
         return facts
 
     monkeypatch.setattr(quantize, "quantize_dynamic_int8", damaging)
+
+
+def test_gate_refuses_a_damaged_int8_model_at_the_default_tolerance(
+    student_dirs: dict[str, Path], export_config: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--quantize dynamic has no fallback: a 50-point loss is refused and only fp32 is written."""
+    from export.pipeline import export_checkpoint
+
+    _damage_dynamic_int8(monkeypatch)
     out = tmp_path / "out"
     with pytest.raises(AccuracyGateError, match=r"loses 50\.00 accuracy points \(fp32 100\.00% -> int8 50\.00%"):
-        export_checkpoint(export_config(student_dirs["bilstm"], out, name="lstm"))
+        export_checkpoint(export_config(student_dirs["bilstm"], out, name="lstm", quantization="dynamic"))
     assert sorted(p.name for p in out.iterdir()) == ["lstm-fp32"]
-    metrics = verify_bundle(out / "lstm-fp32").metrics
-    assert metrics["int8"]["accuracy"] == 0.5 and metrics["fp32"]["accuracy"] == 1.0
+    manifest = verify_bundle(out / "lstm-fp32")
+    assert manifest.metrics["int8"]["accuracy"] == 0.5 and manifest.metrics["fp32"]["accuracy"] == 1.0
+    assert "quantization_attempts" not in manifest.extra
     shutil.rmtree(out)
+
+
+def test_auto_quantization_falls_back_to_static_when_dynamic_is_refused(
+    student_dirs: dict[str, Path], export_config: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default mode: the damaged dynamic model is refused, static int8 is calibrated and kept,
+    and both attempts are on record in both manifests."""
+    from export.pipeline import export_checkpoint
+
+    _damage_dynamic_int8(monkeypatch)
+    out = tmp_path / "out"
+    paths = export_checkpoint(export_config(student_dirs["bilstm"], out, name="lstm"))
+    assert [p.name for p in paths] == ["lstm-fp32", "lstm-int8-static"]
+    assert sorted(p.name for p in out.iterdir()) == ["lstm-fp32", "lstm-int8-static"]
+    static = verify_bundle(paths[1])
+    assert static.precision == "int8-static" and static.extra["quantization"]["mode"] == "static"
+    assert static.metrics["int8"]["accuracy"] == 0.5 and static.metrics["int8-static"]["accuracy"] == 1.0
+    attempts = static.extra["quantization_attempts"]
+    assert [(a["precision"], a["drop_points"], a["passed"]) for a in attempts] == [
+        ("int8", pytest.approx(50.0), False), ("int8-static", 0.0, True)]
+    assert verify_bundle(paths[0]).extra["quantization_attempts"] == attempts
+    assert static.extra["accuracy_gate"] == {"drop_points": 0.0, "max_drop_points": 1.0, "passed": True, "forced": False}
+    assert "parity" not in static.extra  # parity is the fp32 graph's, recorded in its own manifest
+
+
+
+def test_auto_quantization_keeps_the_refusal_when_static_cannot_run(
+    student_dirs: dict[str, Path], export_config: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LSTM has no static (QDQ) form: with only LSTM to quantize the fallback cannot be made, and
+    the export ends as a refusal naming both reasons, not as a failed export."""
+    from export.pipeline import export_checkpoint
+
+    _damage_dynamic_int8(monkeypatch)
+    out = tmp_path / "out"
+    with pytest.raises(AccuracyGateError) as info:
+        export_checkpoint(export_config(student_dirs["bilstm"], out, name="lstm", quantize_ops=("LSTM",)))
+    assert str(info.value).startswith("the int8 model loses 50.00 accuracy points")
+    assert "; then static int8 could not be made: static quantization supports MatMul, " in str(info.value)
+    assert sorted(p.name for p in out.iterdir()) == ["lstm-fp32"]

@@ -23,19 +23,20 @@ def make(**overrides: Any) -> ExportConfig:
 def test_defaults() -> None:
     config = make()
     assert (config.format, config.quantization, config.optimization, config.exporter) == (
-        "bundle", "dynamic", "O2", "torchscript")
+        "bundle", "auto", "O2", "torchscript")
     assert config.parity_tolerance == 1e-4 and config.max_accuracy_drop == 1.0 and config.opset == 18
     assert config.quantize_ops == DEFAULT_QUANTIZE_OPS and "Conv" not in config.quantize_ops
-    assert config.quantized_precision == "int8"
-    assert make(quantization="static").quantized_precision == "int8-static"
-    assert make(quantization="none").quantized_precision is None
+    assert config.quantization_modes == ("dynamic", "static")
+    assert make(quantization="dynamic").quantization_modes == ("dynamic",)
+    assert make(quantization="static").quantization_modes == ("static",)
+    assert make(quantization="none").quantization_modes == ()
 
 
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [
         ({"format": "onnx"}, "format must be one of bundle, triton, got 'onnx'"),
-        ({"quantization": "int4"}, "quantization must be one of dynamic, static, none"),
+        ({"quantization": "int4"}, "quantization must be one of auto, dynamic, static, none"),
         ({"quant_preset": "avx"}, "quant_preset must be one of auto, avx512_vnni, avx2, arm64"),
         ({"optimization": "O4"}, "optimization must be one of none, O1, O2"),
         ({"exporter": "jit"}, "exporter must be one of torchscript, dynamo"),
