@@ -124,7 +124,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--max-length", type=int, help="truncation length (default: the one the checkpoint trained with)")
     parser.add_argument("--opset", type=int, help="ONNX opset (default 18)")
     parser.add_argument("--optimize", choices=["none", "O1", "O2"], help="teacher graph fusions by ORTOptimizer (default O2)")
-    parser.add_argument("--exporter", choices=["torchscript", "dynamo"], help="torch.onnx exporter for students")
+    parser.add_argument("--exporter", choices=["auto", "torchscript", "dynamo"],
+                        help="student exporter: auto (default) builds the BiLSTM as one bidirectional LSTM op and "
+                        "exports other students with torch.onnx's torchscript exporter")
     parser.add_argument("--parity-texts", type=int, help="validation texts for the PyTorch-vs-ONNX check (default 64)")
     parser.add_argument("--parity-tolerance", type=float, help="max |logit difference| allowed (default 1e-4)")
     parser.add_argument("--max-accuracy-drop", type=float, help="accuracy points int8 may lose against fp32 (default 1.0)")

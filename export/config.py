@@ -21,7 +21,8 @@ QUANTIZATIONS = ("auto", "dynamic", "static", "none")
 #: The second bundle's folder suffix per quantization mode.
 MODE_PRECISION = {"dynamic": "int8", "static": "int8-static"}
 OPTIMIZATIONS = ("none", "O1", "O2")
-EXPORTERS = ("torchscript", "dynamo")
+#: "auto": the BiLSTM as a hand-built graph (export/bilstm_graph.py), other students by torchscript.
+EXPORTERS = ("auto", "torchscript", "dynamo")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 #: ONNX Runtime's integer-op kernels that dynamic quantization can target.
 QUANTIZABLE_OPS = ("MatMul", "Attention", "LSTM", "Gather", "EmbedLayerNormalization", "Conv", "Transpose")
@@ -90,7 +91,7 @@ class ExportConfig:
     # so the shipped graph is the fused graph that runs (the int8 model then holds QAttention),
     # and servers with graph_optimization "basic" lose nothing; the choice is in the manifest.
     optimization: str = "O2"
-    exporter: str = "torchscript"
+    exporter: str = "auto"
     data: DatasetSpec | None = None
     parity_texts: int = 64
     parity_tolerance: float = 1e-4

@@ -184,8 +184,19 @@ def load_student(folder: Path) -> Any:
 
 
 def export_student(model: Any, out_file: Path, opset: int, exporter: str) -> dict[str, Any]:
-    """``torch.onnx.export`` of a student (eval mode) with dynamic batch and sequence axes."""
+    """A student (eval mode) to ONNX with dynamic batch and sequence axes: ``torch.onnx.export``,
+    or for ``exporter="auto"`` and a BiLSTM, the one-LSTM-op graph of export/bilstm_graph.py."""
     import torch
+
+    if exporter == "auto":
+        if model.kind == "bilstm":
+            from export.bilstm_graph import build_bilstm_graph
+
+            try:
+                return build_bilstm_graph(model, out_file, opset)
+            except Exception as exc:  # onnx.checker's ValidationError, or an unexpected module layout
+                raise ExportError(f"cannot build the BiLSTM graph: {_first_line(exc)}") from None
+        exporter = "torchscript"
 
     vocab = int(model.config.vocab_size)
     length = min(8, int(getattr(model.config, "max_position_embeddings", 8)))

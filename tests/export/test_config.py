@@ -23,7 +23,7 @@ def make(**overrides: Any) -> ExportConfig:
 def test_defaults() -> None:
     config = make()
     assert (config.format, config.quantization, config.optimization, config.exporter) == (
-        "bundle", "auto", "O2", "torchscript")
+        "bundle", "auto", "O2", "auto")
     assert config.parity_tolerance == 1e-4 and config.max_accuracy_drop == 1.0 and config.opset == 18
     assert config.quantize_ops == DEFAULT_QUANTIZE_OPS and "Conv" not in config.quantize_ops
     assert config.quantization_modes == ("dynamic", "static")
@@ -39,7 +39,7 @@ def test_defaults() -> None:
         ({"quantization": "int4"}, "quantization must be one of auto, dynamic, static, none"),
         ({"quant_preset": "avx"}, "quant_preset must be one of auto, avx512_vnni, avx2, arm64"),
         ({"optimization": "O4"}, "optimization must be one of none, O1, O2"),
-        ({"exporter": "jit"}, "exporter must be one of torchscript, dynamo"),
+        ({"exporter": "jit"}, "exporter must be one of auto, torchscript, dynamo"),
         ({"quantize_ops": ("MatMul", "Softmax")}, "quantize_ops ['MatMul', 'Softmax'] must be a non-empty subset"),
         ({"quantize_ops": ()}, "quantize_ops [] must be a non-empty subset"),
         ({"max_length": 1}, "max_length must be an integer >= 2, got 1"),

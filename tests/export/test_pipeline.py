@@ -95,7 +95,8 @@ def test_export_writes_fp32_and_int8_bundles_with_full_manifests(
         from train.students import count_parameters, load_student
 
         assert fp32_manifest.parameters == count_parameters(load_student(source)[0])
-        assert fp32_manifest.extra["exporter"] == "torch.onnx-torchscript"
+        exporter = "kdserve-bilstm-graph" if kind == "bilstm" else "torch.onnx-torchscript"
+        assert fp32_manifest.extra["exporter"] == exporter
 
 
 @pytest.mark.parametrize("kind", KINDS)
