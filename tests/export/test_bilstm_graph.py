@@ -49,9 +49,14 @@ def test_graph_matches_pytorch_on_mixed_lengths_and_an_empty_row(pooling: str, t
     each row reversed within its own length, and the empty row must behave as the module's."""
     from export.bilstm_graph import build_bilstm_graph
 
+    import onnx
+
     model = _student(pooling)
     facts = build_bilstm_graph(model, tmp_path / "m.onnx", 18)
     assert facts == {"exporter": "kdserve-bilstm-graph", "optimization": "none"}
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    used = {name for node in graph.node for name in node.input}
+    assert {i.name for i in graph.initializer} <= used  # no unused constants for ONNX Runtime to warn about
     ids, mask = _batch([7, 1, 4, 0], 7)
     with torch.no_grad():
         expected = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
