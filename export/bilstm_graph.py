@@ -42,9 +42,11 @@ def _lstm_weights(model: Any) -> dict[str, np.ndarray]:
     return {"lstm.W": np.stack(w), "lstm.R": np.stack(r), "lstm.B": np.stack(b)}
 
 
-def _pooling_nodes(pooling: str, helper: Any) -> list[Any]:
+def _pooling_nodes(pooling: str) -> list[Any]:
     """Nodes from Y [L, 2, B, H] / Y_h [2, B, H] / valid [B, L] to ``pooled`` [B, 2H], matching
     ``BiLSTMStudent._pool`` (padding ignored; ONNX zero-fills Y beyond each row's length)."""
+    from onnx import helper
+
     if pooling == "last":
         # Y_h holds the forward state at each row's last word and the backward state after its first.
         return [helper.make_node("Transpose", ["Y_h"], ["Y_h_t"], perm=[1, 0, 2]),
@@ -110,7 +112,7 @@ def build_bilstm_graph(model: Any, out_file: Path, opset: int) -> dict[str, Any]
             helper.make_node("Unsqueeze", ["lengths", "last_axis"], ["lengths_col"]),  # [B, 1]
             helper.make_node("Less", ["positions", "lengths_col"], ["valid"]),
         ]
-    nodes += _pooling_nodes(config.pooling, helper)
+    nodes += _pooling_nodes(config.pooling)
     nodes += [
         helper.make_node("MatMul", ["pooled", "classifier.0.weight_t"], ["hidden_pre"]),
         helper.make_node("Add", ["hidden_pre", "classifier.0.bias"], ["hidden_biased"]),

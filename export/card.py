@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from export.bundle import Manifest
+from export.checks import refused_attempts
 
 KIND_TEXT = {
     "teacher": "fine-tuned BERT-family teacher",
@@ -78,7 +79,7 @@ def model_card(manifest: Manifest, model_bytes: int, triton_note: str = "") -> s
         gated = manifest.precision if manifest.precision != "fp32" else (attempts[-1]["precision"] if attempts else "int8")
         lines.append(f"Accuracy gate: {gated} lost {gate.get('drop_points', 0):.2f} points against an allowed "
                      f"{gate.get('max_drop_points')} ({verdict}).")
-    refused = [a for a in attempts if not (a.get("passed") or a.get("forced"))]
+    refused = refused_attempts(manifest.extra)
     if refused:
         lines.append("Refused by the gate first: " + ", ".join(
             f"{a['precision']} (lost {a['drop_points']:.2f} points)" for a in refused) + ".")

@@ -131,3 +131,9 @@ def accuracy_gate(
         f"{quantized['split']} examples), more than --max-accuracy-drop {max_drop:g}; it was not written "
         f"(pass --force to keep it anyway)"
     )
+
+
+def refused_attempts(extra: dict[str, Any]) -> list[dict[str, Any]]:
+    """The quantization attempts a manifest's ``extra`` records as refused by the accuracy gate
+    (neither passed nor kept with --force), in the order they were tried."""
+    return [a for a in extra.get("quantization_attempts") or [] if not (a.get("passed") or a.get("forced"))]

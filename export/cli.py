@@ -48,6 +48,7 @@ def _print_written(folder: object, fmt: str) -> None:
     from pathlib import Path
 
     from export.bundle import read_manifest
+    from export.checks import refused_attempts
 
     path = Path(str(folder))
     if fmt == "triton":
@@ -64,7 +65,7 @@ def _print_written(folder: object, fmt: str) -> None:
         change = -gate["drop_points"] + 0.0  # + 0.0 turns -0.0 into 0.0
         notes.append(f"{change:+.2f} points vs fp32" + (" (forced)" if gate.get("forced") else ""))
         notes += [f"{a['precision']} refused at {-a['drop_points'] + 0.0:+.2f} points"
-                  for a in m.extra.get("quantization_attempts", []) if not (a["passed"] or a["forced"])]
+                  for a in refused_attempts(m.extra)]
     print(f"wrote {path}: {m.model_kind} {m.precision}, {size}, validation accuracy "
           f"{own.get('accuracy', 0) * 100:.2f}% on {own.get('examples')} examples"
           + (f", {', '.join(notes)}" if notes else ""))

@@ -47,9 +47,9 @@ def _run(path: Path, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def test_graph_matches_pytorch_on_mixed_lengths_and_an_empty_row(pooling: str, tmp_path: Path) -> None:
     """Rows of length 7, 1, 4 and 0 (all padding) in one batch: the backward direction must read
     each row reversed within its own length, and the empty row must behave as the module's."""
-    from export.bilstm_graph import build_bilstm_graph
-
     import onnx
+
+    from export.bilstm_graph import build_bilstm_graph
 
     model = _student(pooling)
     facts = build_bilstm_graph(model, tmp_path / "m.onnx", 18)

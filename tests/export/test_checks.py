@@ -212,7 +212,6 @@ def test_auto_quantization_falls_back_to_static_when_dynamic_is_refused(
     assert "parity" not in static.extra  # parity is the fp32 graph's, recorded in its own manifest
 
 
-
 def test_auto_quantization_keeps_the_refusal_when_static_cannot_run(
     student_dirs: dict[str, Path], export_config: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
