@@ -72,7 +72,10 @@ def create_app(settings: Settings, service: Service | None = None,
         finally:
             await svc.aclose()
 
-    app = KdserveApp(title="kdserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # FastAPI checks per request whether OpenTelemetry is configured unless told it is off
+    telemetry = None if settings.otel else {"tracing": False, "metrics": False, "logs": False}
+    app = KdserveApp(title="kdserve", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                     telemetry=telemetry)
     app.state.service = svc
     app.state.settings = settings
     install_error_handlers(app)

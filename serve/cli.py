@@ -46,7 +46,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     app = create_app(settings, service, on_startup_failure)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
-                            log_level=settings.log_level, lifespan="on",
+                            log_level=settings.log_level, lifespan="on", http=_http_protocol(), ws="none",
                             timeout_graceful_shutdown=settings.graceful_timeout_s)  # type: ignore[arg-type]
     server = uvicorn.Server(config)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal under the previous
@@ -63,6 +63,16 @@ def _serve(args: argparse.Namespace) -> int:
         raise ServeError(f"start-up failed: {failures[0]}")
     log.info("server stopped%s", " on SIGTERM after draining in-flight requests" if terms else "")
     return 0
+
+
+def _http_protocol() -> Any:
+    """One socket write per response (``serve.http_protocol``) when httptools is there, else
+    uvicorn's own choice."""
+    try:
+        from serve.http_protocol import CoalescingHttpToolsProtocol
+    except ImportError:  # no httptools: uvicorn falls back to h11
+        return "auto"
+    return CoalescingHttpToolsProtocol
 
 
 def _add_flags_lazily(parser: argparse.ArgumentParser) -> None:

@@ -43,7 +43,9 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="server log level")
 
     device: Literal["cpu", "cuda"] = Field("cpu", description="cuda needs onnxruntime-gpu and a GPU; falls back to cpu with a log line")
-    intra_op_threads: int = Field(0, ge=0, le=256, description="ONNX Runtime intra-op threads per model (0 = runtime default)")
+    intra_op_threads: int = Field(0, ge=0, le=256, description="ONNX Runtime intra-op threads per model (0 = auto: 1 for a "
+                                  "BiLSTM on the CPU, whose LSTM runs step by step, with model_workers running its "
+                                  "batches side by side instead; else ONNX Runtime's default of one per core)")
     intra_op_spinning: bool = Field(
         False, description="let idle ONNX Runtime intra-op threads busy-wait for the next op: lower latency for a "
         "lone request, but on a machine where the event loop shares the cores they take CPU it needs (2 cores, "
@@ -59,6 +61,9 @@ class Settings(BaseSettings):
         True, description="a request alone in the queue runs at once when traffic is sparse or no company "
         "arrived during the previous batch, instead of waiting for a batch (false: always wait max_wait_ms)")
     max_queue_texts: int = Field(1024, ge=1, description="texts waiting per model before 429")
+    model_workers: int = Field(0, ge=0, le=64, description="batches one model runs at once: worker threads sharing its "
+                               "queue and session, like Triton's model instances (0 = auto: one per core, at most 4, for "
+                               "a BiLSTM on one intra-op thread; else 1)")
     request_timeout_s: float = Field(10.0, gt=0, le=3600, description="per-request deadline before 503")
     retry_after_s: int = Field(1, ge=0, le=3600, description="Retry-After seconds on 429 and 503")
     max_text_chars: int = Field(20000, ge=1, description="characters per text (422 above)")
@@ -74,6 +79,8 @@ class Settings(BaseSettings):
     log_texts: bool = Field(False, description="write request texts to logs and the shadow log (off: only hashes)")
     cors_origins: CommaStrs = Field(default_factory=list, description="comma-separated CORS origins (default: CORS off)")
     graceful_timeout_s: float = Field(30.0, gt=0, description="on SIGTERM, how long in-flight requests may take to finish")
+    otel: bool = Field(False, description="FastAPI's OpenTelemetry spans and metrics (for a deployment with an OTEL "
+                       "provider configured); off, FastAPI skips its per-request telemetry check")
 
     @field_validator("models", "cors_origins", "warmup_batch_sizes", "warmup_lengths", mode="before")
     @classmethod

@@ -30,6 +30,12 @@ class ModelCounters:
     batched_texts: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def add_request(self, texts: int) -> None:
+        """One request of ``texts`` texts (``add`` without its keyword loop: once per request)."""
+        with self._lock:
+            self.requests += 1
+            self.texts += texts
+
     def add(self, **deltas: int) -> None:
         with self._lock:
             for name, delta in deltas.items():

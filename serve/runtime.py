@@ -9,6 +9,7 @@ keeps that cost off real requests.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.bundle import MANIFEST_FILE, BundleError, BundleModel, Encoded, Manifest, verify_bundle
+from export.bundle import MANIFEST_FILE, BundleError, BundleModel, Encoded, Manifest, read_manifest, verify_bundle
 
 log = logging.getLogger("kdserve.serve.runtime")
 
@@ -81,6 +82,8 @@ class LoadedModel:
     folder: Path
     model: BundleModel
     providers: list[str]
+    intra_op_threads: int = 0  # as the session got it (0: ONNX Runtime's default)
+    workers: int = 1  # batch worker threads the server gives it
     status: str = "loading"
     load_seconds: float = 0.0
     warmup_seconds: float = 0.0
@@ -96,20 +99,50 @@ class LoadedModel:
         return self.manifest.checksum
 
 
-def load_model(name: str, folder: Path, *, device: str = "cpu", intra_op_threads: int = 0,
+#: model kinds whose graphs gain nothing from a second intra-op thread on a CPU
+SEQUENTIAL_KINDS = frozenset({"bilstm"})
+#: the most batch workers auto gives one model
+MAX_AUTO_WORKERS = 4
+
+
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def parallelism_for(model_kind: str, intra_op_threads: int = 0, workers: int = 0, device: str = "cpu") -> tuple[int, int]:
+    """(intra-op threads, batch workers) for one model; a non-zero request is kept as given.
+
+    Auto (0) for a BiLSTM on the CPU: one intra-op thread, since its LSTM op runs one time step
+    after another on matrices too small to split (a second thread only adds hand-offs), and one
+    batch worker per core (at most ``MAX_AUTO_WORKERS``), so that batches run side by side
+    instead. Anything else: ONNX Runtime's default threads (0: one per core) and one worker."""
+    sequential = device == "cpu" and model_kind in SEQUENTIAL_KINDS
+    threads = intra_op_threads or (1 if sequential else 0)
+    if workers == 0:
+        workers = min(cpu_cores(), MAX_AUTO_WORKERS) if sequential and threads == 1 else 1
+    return threads, workers
+
+
+def load_model(name: str, folder: Path, *, device: str = "cpu", intra_op_threads: int = 0, workers: int = 0,
                graph_optimization: str = "all", verify: bool = True, intra_op_spinning: bool = True) -> LoadedModel:
-    """Open one bundle; logs when the session did not get the provider it asked for."""
+    """Open one bundle; logs when the session did not get the provider it asked for.
+    ``intra_op_threads`` and ``workers`` 0 are auto (``parallelism_for``)."""
     providers = resolve_providers(device)
     started = time.perf_counter()
-    model = BundleModel(folder, providers=providers, intra_op_threads=intra_op_threads,
+    threads, workers = parallelism_for(read_manifest(folder).model_kind, intra_op_threads, workers, device)
+    model = BundleModel(folder, providers=providers, intra_op_threads=threads,
                         graph_optimization=graph_optimization, verify=verify, intra_op_spinning=intra_op_spinning)
     got = model.providers()
     if providers[0] == CUDA and CUDA not in got:
         # ORT creates a CPU-only session when CUDA libraries or the GPU are missing at run time
         log.warning("model %s: CUDA provider could not start (no GPU or CUDA libraries?); running on the CPU", name)
-    loaded = LoadedModel(name, Path(folder), model, got, load_seconds=time.perf_counter() - started)
-    log.info("model %s loaded from %s (%s, %s, providers %s) in %.2f s", name, folder,
-             model.manifest.model_kind, model.manifest.precision, ",".join(got), loaded.load_seconds)
+    loaded = LoadedModel(name, Path(folder), model, got, threads, workers, load_seconds=time.perf_counter() - started)
+    log.info("model %s loaded from %s (%s, %s, providers %s, intra-op threads %s, batch workers %d) in %.2f s", name,
+             folder, model.manifest.model_kind, model.manifest.precision, ",".join(got), threads or "default", workers,
+             loaded.load_seconds)
     return loaded
 
 

@@ -139,6 +139,9 @@ class ModelSummary(BaseModel):
     checksum: str
     status: str = Field(description="pending, loading, warming, ready or failed")
     providers: list[str]
+    intra_op_threads: int | None = Field(None, description="ONNX Runtime intra-op threads of the session (0: its "
+                                         "default, one per core; null until loaded)")
+    workers: int | None = Field(None, description="batch worker threads running this model's batches side by side")
     counters: ModelCountersOut
     manifest: dict[str, Any] | None = Field(None, description="the full manifest.json (GET /models/{name} only)")
 

@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from export.bundle import BundleError, Manifest, softmax
+from prometheus_client import Counter
+
+from export.bundle import BundleError, Manifest
 from serve.batching import BatchConfig, Batcher, BatchStats
 from serve.config import Settings
 from serve.errors import InvalidInput, NotFound, NotReady, QueueFull, ReloadFailed, RequestTimeout, TextTooLong
@@ -50,6 +52,9 @@ admitted_at: contextvars.ContextVar[float | None] = contextvars.ContextVar("kdse
 class Slot:
     loaded: LoadedModel
     batcher: Batcher
+    # this model's per-request series, bound once (``labels()`` per request is a dict lookup under a lock)
+    requests_ok: Counter
+    texts: Counter
 
 
 @dataclass
@@ -111,7 +116,7 @@ class Service:
         s = self.settings
         if track_status:
             self.model_status[name] = "loading"
-        loaded = load_model(name, folder, device=s.device, intra_op_threads=s.intra_op_threads,
+        loaded = load_model(name, folder, device=s.device, intra_op_threads=s.intra_op_threads, workers=s.model_workers,
                             graph_optimization=s.graph_optimization, verify=verify,
                             intra_op_spinning=s.intra_op_spinning)
         if track_status:
@@ -123,7 +128,7 @@ class Service:
         s, manifest = self.settings, loaded.manifest
         config = BatchConfig(max_batch_size=s.max_batch_size, max_batch_tokens=s.max_batch_tokens,
                              max_wait_s=s.max_wait_ms / 1000, adaptive_wait=s.adaptive_wait, max_queue_texts=s.max_queue_texts,
-                             pad_id=manifest.pad_id, max_length=manifest.max_length, retry_after_s=s.retry_after_s)
+                             workers=loaded.workers, pad_id=manifest.pad_id, max_length=manifest.max_length, retry_after_s=s.retry_after_s)
         counters = self.counters.setdefault(name, ModelCounters())
         size, latency = self.metrics.batch_size.labels(name), self.metrics.batch_latency.labels(name)
         tokens = self.metrics.batch_tokens.labels(name)
@@ -136,7 +141,7 @@ class Service:
 
         batcher = Batcher(name, loaded.model, config, on_batch)
         self.metrics.track_queue(name, lambda: batcher.queue_depth)
-        return Slot(loaded, batcher)
+        return Slot(loaded, batcher, self.metrics.model_requests.labels(name, "ok"), self.metrics.model_texts.labels(name))
 
     async def start(self) -> None:
         """Load and warm every bundle off the event loop, then report ready. Raises on failure
@@ -254,10 +259,10 @@ class Service:
                 raise NotReady(f"model {model!r} is not loaded yet", retry_after=self.settings.retry_after_s)
             raise NotFound(f"model {model!r} is not loaded")
         counters, outcome = self.counters[model], "error"
-        counters.add(requests=1, texts=len(texts))
+        counters.add_request(len(texts))
         try:
             # no await between lookup and submit: a reload cannot close this batcher in between
-            logits = await asyncio.wrap_future(slot.batcher.submit(texts, truncate))
+            logits, probabilities = await slot.batcher.submit_async(texts, truncate)
             outcome = "ok"
         except QueueFull:
             outcome = "queue_full"
@@ -273,15 +278,17 @@ class Service:
             outcome = "cancelled"
             raise
         finally:
-            self.metrics.model_requests.labels(model, outcome).inc()
-            if outcome != "ok":
+            if outcome == "ok":
+                slot.requests_ok.inc()
+            else:
+                self.metrics.model_requests.labels(model, outcome).inc()
                 counters.add(errors=1)
-        self.metrics.model_texts.labels(model).inc(len(texts))
+        slot.texts.inc(len(texts))
         capture = _capture.get()
         if capture is not None:
             for text, row in zip(texts, logits):
                 capture.rows[(model, text)] = (row, slot.loaded.checksum, slot.loaded.manifest.labels)
-        return softmax(logits).astype(np.float32)
+        return probabilities
 
     async def classify(self, texts: list[str], requested: str | None = None, routing_key: str | None = None,
                        truncate: bool = True, field_name: str = "texts") -> Outcome:
@@ -331,6 +338,8 @@ class Service:
             "checksum": slot.loaded.checksum if slot else manifest.checksum,
             "status": self.model_status.get(name, "pending"),
             "providers": slot.loaded.providers if slot else [],
+            "intra_op_threads": slot.loaded.intra_op_threads if slot else None,
+            "workers": slot.loaded.workers if slot else None,
             "counters": counters.snapshot(slot.batcher.queue_depth if slot else 0),
             "manifest": manifest.to_dict() if detail else None,
         }

@@ -86,6 +86,20 @@ def test_naive_baseline_answers_like_the_bundle(tiny_bundles: Path) -> None:
         assert status == 422
 
 
+def test_naive_baseline_thread_option_answers_the_same(tiny_bundles: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from benchmarks.baselines.naive_fastapi import build_app, main
+
+    answers = []
+    for threads in (0, 1):
+        with TestClient(build_app(tiny_bundles / "tiny-textcnn", threads)) as client:
+            answers.append(client.post("/classify", json={"text": "the film was great ."}).json())
+    assert answers[0] == answers[1] and answers[0]["results"][0]["label"] in ("negative", "positive")
+    with pytest.raises(SystemExit):  # the flag takes a number
+        main([str(tiny_bundles / "tiny-textcnn"), "--intra-op-threads", "many"])
+
+
 def test_litserve_baseline_batches_and_answers_like_the_bundle(tiny_bundles: Path) -> None:
     pytest.importorskip("litserve")
     from export.bundle import BundleModel, softmax

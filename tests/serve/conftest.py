@@ -82,8 +82,12 @@ def serving(app: Any) -> Iterator[str]:
     """A real uvicorn serving ``app`` on a free loopback port, in a thread; yields its URL once ready."""
     import uvicorn
 
+    from serve.cli import _http_protocol
+
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    # the server's own HTTP protocol (one write per response), as `kdserve serve` runs it
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on",
+                                           http=_http_protocol(), ws="none"))
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from export.bundle import BundleModel, softmax
+from serve.runtime import parallelism_for
 from tests.serve.conftest import make_settings, ready_client, wait_ready
 
 POSITIVE = "the movie was really wonderful ."
@@ -196,6 +197,10 @@ def test_models_and_metrics(tiny_bundles: Path) -> None:
         assert one["role"] == "student" and one["model_kind"] == "bilstm" and one["labels"] == ["negative", "positive"]
         assert one["manifest"]["name"] == "tiny-bilstm" and one["checksum"] == one["manifest"]["files"]["model.onnx"]["sha256"]
         assert one["providers"] == ["CPUExecutionProvider"]
+        # auto threads (the tests' settings may pin them): a BiLSTM gets one unless a number was set
+        settings = client.app.state.settings
+        assert (one["intra_op_threads"], one["workers"]) == parallelism_for("bilstm", settings.intra_op_threads,
+                                                                            settings.model_workers)
         c = one["counters"]
         assert (c["requests"], c["texts"], c["errors"], c["queue_depth"]) == (3, 6, 0, 0)
         assert c["batches"] >= 3 and c["mean_batch_size"] == pytest.approx(6 / c["batches"])

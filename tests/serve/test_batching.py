@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Sequence
@@ -11,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.bundle import BundleModel, Encoded
-from serve.batching import BatchConfig, Batcher, BatchStats
+from export.bundle import BundleModel, Encoded, softmax
+from serve.batching import BatchConfig, Batcher, BatchStats, Scores
 from serve.errors import InferenceFailed, NotReady, QueueFull, TextTooLong
 
 MIXED = [
@@ -277,3 +278,114 @@ def test_batch_config_validates() -> None:
         BatchConfig(max_batch_size=0)
     with pytest.raises(ValueError):
         BatchConfig(max_wait_s=-1)
+
+
+def test_submit_async_answers_a_batch_in_one_loop_wake_up(tiny_bundles: Path) -> None:
+    model = BundleModel(tiny_bundles / "tiny-bilstm")
+    alone = np.concatenate([model.run(model.encode([t])) for t in MIXED])
+    rec = Recording(model)
+    batcher = Batcher("m", rec, config(model, max_batch_size=8, max_wait_s=0.3))
+    wake_ups: list[int] = []
+
+    async def main() -> list[Scores]:
+        loop = asyncio.get_running_loop()
+        threadsafe = loop.call_soon_threadsafe
+
+        def counting(callback, *args):  # type: ignore[no-untyped-def]
+            wake_ups.append(len(args[0]) if args else 0)
+            return threadsafe(callback, *args)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        futures = [batcher.submit_async(MIXED[:3]), batcher.submit_async(MIXED[3:5]), batcher.submit_async(MIXED[5:])]
+        return list(await asyncio.gather(*futures))
+
+    try:
+        answers = asyncio.run(main())
+    finally:
+        batcher.close(5)
+    logits = np.concatenate([a.logits for a in answers])
+    np.testing.assert_allclose(logits, alone, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.concatenate([a.probabilities for a in answers]), softmax(alone), atol=1e-6, rtol=0)
+    assert [a.logits.shape[0] for a in answers] == [3, 2, 2] and all(a.probabilities.dtype == np.float32 for a in answers)
+    # one batch of 7 texts from three requests: their answers reach the loop together
+    assert rec.rows_seen == [7] and wake_ups == [3]
+
+
+def test_submit_async_cancelled_is_dropped_and_errors_reach_the_loop(tiny_bundles: Path) -> None:
+    model = BundleModel(tiny_bundles / "tiny-textcnn")
+    long_text = " ".join(["great"] * (model.manifest.max_length + 5))
+    rec = Recording(model)
+    batcher = Batcher("m", rec, config(model, max_wait_s=0.3))
+
+    async def main() -> tuple[Scores, BaseException | None]:
+        gone = batcher.submit_async(["the movie was great .", "dull"])
+        strict = batcher.submit_async(["good", long_text], truncate=False)
+        kept = batcher.submit_async(["the film was awful ."])
+        gone.cancel()  # the client went away while queued
+        error = None
+        try:
+            await strict
+        except TextTooLong as exc:
+            error = exc
+        empty = await batcher.submit_async([])
+        assert empty.logits.shape == (0, 0)
+        return await kept, error
+
+    try:
+        kept, error = asyncio.run(main())
+    finally:
+        batcher.close(5)
+    assert kept.logits.shape == (1, 2) and isinstance(error, TextTooLong) and error.index == 1
+    assert rec.rows_seen == [1] and batcher.dropped == 2
+
+
+def test_answers_for_a_closed_loop_are_dropped_and_the_worker_goes_on(tiny_bundles: Path) -> None:
+    model = BundleModel(tiny_bundles / "tiny-textcnn")
+    gate = threading.Event()
+    batcher = Batcher("m", Recording(model, gate), config(model, max_wait_s=0.0))
+    loop = asyncio.new_event_loop()
+    try:
+        async def submit() -> asyncio.Future[Scores]:
+            return batcher.submit_async(["great"])
+
+        orphan = loop.run_until_complete(submit())
+        loop.close()  # its loop is gone before the answer is ready
+        gate.set()
+        assert batcher.submit(["dull"]).result(10).shape == (1, 2)
+    finally:
+        gate.set()
+        batcher.close(5)
+    assert not orphan.done() and batcher.texts_run == 2
+
+
+def test_two_workers_run_batches_side_by_side(tiny_bundles: Path) -> None:
+    model = BundleModel(tiny_bundles / "tiny-textcnn")
+    alone = np.concatenate([model.run(model.encode([t])) for t in MIXED])
+    running: list[int] = []
+    overlap = threading.Event()
+
+    class Slow(Recording):
+        def run(self, encoded: Encoded) -> np.ndarray:
+            running.append(1)
+            if len(running) == 2:
+                overlap.set()  # a second batch started while the first still runs
+            assert overlap.wait(10), "the second worker never ran a batch"
+            out = super().run(encoded)
+            running.pop()
+            return out
+
+    rec = Slow(model)
+    batcher = Batcher("m", rec, config(model, max_batch_size=4, max_wait_s=0.0, workers=2))
+    try:
+        first = batcher.submit(MIXED[:4])  # taken by one worker, which then waits in run for company
+        deadline = time.monotonic() + 5
+        while batcher.queue_depth and time.monotonic() < deadline:
+            time.sleep(0.01)
+        second = batcher.submit(MIXED[4:])  # the other worker takes it
+        batched = np.concatenate([first.result(10), second.result(10)])
+    finally:
+        assert batcher.close(5)
+    np.testing.assert_allclose(batched, alone, atol=1e-5, rtol=0)
+    assert batcher.batches == 2 and batcher.texts_run == len(MIXED) and overlap.is_set()
+    with pytest.raises(ValueError):
+        BatchConfig(workers=0)

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from serve.app import KdserveApp, create_app
 from serve.middleware import ServeMiddleware
+from serve.schemas import ClassifyResponse, TextResult
 from tests.serve.conftest import make_settings, wait_ready
 
 LONG = " ".join(["word"] * 400)
@@ -34,6 +35,11 @@ RAW: list[tuple[bytes, str]] = [
     (b'{"text": "\xff"}', "application/json"),
     (b"[" * 5000 + b"]" * 5000, "application/json"),
     (b"", "application/json"),
+    # JSON the direct path's parser and json.loads may read differently: both paths must agree
+    (b'{"text": "\\ud800 lone"}', "application/json"),
+    (b'{"text": "a", "text": "the movie was great ."}', "application/json"),
+    (b'{"text": "ok", "top_k": NaN}', "application/json"),
+    (b'{"text": "ok", "top_k": 1.0}', "application/json"),
 ]
 
 
@@ -77,10 +83,10 @@ def test_direct_path_answers_like_the_fastapi_route(tiny_bundles: Path) -> None:
             results[direct] = out
             if direct:
                 # valid JSON objects of the API's shape with a JSON type went direct; the rest were handed on
-                assert answered == [True] * 7 + [False] * 6 + [True, True] + [False] * 5
+                assert answered == [True] * 7 + [False] * 6 + [True, True] + [False] * 5 + [False, True, False, False]
     assert results[True] == results[False]
     statuses = [status for status, _, _ in results[True]]
-    assert statuses == [200] * 4 + [404, 422, 413] + [422] * 6 + [200, 200] + [422] * 5
+    assert statuses == [200] * 4 + [404, 422, 413] + [422] * 6 + [200, 200] + [422] * 5 + [422, 200, 422, 422]
     assert results[True][0][1]["request_id"] == "r1" and results[True][13][2] == "c1"
 
 
@@ -96,3 +102,15 @@ def test_direct_path_metrics_and_request_id(tiny_bundles: Path) -> None:
         assert answered == [True, True, True]
         metrics = c.get("/metrics").text
         assert 'kdserve_http_requests_total{endpoint="/classify",method="POST",status="200"} 3.0' in metrics
+
+
+def test_answer_bytes_are_the_response_models_json(tiny_bundles: Path) -> None:
+    # the answer is encoded from dicts: byte for byte what the documented models would give
+    with client(tiny_bundles, True) as (c, answered):
+        for body in BODIES[:4] + [{"text": "fine", "top_k": 2}, {"texts": ["a b", "c"], "all_scores": True}]:
+            r = c.post("/classify", json=body)
+            assert r.status_code == 200, r.text
+            model = ClassifyResponse.model_validate_json(r.content)
+            assert r.content == model.model_dump_json().encode()
+            assert all(isinstance(t, TextResult) for t in model.results)
+        assert all(answered)

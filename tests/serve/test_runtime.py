@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from export.bundle import BundleError
-from serve.runtime import CPU, discover, load_model, resolve_providers, verify_all, warm_up
+from serve.runtime import (CPU, MAX_AUTO_WORKERS, cpu_cores, discover, load_model, parallelism_for, resolve_providers,
+                           verify_all, warm_up)
 
 
 def test_discover_all_and_subset(tiny_bundles: Path) -> None:
@@ -84,3 +85,20 @@ def test_intra_op_spinning_is_off_in_the_server_and_on_by_default_elsewhere(tiny
                 options.get_session_config_entry(key)
         else:
             assert options.get_session_config_entry(key) == expected
+
+
+def test_auto_parallelism_runs_bilstm_batches_side_by_side(tiny_bundles: Path) -> None:
+    cores = min(cpu_cores(), MAX_AUTO_WORKERS)
+    assert parallelism_for("bilstm") == (1, cores)
+    assert parallelism_for("bilstm", 3) == (3, 1)  # explicit threads: no extra workers unless asked
+    assert parallelism_for("bilstm", 0, 2) == (1, 2) and parallelism_for("bilstm", 2, 3) == (2, 3)
+    assert parallelism_for("bilstm", device="cuda") == (0, 1)
+    assert parallelism_for("textcnn") == (0, 1) and parallelism_for("teacher", 0, 2) == (0, 2)
+    # the sessions get it: ONNX Runtime reports the number it was given
+    bilstm = load_model("b", tiny_bundles / "tiny-bilstm")
+    textcnn = load_model("t", tiny_bundles / "tiny-textcnn")
+    assert bilstm.intra_op_threads == 1 == bilstm.model.session.get_session_options().intra_op_num_threads
+    assert bilstm.workers == cores
+    assert textcnn.intra_op_threads == 0 == textcnn.model.session.get_session_options().intra_op_num_threads
+    assert textcnn.workers == 1
+    assert load_model("b", tiny_bundles / "tiny-bilstm", intra_op_threads=2).intra_op_threads == 2
