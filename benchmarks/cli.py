@@ -104,7 +104,7 @@ def _compare(args: argparse.Namespace) -> int:
         threads=args.threads, teacher_batch_sizes=parse_int_list(args.teacher_batch_sizes, "--teacher-batch-sizes"),
         sweep=_sweep_config(args, rates=False), common_rate=args.common_rate,
         baselines=[b for b in (args.baselines or "").split(",") if b], baseline_model=args.baseline_model,
-        ceiling=not args.no_ceiling, start_timeout_s=args.start_timeout, log_dir=str(folder / "logs"))
+        baseline_rounds=args.baseline_rounds, ceiling=not args.no_ceiling, start_timeout_s=args.start_timeout, log_dir=str(folder / "logs"))
     args.output = str(folder)
     return _finish(run_compare(config, _log), args, "compare")
 
@@ -214,6 +214,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     compare.add_argument("--common-rate", type=float, help="req/s for the p99 column (default: half the teacher's best)")
     compare.add_argument("--baselines", help="also serve one bundle with naive,litserve,hf and compare")
     compare.add_argument("--baseline-model", help="the bundle the baselines serve (default: the teacher)")
+    compare.add_argument("--baseline-rounds", type=int, default=1,
+                         help="sweep kdserve and each baseline this many times, in turn, and compare medians")
     compare.add_argument("--start-timeout", type=float, default=180.0, help="seconds a server may take to be ready")
     _load_flags(compare, duration=5.0, rates=False)
     _common(compare)

@@ -18,6 +18,7 @@ pipeline, each under the same sweep, and the ratios to kdserve are reported.
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,10 @@ class CompareConfig:
     common_rate: float | None = None
     baselines: list[str] = field(default_factory=list)
     baseline_model: str | None = None
+    #: Rounds of the servers-side-by-side comparison: each round sweeps every server once, in turn
+    #: (kdserve, then each baseline), and the table gives each server's median over the rounds, so
+    #: that a minute of a slow VM does not decide a ratio. Round 1 of kdserve is its headline row.
+    baseline_rounds: int = 1
     ceiling: bool = True
     start_timeout_s: float = 180.0
     log_dir: str | None = None
@@ -83,6 +88,8 @@ class CompareConfig:
             raise ConfigError(f"--common-rate must be > 0, got {self.common_rate}")
         if not self.sweep.concurrency:
             raise ConfigError("compare needs a closed-loop concurrency sweep (its best throughput is a column)")
+        if self.baseline_rounds < 1:
+            raise ConfigError(f"--baseline-rounds must be >= 1, got {self.baseline_rounds}")
         if not self.teacher_batch_sizes or min(self.teacher_batch_sizes) < 1:
             raise ConfigError(f"teacher batch sizes must be >= 1, got {self.teacher_batch_sizes}")
         if self.texts < 1 or self.latency_iterations < 1 or not self.latency_seconds > 0:
@@ -255,26 +262,55 @@ def run_baselines(config: CompareConfig, folders: list[Path], rows: list[dict[st
         raise BenchError(f"--baseline-model {chosen} is not among the compared bundles ({', '.join(names)})")
     folder = folders[names.index(chosen)]
     reference = next(r for r in rows if r["name"] == chosen)
-    servers: list[dict[str, Any]] = [{"server": config.server, "max_throughput_rps": reference["max_throughput_rps"],
-                                      "at_common_rate": reference["at_common_rate"], "http": reference["http"]}]
+    ours_runs: list[dict[str, Any]] = [reference["http"]]
+    runs: dict[str, list[dict[str, Any]]] = {}  # baseline kind -> its sweeps (the reference may be one of the kinds)
     skipped: dict[str, str] = {}
-    for kind in config.baselines:
-        if kind == "hf" and (read_manifest(folder).role != "teacher" or _checkpoint_of(folder) is None):
-            skipped[kind] = f"{chosen} is not a teacher with its Hugging Face checkpoint on this machine"
-            continue
-        try:
-            http, _ = _serve_and_sweep(kind, folder, bodies, config, log, common_rate)
-        except BenchError as exc:  # one broken baseline must not lose the others' numbers
-            skipped[kind] = str(exc)
-            log(f"baseline {kind} skipped: {exc}")
-            continue
-        servers.append({"server": kind, "max_throughput_rps": http["max_throughput_rps"],
-                        "at_common_rate": _p99_at(http), "http": http})
+    for round_ in range(1, config.baseline_rounds + 1):
+        if round_ > 1:
+            log(f"round {round_} of {config.baseline_rounds}")
+            ours_runs.append(_serve_and_sweep(config.server, folder, bodies, config, log, common_rate)[0])
+        for kind in config.baselines:
+            if kind in skipped:
+                continue
+            if kind == "hf" and (read_manifest(folder).role != "teacher" or _checkpoint_of(folder) is None):
+                skipped[kind] = f"{chosen} is not a teacher with its Hugging Face checkpoint on this machine"
+                continue
+            try:
+                http, _ = _serve_and_sweep(kind, folder, bodies, config, log, common_rate)
+            except BenchError as exc:  # one broken baseline must not lose the others' numbers
+                skipped[kind] = str(exc)
+                runs.pop(kind, None)
+                log(f"baseline {kind} skipped: {exc}")
+                continue
+            runs.setdefault(kind, []).append(http)
+    servers = [_median_of_rounds(config.server, ours_runs)] + [_median_of_rounds(k, https) for k, https in runs.items()]
     ours = servers[0]
     for entry in servers:
         theirs_p99 = (entry["at_common_rate"] or {}).get("p99_ms")
         ours_p99 = (ours["at_common_rate"] or {}).get("p99_ms")
         entry["throughput_ratio"] = _ratio(ours["max_throughput_rps"], entry["max_throughput_rps"])
         entry["p99_ratio"] = _ratio(theirs_p99, ours_p99)
+        # the same ratios round by round (servers swept one after the other within a round)
+        entry["round_throughput_ratios"] = [_ratio(o, t) for o, t in zip(ours["round_max_rps"], entry["round_max_rps"])]
+        entry["round_p99_ratios"] = [_ratio(t, o) for o, t in zip(ours["round_p99_ms"], entry["round_p99_ms"])]
     return {"model": chosen, "reference_server": config.server, "common_rate": common_rate,
-            "servers": servers, "skipped": skipped}
+            "rounds": config.baseline_rounds, "servers": servers, "skipped": skipped}
+
+
+def _median_of_rounds(kind: str, https: list[dict[str, Any]]) -> dict[str, Any]:
+    """One server's entry: its median best throughput and median p50/p99 at the common rate over
+    its rounds (each round's own numbers kept), and the median round's sweep for the plot."""
+    best = [h["max_throughput_rps"] for h in https]
+    at = [_p99_at(h) or {} for h in https]
+    p99 = [a.get("p99_ms") for a in at]
+    middle = sorted(range(len(https)), key=lambda i: best[i])[len(https) // 2]
+
+    def median(values: list[Any]) -> Any:
+        known = sorted(v for v in values if v is not None)
+        return statistics.median(known) if known else None
+
+    at_common = dict(at[middle]) if at[middle] else None
+    if at_common is not None:
+        at_common.update(p50_ms=median([a.get("p50_ms") for a in at]), p99_ms=median(p99))
+    return {"server": kind, "max_throughput_rps": median(best), "at_common_rate": at_common, "http": https[middle],
+            "round_max_rps": best, "round_p99_ms": p99}

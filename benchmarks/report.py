@@ -165,15 +165,26 @@ def compare_report(result: dict[str, Any], folder: Path, draw: bool = True) -> t
     baselines = result.get("baselines")
     if baselines:
         ours, rate = baselines["reference_server"], _f(baselines["common_rate"])
+        rounds = baselines.get("rounds", 1)
         brows = []
         for s in baselines["servers"]:
             at = s.get("at_common_rate") or {}
-            brows.append([s["server"], s["max_throughput_rps"], at.get("p50_ms"), at.get("p99_ms"), _errors(at.get("errors")),
-                          s["http"].get("rss_mb"), s.get("throughput_ratio"), s.get("p99_ratio")])
+            row = [s["server"], s["max_throughput_rps"], at.get("p50_ms"), at.get("p99_ms"), _errors(at.get("errors")),
+                   s["http"].get("rss_mb"), s.get("throughput_ratio"), s.get("p99_ratio")]
+            if rounds > 1:
+                row += [" / ".join(_f(v) for v in s.get("round_max_rps") or []),
+                        " / ".join(_f(v) for v in s.get("round_throughput_ratios") or []),
+                        " / ".join(_f(v) for v in s.get("round_p99_ratios") or [])]
+            brows.append(row)
+        how = (f" Each server was swept {rounds} times, in turn; the table gives medians over the rounds, and "
+               "the last columns each round's own numbers." if rounds > 1 else "")
+        headers = ["server", "max req/s", f"p50 ms @ {rate}", f"p99 ms @ {rate}", "errors @ common",
+                   "RSS MB", "throughput ratio", "p99 ratio"]
+        if rounds > 1:
+            headers += ["max req/s by round", "throughput ratio by round", "p99 ratio by round"]
         parts.append(f"## {ours} vs alternatives ({baselines['model']})\n\nSame machine, same ONNX model, same load. "
-                     f"Ratios: {ours} throughput / theirs, their p99 / {ours}'s (above 1: {ours} is better).\n\n"
-                     + _table(["server", "max req/s", f"p50 ms @ {rate}", f"p99 ms @ {rate}", "errors @ common",
-                               "RSS MB", "throughput ratio", "p99 ratio"], brows) + "\n")
+                     f"Ratios: {ours} throughput / theirs, their p99 / {ours}'s (above 1: {ours} is better).{how}\n\n"
+                     + _table(headers, brows) + "\n")
         skipped = [f"- {kind} skipped: {why}" for kind, why in (baselines.get("skipped") or {}).items()]
         if skipped:
             parts.append("\n".join(skipped) + "\n")

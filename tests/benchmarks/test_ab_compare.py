@@ -106,7 +106,8 @@ def test_compare_end_to_end(server: str, tiny_bundles: Path, text_files: dict[st
     code = main(["bench", "compare", "--bundles", str(tiny_bundles), "--models", "tiny-teacher,tiny-textcnn",
                  "--server", server, "--short-data", str(text_files["short"]), "--long-data", str(text_files["long"]),
                  "--texts", "40", "--latency-iterations", "20", "--concurrency", "1,4", "--duration", "0.5",
-                 "--warmup", "0.1", "--no-ceiling", "--baselines", "naive,hf", "--teacher-batch-sizes", "4,1",
+                 "--warmup", "0.1", "--no-ceiling", "--baselines", "naive,hf", "--baseline-rounds", "2",
+                 "--teacher-batch-sizes", "4,1",
                  "--output", str(out)])
     assert code == 0
     result = json.loads((out / "result.json").read_text())
@@ -126,4 +127,8 @@ def test_compare_end_to_end(server: str, tiny_bundles: Path, text_files: dict[st
         assert row["http"]["rss_mb"] is None or 20 < row["http"]["rss_mb"] < 2000  # a Python server with a model
     servers = [s["server"] for s in result["baselines"]["servers"]]
     assert servers == [server, "naive"] and "hf" in result["baselines"]["skipped"]
+    # two rounds: kdserve's first is its headline row's sweep, and each server has both rounds' numbers
+    ours, naive = result["baselines"]["servers"]
+    assert result["baselines"]["rounds"] == 2 and ours["round_max_rps"][0] == teacher["max_throughput_rps"]
+    assert len(ours["round_max_rps"]) == len(naive["round_max_rps"]) == 2 and len(naive["round_throughput_ratios"]) == 2
     assert (out / "pareto.png").is_file() and (out / "logs").is_dir()

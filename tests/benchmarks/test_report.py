@@ -81,3 +81,31 @@ def test_pareto_front_keeps_only_undominated_models() -> None:
     points = [("teacher", 10.0, 0.91), ("bilstm", 1.0, 0.88), ("textcnn", 0.5, 0.86),
               ("slow-bad", 12.0, 0.80), ("tiny-tf", 2.0, 0.87), ("int8", 5.0, 0.91)]
     assert [p[0] for p in pareto_front(points)] == ["textcnn", "bilstm", "int8"]
+
+
+def _sweep(best: float, p50: float, p99: float) -> dict[str, object]:
+    return {"max_throughput_rps": best, "closed_loop": [{"concurrency": 8, "throughput_rps": best}],
+            "open_loop": [{"rate": 100.0, "throughput_rps": 100.0, "latency_ms": {"p50": p50, "p99": p99}, "errors": {}}],
+            "rss_mb": 100.0}
+
+
+def test_baseline_rounds_give_medians_and_per_round_ratios(tmp_path: Path) -> None:
+    from benchmarks.compare import _median_of_rounds
+
+    ours = _median_of_rounds("kdserve", [_sweep(2000, 2.0, 4.0), _sweep(3000, 2.2, 3.0), _sweep(2600, 1.8, 5.0)])
+    assert ours["max_throughput_rps"] == 2600 and ours["at_common_rate"]["p99_ms"] == 4.0
+    assert ours["at_common_rate"]["p50_ms"] == 2.0 and ours["http"]["max_throughput_rps"] == 2600  # the median round's sweep
+    assert ours["round_max_rps"] == [2000, 3000, 2600] and ours["round_p99_ms"] == [4.0, 3.0, 5.0]
+    one = _median_of_rounds("naive", [_sweep(1000, 2.0, 4.5)])
+    assert one["max_throughput_rps"] == 1000 and one["at_common_rate"]["p99_ms"] == 4.5
+    # a recorded result re-rendered with two rounds: medians in the table, each round's numbers after
+    result = json.loads(RECORDED.read_text())
+    servers = [_median_of_rounds("kdserve", [_sweep(2000, 2.0, 4.0), _sweep(2400, 2.0, 3.0)]),
+               _median_of_rounds("naive", [_sweep(1000, 2.0, 4.0), _sweep(1000, 2.0, 6.0)])]
+    servers[0].update(throughput_ratio=1.0, p99_ratio=1.0, round_throughput_ratios=[1.0, 1.0], round_p99_ratios=[1.0, 1.0])
+    servers[1].update(throughput_ratio=2.2, p99_ratio=1.43, round_throughput_ratios=[2.0, 2.4], round_p99_ratios=[1.0, 2.0])
+    result["baselines"].update(rounds=2, servers=servers)
+    write_report(result, tmp_path, with_plots=False)
+    report = (tmp_path / "report.md").read_text()
+    assert "Each server was swept 2 times, in turn" in report
+    assert "| naive | 1,000.00 | 2.00 | 5.00 | 0 | 100.00 | 2.20 | 1.43 | 1,000 / 1,000 | 2.00 / 2.40 | 1.00 / 2.00 |" in report
