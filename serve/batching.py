@@ -1,8 +1,9 @@
 """Dynamic batching for one model, with no HTTP in it.
 
 Requests (each a list of texts) queue in a bounded queue. A worker thread (``workers`` of them,
-one by default, sharing the queue and the model) takes what has arrived once the first waiting request is ``max_wait_s`` old or ``max_batch_size`` texts
-are waiting, tokenizes those texts in one call, sorts them by token length and cuts them into
+one by default, sharing the queue and the model) takes what has arrived once the first waiting
+request is ``max_wait_s`` old or ``max_batch_size`` texts are waiting, tokenizes those texts in
+one call, sorts them by token length and cuts them into
 batches of at most ``max_batch_size`` texts and ``max_batch_tokens`` padded tokens (rows x
 longest row), so that similar lengths share a batch and padding stays small. Inference runs in
 that thread (ONNX Runtime releases the GIL), never on the event loop; logits go back to each
@@ -139,7 +140,7 @@ def _deliver(answers: list[tuple[asyncio.Future[Scores], Scores | None, BaseExce
 
 
 class Batcher:
-    """Queue + worker thread for one model. ``submit`` is thread-safe and never blocks."""
+    """Queue + worker threads for one model. ``submit`` is thread-safe and never blocks."""
 
     def __init__(self, name: str, model: Runnable, config: BatchConfig,
                  on_batch: Callable[[BatchStats], None] | None = None) -> None:
@@ -212,7 +213,7 @@ class Batcher:
             self._cond.notify()
 
     def close(self, timeout: float | None = None) -> bool:
-        """Stop accepting, let the worker finish everything queued, join it. True when it ended."""
+        """Stop accepting, let the workers finish everything queued, join them. True when all ended."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from prometheus_client import Counter
 
 from export.bundle import BundleError, Manifest

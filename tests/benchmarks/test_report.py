@@ -109,3 +109,9 @@ def test_baseline_rounds_give_medians_and_per_round_ratios(tmp_path: Path) -> No
     report = (tmp_path / "report.md").read_text()
     assert "Each server was swept 2 times, in turn" in report
     assert "| naive | 1,000.00 | 2.00 | 5.00 | 0 | 100.00 | 2.20 | 1.43 | 1,000 / 1,000 | 2.00 / 2.40 | 1.00 / 2.00 |" in report
+
+
+def test_compare_cli_refuses_zero_rounds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "compare", "--bundles", str(tmp_path), "--baselines", "naive", "--baseline-rounds", "0",
+                 "--no-ceiling", "--output", str(tmp_path / "out")])
+    assert code != 0 and "--baseline-rounds must be >= 1, got 0" in capsys.readouterr().err

@@ -9,8 +9,17 @@ from pathlib import Path
 import pytest
 
 from export.bundle import BundleError
-from serve.runtime import (CPU, MAX_AUTO_WORKERS, cpu_cores, discover, load_model, parallelism_for, resolve_providers,
-                           verify_all, warm_up)
+from serve.runtime import (
+    CPU,
+    MAX_AUTO_WORKERS,
+    cpu_cores,
+    discover,
+    load_model,
+    parallelism_for,
+    resolve_providers,
+    verify_all,
+    warm_up,
+)
 
 
 def test_discover_all_and_subset(tiny_bundles: Path) -> None:
