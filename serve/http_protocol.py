@@ -54,5 +54,6 @@ class CoalescingTransport:
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
-        # uvicorn's request cycles and flow control use self.transport from here on
+        # request cycles created from here on write through the wrapper; the flow control made in
+        # super().connection_made keeps the real transport (it only pauses and resumes reading)
         self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[arg-type,assignment]
