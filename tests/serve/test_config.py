@@ -57,6 +57,7 @@ def test_every_field_is_a_flag() -> None:
         ({}, "bundles: required (give --bundles or KDSERVE_BUNDLES)"),
         ({"bundles": "x", "max_batch_size": 0}, "max_batch_size: Input should be greater than or equal to 1"),
         ({"bundles": "x", "device": "tpu"}, "device: Input should be 'cpu' or 'cuda'"),
+        ({"bundles": "x", "model_workers": 65}, "model_workers: Input should be less than or equal to 64"),
         ({"bundles": "x", "warmup_batch_sizes": "1,0"}, "warmup_batch_sizes: every value must be >= 1"),
         ({"bundles": "x", "max_texts_per_request": 50, "max_queue_texts": 10}, "could never be queued"),
         ({"bundles": "x", "no_such_setting": 1}, "no_such_setting: Extra inputs are not permitted"),
