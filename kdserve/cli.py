@@ -120,12 +120,15 @@ def _distill(args: argparse.Namespace) -> int:
         glove=args.glove,
         teacher_embeddings=args.teacher_embeddings or None,
         vector_vocab=args.vector_vocab,
+        static_channel=args.static_channel or None,
         student_layers=args.student_layers,
         student_options=_student_options(args.student_option),
         intermediate_weight=args.intermediate_weight,
         cache_dir=args.cache_dir,
         teacher_bundle=args.teacher_bundle,
         seed=args.seed,
+        augment_seed=args.augment_seed,
+        ema_decay=args.ema_decay,
         device=args.device,
         evals_per_epoch=args.evals_per_epoch,
         threads=args.threads,
@@ -236,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--vector-vocab", type=int, metavar="N",
                       help="BiLSTM/TextCNN: add GloVe's N most frequent words the training texts lack to the "
                       "vocabulary, so words unseen in training keep a pretrained vector (default 0)")
+    dist.add_argument("--static-channel", action="store_true",
+                      help="BiLSTM/TextCNN: the word vectors twice, one copy tuned and one held fixed (Kim 2014's "
+                      "multichannel input), so words added by --vector-vocab stay comparable to the tuned ones")
     dist.add_argument("--student-layers", type=int, help="transformer student layers (1-4)")
     dist.add_argument("--student-option", action="append", metavar="KEY=VALUE",
                       help="override a field of the student's config, e.g. hidden_size=150 or num_filters=200 "
@@ -245,6 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--teacher-bundle", help="label the transfer set with this exported teacher bundle (ONNX "
                       "Runtime, faster on a CPU) instead of the PyTorch checkpoint")
     dist.add_argument("--seed", type=int)
+    dist.add_argument("--augment-seed", type=int, metavar="N",
+                      help="seed of the augmentation alone (default: --seed); fix it to vary --seed on the same, "
+                      "already-labelled transfer set")
+    dist.add_argument("--ema-decay", type=float, metavar="D",
+                      help="evaluate and save a moving average of the weights (e.g. 0.9995; default 0: off)")
     dist.add_argument("--device")
     dist.add_argument("--threads", type=int)
     _add_data_args(dist)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -108,16 +109,48 @@ class DevPasses:
         self.evaluations: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
 
-    def record(self, epoch: int, at: float, metrics: Any) -> None:
-        """One pass ``at`` epochs into training (``epoch`` is the 1-based epoch it falls in)."""
+    def record(self, epoch: int, at: float, metrics: Any, extra: dict[str, float] | None = None) -> None:
+        """One pass ``at`` epochs into training (``epoch`` is the 1-based epoch it falls in).
+
+        ``extra``: more numbers for this pass's entry (kept, never used to pick the best).
+        """
         at = round(at, 4)
         self.evaluations.append(
-            {"at": at, "validation_accuracy": metrics.accuracy, "validation_macro_f1": metrics.macro_f1}
+            {"at": at, "validation_accuracy": metrics.accuracy, "validation_macro_f1": metrics.macro_f1, **(extra or {})}
         )
         if self.log_each:
-            log.info("at epoch %.2f: validation accuracy %.2f%%, macro-F1 %.2f%%",
-                     at, metrics.accuracy * 100, metrics.macro_f1 * 100)
+            log.info("at epoch %.2f: validation accuracy %.2f%%, macro-F1 %.2f%%%s", at, metrics.accuracy * 100,
+                     metrics.macro_f1 * 100, "".join(f", {k} {v:.4f}" for k, v in (extra or {}).items()))
         score = getattr(metrics, self.metric)
         if self.best is None or score > self.best["score"]:
             self.best = {"score": score, "epoch": epoch, "at": at, "metrics": metrics.to_dict()}
             self.save()
+
+
+class WeightAverage:
+    """Exponential moving average of a model's weights (Polyak averaging), for evaluating and saving.
+
+    After each optimizer step ``update`` moves every floating-point parameter and buffer of
+    ``self.model`` (a frozen deep copy) towards the trained model's: avg <- d_t * avg + (1 - d_t) * w,
+    with d_t = min(decay, (1 + t) / (10 + t)) at step t, so the first steps do not keep the
+    random initialisation for thousands of steps. Integer buffers are copied.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ConfigError(f"weight-average decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.steps = 0
+        self.model = copy.deepcopy(model)
+        self.model.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        averaged, current = self.model.state_dict(), model.state_dict()
+        for name, avg in averaged.items():
+            if avg.is_floating_point():
+                avg.lerp_(current[name], 1.0 - decay)
+            else:
+                avg.copy_(current[name])

@@ -75,6 +75,10 @@ class DistillConfig:
     #: BiLSTM/TextCNN: also give the word vocabulary GloVe's N most frequent words that the training
     #: texts lack, so a word first met at serving time keeps a pretrained vector instead of [UNK]
     vector_vocab: int = 0
+    #: BiLSTM/TextCNN: Kim (2014)'s multichannel input, the word vectors twice over with the second
+    #: copy held fixed, so a word the training texts lack (``vector_vocab``) still sits where the
+    #: tuned words' fixed half does. Doubles embedding_dim; the saved student is an ordinary one.
+    static_channel: bool = False
     student_layers: int = 2
     init_from_teacher: bool = True
     #: Fields of the student's config dataclass to override (e.g. ``{"hidden_size": 150}`` for a
@@ -87,6 +91,12 @@ class DistillConfig:
     #: CPU); None labels with the PyTorch checkpoint.
     teacher_bundle: str | None = None
     seed: int = 13
+    #: seed of the augmentation alone (default: ``seed``): vary ``seed`` with this fixed to rerun the
+    #: training's randomness (init, order, dropout) on the same, already-labelled transfer set
+    augment_seed: int | None = None
+    #: > 0: evaluate and save an exponential moving average of the weights (e.g. 0.9995) instead of
+    #: the last weights; each dev pass also records the raw weights' accuracy, for comparison
+    ema_decay: float = 0.0
     device: str = "auto"
     threads: int | None = None
     #: validation passes per epoch (the last at its end); the best of all of them is kept. More
@@ -110,6 +120,7 @@ class DistillConfig:
             (self.metric_for_best in ("accuracy", "macro_f1"), f"unknown metric {self.metric_for_best!r}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (4 <= self.max_length <= 512, f"max_length must be in [4, 512], got {self.max_length}"),
+            (0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
             (self.soft in ("mse", "kl", "ce"), f"soft must be mse, kl or ce, got {self.soft!r}"),
             (self.n_iter >= 0, f"n_iter must be >= 0, got {self.n_iter}"),
@@ -118,6 +129,10 @@ class DistillConfig:
             (
                 not self.vector_vocab or (self.student != "transformer" and (self.glove or self.teacher_embeddings)),
                 "vector_vocab needs a word-level student with pretrained vectors (GloVe or teacher embeddings)",
+            ),
+            (
+                not self.static_channel or (self.student != "transformer" and (self.glove or self.teacher_embeddings)),
+                "static_channel needs a word-level student with pretrained vectors (GloVe or teacher embeddings)",
             ),
             (1 <= self.student_layers <= 4, f"student_layers must be in [1, 4], got {self.student_layers}"),
             (self.intermediate_weight >= 0, f"intermediate_weight must be >= 0, got {self.intermediate_weight}"),
@@ -147,7 +162,11 @@ class DistillConfig:
 
     def _check_student_options(self) -> None:
         """Fail before any data is read: unknown keys, values the student config refuses."""
-        from train.student_configs import BiLSTMConfig, TextCNNConfig, TransformerStudentConfig
+        from train.student_configs import (
+            BiLSTMConfig,
+            TextCNNConfig,
+            TransformerStudentConfig,
+        )
 
         if self.student == "transformer" and self.init_from_teacher:
             raise ConfigError("student options do not apply to a Transformer initialised from the teacher "
@@ -210,7 +229,8 @@ def _transfer_set(config: DistillConfig, rows: list[tuple[str, int]]) -> list[tu
         return list(rows)  # augmented copies carry no gold label: only a teacher can label them
     from train.augment import AugmentConfig, Augmenter, spacy_tagger, whitespace_tagger
 
-    augment_config = AugmentConfig(p_mask=p_mask, p_pos=p_pos, p_ng=p_ng, n_iter=config.n_iter, seed=config.seed)
+    augment_config = AugmentConfig(p_mask=p_mask, p_pos=p_pos, p_ng=p_ng, n_iter=config.n_iter,
+                                   seed=config.seed if config.augment_seed is None else config.augment_seed)
     tagger = spacy_tagger() if p_pos > 0 else whitespace_tagger
     start = time.perf_counter()
     transfer = Augmenter(augment_config, tagger).transfer_set(rows)
@@ -226,9 +246,23 @@ def distill(config: DistillConfig) -> dict[str, Any]:
 
     from train.batching import bucketed_batches
     from train.checkpoint import read_labels
-    from train.common import DevPasses, eval_points, pad_batch, progress_kwargs, resolve_device, set_seed, write_json
+    from train.common import (
+        DevPasses,
+        WeightAverage,
+        eval_points,
+        pad_batch,
+        progress_kwargs,
+        resolve_device,
+        set_seed,
+        write_json,
+    )
     from train.data import load_dataset
-    from train.distill_setup import build_student_for, build_tokenizer, intermediate_layer_loss
+    from train.distill_setup import (
+        FixedColumns,
+        build_student_for,
+        build_tokenizer,
+        intermediate_layer_loss,
+    )
     from train.evaluate import score_logits
     from train.losses import distillation_loss, make_alpha_schedule
     from train.student_tokenizers import encode_batch, save_tokenizer
@@ -265,6 +299,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
 
     model, student_config = build_student_for(config, tokenizer, len(data.labels))
     model.to(device)
+    fixed = FixedColumns(model.embedding, student_config.embedding_dim // 2) if config.static_channel else None
     layer_loss = intermediate_layer_loss(config, model, device) if config.intermediate_weight > 0 else None
     params = [p for p in model.parameters() if p.requires_grad]
     if layer_loss is not None:
@@ -279,9 +314,11 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, Any]] = []
+    average = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
+    kept = average.model if average is not None else model  # the weights evaluated and saved
 
     def save() -> None:
-        save_student(model, student_config, out)
+        save_student(kept, student_config, out)
         save_tokenizer(tokenizer, out)
         write_json(out / "labels.json", list(data.labels))
 
@@ -289,9 +326,13 @@ def distill(config: DistillConfig) -> dict[str, Any]:
 
     def evaluate(epoch: int, at: float) -> Any:
         eval_start = time.perf_counter()
-        val_logits = predict_student(model, val_ids, 256, device)  # puts the model back in training mode
+        val_logits = predict_student(kept, val_ids, 256, device)  # puts the model back in training mode
         metrics = score_logits(val_logits, val_labels, data.labels, len(val_ids) / (time.perf_counter() - eval_start))
-        passes.record(epoch, at, metrics)
+        extra = None
+        if average is not None:
+            raw = score_logits(predict_student(model, val_ids, 256, device), val_labels, data.labels, 0.0)
+            extra = {"raw_validation_accuracy": raw.accuracy, "raw_validation_macro_f1": raw.macro_f1}
+        passes.record(epoch, at, metrics, extra)
         return metrics
 
     for epoch in range(1, config.epochs + 1):
@@ -324,8 +365,12 @@ def distill(config: DistillConfig) -> dict[str, Any]:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
             optimizer.step()
+            if fixed is not None:
+                fixed.restore()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            if average is not None:
+                average.update(model)
             seen += len(batch_idx)
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
             rate = seen / (time.perf_counter() - epoch_start - eval_seconds)

@@ -65,6 +65,10 @@ def build_student_for(config: DistillConfig, tokenizer: Any, num_classes: int) -
         vectors, hits = teacher_word_vectors(config.teacher or DEFAULT_TEACHER, words, seed=config.seed)
         log.info("teacher embeddings (%d-d): %d of %d vocabulary words spelled by the teacher's pieces",
                  vectors.shape[1], hits, vocab)
+    if vectors is not None and config.static_channel:
+        import numpy as np
+
+        vectors = np.concatenate([vectors, vectors], axis=1)  # [V, 2E]: tuned half, fixed half
     shape = {"embedding_dim": vectors.shape[1] if vectors is not None else 300, **config.student_options}
     if vectors is not None and shape["embedding_dim"] != vectors.shape[1]:
         raise ConfigError(f"embedding_dim {shape['embedding_dim']} does not match the {vectors.shape[1]}-d word vectors")
@@ -77,6 +81,35 @@ def build_student_for(config: DistillConfig, tokenizer: Any, num_classes: int) -
     if vectors is not None:
         init_embeddings(model, vectors)
     return model, cnn_or_lstm
+
+
+class FixedColumns:
+    """Holds columns ``start:`` of an embedding table [V, E] at their initial values in training.
+
+    Their gradient is zeroed (so gradient clipping sees only the tuned columns) and the values are
+    put back after every optimizer step, which also undoes AdamW's decoupled weight decay: that
+    shrinks a parameter whatever its gradient.
+    """
+
+    def __init__(self, embedding: Any, start: int) -> None:
+        import torch
+
+        width = embedding.weight.shape[1]
+        if not 0 < start < width:
+            raise ConfigError(f"fixed columns must start inside the {width}-wide table, got {start}")
+        self.weight = embedding.weight
+        self.start = start
+        self.values = embedding.weight.detach()[:, start:].clone()
+        keep = torch.ones(width, dtype=embedding.weight.dtype, device=embedding.weight.device)
+        keep[start:] = 0.0
+        if embedding.weight.requires_grad:  # a frozen table has no gradient to mask
+            embedding.weight.register_hook(lambda grad: grad * keep)
+
+    def restore(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            self.weight[:, self.start:].copy_(self.values)
 
 
 def intermediate_layer_loss(config: DistillConfig, student: Any, device: Any) -> Any:

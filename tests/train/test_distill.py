@@ -183,6 +183,58 @@ def test_evals_per_epoch_keeps_the_best_pass_without_changing_training(
     assert float((logits.argmax(-1) == np.array([y for _, y in rows])).mean()) == pytest.approx(max(scores))
 
 
+def test_weight_average_is_what_is_evaluated_and_saved_and_training_is_unchanged(
+    tmp_path: Path, tiny_teacher: tuple[Path, Path]
+) -> None:
+    from safetensors.numpy import load_file
+
+    teacher, data = tiny_teacher
+    plain = distill(_config(tmp_path / "plain", teacher, data, epochs=2, lr=1e-2, evals_per_epoch=2))
+    averaged = distill(_config(tmp_path / "ema", teacher, data, epochs=2, lr=1e-2, evals_per_epoch=2, ema_decay=0.9))
+    assert [h["train_loss"] for h in averaged["history"]] == [h["train_loss"] for h in plain["history"]]
+    # each pass keeps the raw weights' accuracy next to the average's: the same as the plain run's
+    assert [e["raw_validation_accuracy"] for e in averaged["evaluations"]] == [
+        e["validation_accuracy"] for e in plain["evaluations"]]
+    assert "raw_validation_accuracy" not in plain["evaluations"][0]
+    saved = load_file(str(tmp_path / "ema" / "student" / "model.safetensors"))
+    last = load_file(str(tmp_path / "plain" / "student" / "model.safetensors"))
+    assert saved.keys() == last.keys()
+    assert any(not np.array_equal(saved[k], last[k]) for k in saved)  # averaged, not the trained weights
+
+
+def test_static_channel_keeps_one_copy_of_the_vectors_fixed(tmp_path: Path, tiny_teacher: tuple[Path, Path]) -> None:
+    from safetensors.numpy import load_file
+
+    from train.glove import load_glove
+    from train.student_tokenizers import load_tokenizer
+
+    teacher, data = tiny_teacher
+    result = distill(_config(tmp_path, teacher, data, epochs=1, glove=True, static_channel=True, vector_vocab=300))
+    folder = tmp_path / "student"
+    config = json.loads((folder / "student_config.json").read_text())["config"]
+    assert config["embedding_dim"] == 100 and result["validation"]["accuracy"] >= 0.75
+    table = load_file(str(folder / "model.safetensors"))["embedding.weight"]
+    tokenizer = load_tokenizer(folder)
+    words = [tokenizer.id_to_token(i) for i in range(tokenizer.get_vocab_size())]
+    start, _ = load_glove(words, seed=3)  # the run's seed: words GloVe lacks get the same random rows
+    start[0] = 0.0  # the padding row
+    np.testing.assert_array_equal(table[:, 50:], start)  # the fixed half: exactly the start, weight decay undone
+    assert not np.allclose(table[:, :50], start)  # the tuned half moved
+    with pytest.raises(ConfigError, match="static_channel needs a word-level student"):
+        _config(tmp_path, teacher, data, static_channel=True)  # glove off: no vectors to keep
+
+
+def test_augment_seed_fixes_the_transfer_set_while_the_seed_varies_training(
+    tmp_path: Path, tiny_teacher: tuple[Path, Path]
+) -> None:
+    teacher, data = tiny_teacher
+    first = distill(_config(tmp_path / "a", teacher, data, epochs=1, seed=3))
+    second = distill(_config(tmp_path / "b", teacher, data, epochs=1, seed=4, augment_seed=3, cache_dir=str(tmp_path / "a" / "cache")))
+    assert len(list((tmp_path / "a" / "cache").iterdir())) == 1  # one transfer set, labelled once
+    assert first["transfer_examples"] == second["transfer_examples"]
+    assert first["history"][0]["train_loss"] != second["history"][0]["train_loss"]  # another init and order
+
+
 def test_teacher_logits_come_from_the_cache_on_a_rerun(
     tmp_path: Path, tiny_teacher: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -237,6 +289,7 @@ def test_teacher_with_other_labels_is_refused(tmp_path: Path, tiny_teacher: tupl
         ({"teacher_embeddings": True, "student": "transformer"}, "teacher_embeddings is for the BiLSTM and TextCNN"),
         ({"vector_vocab": -1, "glove": True}, "vector_vocab must be >= 0"),
         ({"evals_per_epoch": 0}, "evals_per_epoch must be >= 1"),
+        ({"ema_decay": 1.0}, "ema_decay must be in"),
         ({"vector_vocab": 100}, "vector_vocab needs a word-level student with pretrained vectors"),
         ({"vector_vocab": 100, "student": "transformer"}, "vector_vocab needs a word-level student"),
     ],
