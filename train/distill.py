@@ -162,11 +162,7 @@ class DistillConfig:
 
     def _check_student_options(self) -> None:
         """Fail before any data is read: unknown keys, values the student config refuses."""
-        from train.student_configs import (
-            BiLSTMConfig,
-            TextCNNConfig,
-            TransformerStudentConfig,
-        )
+        from train.student_configs import BiLSTMConfig, TextCNNConfig, TransformerStudentConfig
 
         if self.student == "transformer" and self.init_from_teacher:
             raise ConfigError("student options do not apply to a Transformer initialised from the teacher "
@@ -247,22 +243,10 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     from train.batching import bucketed_batches
     from train.checkpoint import read_labels
     from train.common import (
-        DevPasses,
-        WeightAverage,
-        eval_points,
-        pad_batch,
-        progress_kwargs,
-        resolve_device,
-        set_seed,
-        write_json,
+        DevPasses, WeightAverage, eval_points, pad_batch, progress_kwargs, resolve_device, set_seed, write_json,
     )
     from train.data import load_dataset
-    from train.distill_setup import (
-        FixedColumns,
-        build_student_for,
-        build_tokenizer,
-        intermediate_layer_loss,
-    )
+    from train.distill_setup import FixedColumns, build_student_for, build_tokenizer, intermediate_layer_loss
     from train.evaluate import score_logits
     from train.losses import distillation_loss, make_alpha_schedule
     from train.student_tokenizers import encode_batch, save_tokenizer
