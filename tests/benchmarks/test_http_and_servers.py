@@ -22,7 +22,7 @@ def test_bench_http_cli_sweeps_a_running_server(tmp_path: Path, text_files: dict
     pytest.importorskip("matplotlib")
     with start_server("trivial", start_timeout_s=30) as server:
         code = main(["bench", "http", "--target", server.url, "--data", str(text_files["short"]), "--texts", "50",
-                     "--concurrency", "1,4", "--rate-fractions", "0.1", "--duration", "0.5", "--warmup", "0.1",
+                     "--concurrency", "1,4", "--rate-fractions", "0.1", "--duration", "1.0", "--warmup", "0.3",
                      "--no-ceiling", "--label", "trivial", "--output", str(tmp_path)])
     assert code == 0
     result = json.loads((tmp_path / "result.json").read_text())
