@@ -112,6 +112,8 @@ class DistillConfig:
             raise ConfigError(f"unknown augment level {self.augment!r}; choose one of {', '.join(AUGMENT_LEVELS)}")
         if not self.no_teacher and not self.teacher:
             raise ConfigError("a teacher checkpoint is required unless no_teacher is set")
+        # vector_vocab and static_channel act on pretrained word vectors of a word-level student
+        word_vectors = self.student != "transformer" and (self.glove or self.teacher_embeddings)
         checks = [
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.evals_per_epoch >= 1, f"evals_per_epoch must be >= 1, got {self.evals_per_epoch}"),
@@ -127,11 +129,11 @@ class DistillConfig:
             (self.vocab_size >= 10, f"vocab_size must be >= 10, got {self.vocab_size}"),
             (self.vector_vocab >= 0, f"vector_vocab must be >= 0, got {self.vector_vocab}"),
             (
-                not self.vector_vocab or (self.student != "transformer" and (self.glove or self.teacher_embeddings)),
+                not self.vector_vocab or word_vectors,
                 "vector_vocab needs a word-level student with pretrained vectors (GloVe or teacher embeddings)",
             ),
             (
-                not self.static_channel or (self.student != "transformer" and (self.glove or self.teacher_embeddings)),
+                not self.static_channel or word_vectors,
                 "static_channel needs a word-level student with pretrained vectors (GloVe or teacher embeddings)",
             ),
             (1 <= self.student_layers <= 4, f"student_layers must be in [1, 4], got {self.student_layers}"),

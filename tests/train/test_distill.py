@@ -229,7 +229,8 @@ def test_augment_seed_fixes_the_transfer_set_while_the_seed_varies_training(
 ) -> None:
     teacher, data = tiny_teacher
     first = distill(_config(tmp_path / "a", teacher, data, epochs=1, seed=3))
-    second = distill(_config(tmp_path / "b", teacher, data, epochs=1, seed=4, augment_seed=3, cache_dir=str(tmp_path / "a" / "cache")))
+    second = distill(_config(tmp_path / "b", teacher, data, epochs=1, seed=4, augment_seed=3,
+                             cache_dir=str(tmp_path / "a" / "cache")))
     assert len(list((tmp_path / "a" / "cache").iterdir())) == 1  # one transfer set, labelled once
     assert first["transfer_examples"] == second["transfer_examples"]
     assert first["history"][0]["train_loss"] != second["history"][0]["train_loss"]  # another init and order
