@@ -28,6 +28,7 @@ RUN python -m venv /opt/kdserve \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY kdserve/ kdserve/
+COPY core/ core/
 COPY train/ train/
 COPY export/ export/
 COPY serve/ serve/

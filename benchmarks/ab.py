@@ -20,11 +20,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.common import BenchError, machine_info, sample_examples
-from benchmarks.http_bench import status_name
-from benchmarks.loadgen import RunResult, Target, replay, run_async
-from benchmarks.stats import summarize
-from kdserve.errors import ConfigError
+from kdserve.bench.common import BenchError, machine_info, sample_examples
+from kdserve.bench.http_bench import status_name
+from kdserve.bench.loadgen import RunResult, Target, replay, run_async
+from kdserve.bench.stats import summarize
+from kdserve.core.errors import ConfigError
 
 
 @dataclass
@@ -55,10 +55,15 @@ def parse_answer(body: bytes | None) -> dict[str, Any] | None:
     try:
         data = json.loads(body or b"")
         first = data["results"][0]
-        return {"label": str(first["label"]), "score": float(first.get("score", 0.0)),
-                "model": first.get("model") or data.get("model"), "variant": data.get("variant"),
-                "route": data.get("route"), "escalated": bool(first.get("escalated", False)),
-                "shadowed": bool(data.get("shadowed", False))}
+        return {
+            "label": str(first["label"]),
+            "score": float(first.get("score", 0.0)),
+            "model": first.get("model") or data.get("model"),
+            "variant": data.get("variant"),
+            "route": data.get("route"),
+            "escalated": bool(first.get("escalated", False)),
+            "shadowed": bool(data.get("shadowed", False)),
+        }
     except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError):
         return None
 
@@ -78,25 +83,31 @@ def _answers(run: RunResult) -> list[dict[str, Any] | None]:
 def _check_labels(answers: Sequence[dict[str, Any] | None], labels: Sequence[str], source: str) -> None:
     seen = {a["label"] for a in answers if a}
     if seen and not seen & set(labels):
-        raise BenchError(f"the server answers labels {sorted(seen)} but {source} has {list(labels)}: "
-                         f"give --label-names {','.join(sorted(seen))} in the dataset's label order")
+        raise BenchError(
+            f"the server answers labels {sorted(seen)} but {source} has {list(labels)}: "
+            f"give --label-names {','.join(sorted(seen))} in the dataset's label order"
+        )
 
 
 def group_stats(rows: Sequence[tuple[dict[str, Any], int, int]], labels: Sequence[str]) -> dict[str, Any]:
     """Accuracy, escalation rate, score and latency of (answer, gold label id, latency ns) rows."""
     correct = sum(1 for answer, gold, _ in rows if answer["label"] == labels[gold])
-    return {"examples": len(rows), "accuracy": round(correct / len(rows), 4) if rows else None,
-            "escalation_rate": round(sum(a["escalated"] for a, _, _ in rows) / len(rows), 4) if rows else None,
-            "mean_score": round(sum(a["score"] for a, _, _ in rows) / len(rows), 4) if rows else None,
-            "models": dict(Counter(str(a["model"]) for a, _, _ in rows)),
-            "latency_ms": summarize((ns for _, _, ns in rows), 1e-6)}
+    return {
+        "examples": len(rows),
+        "accuracy": round(correct / len(rows), 4) if rows else None,
+        "escalation_rate": round(sum(a["escalated"] for a, _, _ in rows) / len(rows), 4) if rows else None,
+        "mean_score": round(sum(a["score"] for a, _, _ in rows) / len(rows), 4) if rows else None,
+        "models": dict(Counter(str(a["model"]) for a, _, _ in rows)),
+        "latency_ms": summarize((ns for _, _, ns in rows), 1e-6),
+    }
 
 
 def run_ab(config: ABConfig, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """The ``kdserve bench ab`` result: per-variant scores and, optionally, cross-model agreement."""
     target = Target.parse(config.target, "/classify")
-    examples, labels = sample_examples(config.data, config.limit, config.seed, config.split, config.label_names,
-                                       replace=False)
+    examples, labels = sample_examples(
+        config.data, config.limit, config.seed, config.split, config.label_names, replace=False
+    )
     extra = {"model": config.route} if config.route else {}
     bodies = [{"text": text, "routing_key": f"{config.key_prefix}{i}", **extra} for i, (text, _) in enumerate(examples)]
     log(f"replaying {len(bodies)} examples from {config.data} ({config.split}) to {target.url}")
@@ -111,8 +122,14 @@ def run_ab(config: ABConfig, log: Callable[[str], None] = lambda m: None) -> dic
             groups[key].append((answer, gold, record.done - record.sent))
     all_rows = [row for rows in groups.values() for row in rows]
     result: dict[str, Any] = {
-        "kind": "ab", "machine": machine_info(), "config": config.__dict__.copy(), "labels": list(labels),
-        "target": target.url, "examples": len(examples), "answered": len(all_rows), "failures": dict(failures),
+        "kind": "ab",
+        "machine": machine_info(),
+        "config": config.__dict__.copy(),
+        "labels": list(labels),
+        "target": target.url,
+        "examples": len(examples),
+        "answered": len(all_rows),
+        "failures": dict(failures),
         "routes": dict(Counter(str(a["route"]) for a in answers if a)),
         "shadowed_fraction": round(sum(a["shadowed"] for a in answers if a) / max(len(all_rows), 1), 4),
         "overall": group_stats(all_rows, labels),
@@ -120,16 +137,23 @@ def run_ab(config: ABConfig, log: Callable[[str], None] = lambda m: None) -> dic
         "agreement": None,
     }
     for name, stats in result["variants"].items():
-        log(f"variant {name}: {stats['examples']} examples, accuracy {stats['accuracy']}, "
-            f"escalated {stats['escalation_rate']}, p99 {stats['latency_ms']['p99']} ms")
+        log(
+            f"variant {name}: {stats['examples']} examples, accuracy {stats['accuracy']}, "
+            f"escalated {stats['escalation_rate']}, p99 {stats['latency_ms']['p99']} ms"
+        )
     if config.agreement:
         result["agreement"] = _agreement(target, examples, labels, answers, config, log)
     return result
 
 
-def _agreement(target: Target, examples: Sequence[tuple[str, int]], labels: Sequence[str],
-               answers: Sequence[dict[str, Any] | None], config: ABConfig,
-               log: Callable[[str], None]) -> dict[str, Any]:
+def _agreement(
+    target: Target,
+    examples: Sequence[tuple[str, int]],
+    labels: Sequence[str],
+    answers: Sequence[dict[str, Any] | None],
+    config: ABConfig,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     """Ask every model that answered about every example; pairwise agreement and full-set accuracy."""
     models = sorted({str(a["model"]) for a in answers if a and a["model"]})
     predictions: dict[str, list[str | None]] = {}
@@ -139,12 +163,14 @@ def _agreement(target: Target, examples: Sequence[tuple[str, int]], labels: Sequ
         answered = _answers(_send(target, bodies, config.concurrency, config.timeout_s))
         predictions[model] = [a["label"] if a else None for a in answered]
         scored = [(p, gold) for p, (_, gold) in zip(predictions[model], examples) if p is not None]
-        per_model[model] = {"answered": len(scored),
-                            "accuracy": round(sum(p == labels[g] for p, g in scored) / len(scored), 4) if scored else None}
+        per_model[model] = {
+            "answered": len(scored),
+            "accuracy": round(sum(p == labels[g] for p, g in scored) / len(scored), 4) if scored else None,
+        }
         log(f"model {model} on all {len(examples)} examples: accuracy {per_model[model]['accuracy']}")
     pairs = {}
     for i, a in enumerate(models):
-        for b in models[i + 1:]:
+        for b in models[i + 1 :]:
             both = [(x, y) for x, y in zip(predictions[a], predictions[b]) if x is not None and y is not None]
             pairs[f"{a} vs {b}"] = round(sum(x == y for x, y in both) / len(both), 4) if both else None
     return {"models": per_model, "pairs": pairs}

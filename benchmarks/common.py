@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kdserve.errors import KdserveError
+from kdserve.core.errors import KdserveError
 
 #: Environment variables that change how many threads a numeric library uses.
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TOKENIZERS_PARALLELISM")
@@ -67,7 +67,17 @@ def machine_info() -> dict[str, Any]:
     versions: dict[str, str | None] = {}
     from importlib.metadata import PackageNotFoundError, version
 
-    for package in ("kdserve", "onnxruntime", "tokenizers", "numpy", "torch", "uvloop", "fastapi", "uvicorn", "litserve"):
+    for package in (
+        "kdserve",
+        "onnxruntime",
+        "tokenizers",
+        "numpy",
+        "torch",
+        "uvloop",
+        "fastapi",
+        "uvicorn",
+        "litserve",
+    ):
         try:
             versions[package] = version(package)
         except PackageNotFoundError:
@@ -76,21 +86,27 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def sample_texts(spec_source: str, n: int, seed: int, split: str = "validation",
-                 label_names: Sequence[str] | None = None) -> list[str]:
+def sample_texts(
+    spec_source: str, n: int, seed: int, split: str = "validation", label_names: Sequence[str] | None = None
+) -> list[str]:
     """``n`` real texts from a dataset spec, drawn with a fixed seed (with replacement only when the
     split is smaller than ``n``), so two runs of a benchmark see the same inputs in the same order."""
     return [text for text, _ in sample_examples(spec_source, n, seed, split, label_names)[0]]
 
 
-def sample_examples(spec_source: str, n: int | None, seed: int, split: str = "validation",
-                    label_names: Sequence[str] | None = None, replace: bool = True
-                    ) -> tuple[list[tuple[str, int]], tuple[str, ...]]:
+def sample_examples(
+    spec_source: str,
+    n: int | None,
+    seed: int,
+    split: str = "validation",
+    label_names: Sequence[str] | None = None,
+    replace: bool = True,
+) -> tuple[list[tuple[str, int]], tuple[str, ...]]:
     """(text, label id) pairs and the label names; ``n=None`` (or ``n`` >= the split's size with
     ``replace=False``) keeps the whole split in file order.
     A source without that split falls back to validation, then to training rows."""
-    from kdserve.errors import DataError
-    from train.data import DatasetSpec, load_dataset
+    from kdserve.core.data import DatasetSpec, load_dataset
+    from kdserve.core.errors import DataError
 
     spec = DatasetSpec(source=spec_source, label_names=tuple(label_names) if label_names else None)
     data = load_dataset(spec)
@@ -110,8 +126,8 @@ def sample_examples(spec_source: str, n: int | None, seed: int, split: str = "va
 
 
 def parse_int_list(value: str, what: str, low: int = 1) -> list[int]:
-    """"1,8,32" -> [1, 8, 32], each at least ``low``; a ConfigError names the flag otherwise."""
-    from kdserve.errors import ConfigError
+    """ "1,8,32" -> [1, 8, 32], each at least ``low``; a ConfigError names the flag otherwise."""
+    from kdserve.core.errors import ConfigError
 
     try:
         items = [int(part) for part in value.split(",") if part.strip()]
@@ -123,7 +139,7 @@ def parse_int_list(value: str, what: str, low: int = 1) -> list[int]:
 
 
 def parse_float_list(value: str, what: str) -> list[float]:
-    from kdserve.errors import ConfigError
+    from kdserve.core.errors import ConfigError
 
     try:
         items = [float(part) for part in value.split(",") if part.strip()]

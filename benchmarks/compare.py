@@ -24,24 +24,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BenchError, machine_info, sample_texts
-from benchmarks.http_bench import (
+from kdserve.bench.common import BenchError, machine_info, sample_texts
+from kdserve.bench.http_bench import (
     SweepConfig,
     measure_ceiling,
     open_run,
     render_bodies,
     sweep,
 )
-from benchmarks.loadgen import Target
-from benchmarks.model_bench import (
+from kdserve.bench.loadgen import Target
+from kdserve.bench.model_bench import (
     DEFAULT_LONG,
     DEFAULT_SHORT,
     ModelBenchConfig,
     bench_bundle,
     thread_settings,
 )
-from benchmarks.servers import start_server
-from kdserve.errors import ConfigError
+from kdserve.bench.servers import start_server
+from kdserve.core.errors import ConfigError
 
 BASELINES = ("naive", "litserve", "hf")
 
@@ -98,7 +98,7 @@ class CompareConfig:
 
 def find_bundles(root: str | Path, names: list[str] | None = None) -> list[Path]:
     """Bundle folders under ``root`` (each with a manifest.json), teacher first, then by name."""
-    from export.bundle import read_manifest
+    from kdserve.core.bundle import read_manifest
 
     root = Path(root)
     if not root.is_dir():
@@ -119,7 +119,7 @@ def find_bundles(root: str | Path, names: list[str] | None = None) -> list[Path]
 
 
 def _server_kwargs(kind: str, folder: Path, config: CompareConfig) -> dict[str, Any]:
-    from export.bundle import read_manifest
+    from kdserve.core.bundle import read_manifest
 
     manifest = read_manifest(folder)
     name = manifest.name
@@ -127,12 +127,16 @@ def _server_kwargs(kind: str, folder: Path, config: CompareConfig) -> dict[str, 
         # --models takes folder names; server_args tune kdserve (e.g. --max-wait-ms 0) for an experiment
         return {"bundles_root": config.bundles_root, "model": folder.name, "extra": list(config.server_args)}
     if kind == "hf":
-        return {"checkpoint": _checkpoint_of(folder), "model": name, "extra": ["--max-length", str(manifest.max_length)]}
+        return {
+            "checkpoint": _checkpoint_of(folder),
+            "model": name,
+            "extra": ["--max-length", str(manifest.max_length)],
+        }
     return {"bundle": folder, "model": name}
 
 
 def _checkpoint_of(folder: Path) -> Path | None:
-    from export.bundle import read_manifest
+    from kdserve.core.bundle import read_manifest
 
     source = read_manifest(folder).source_checkpoint
     for candidate in (Path(source), folder / source) if source else ():
@@ -141,8 +145,14 @@ def _checkpoint_of(folder: Path) -> Path | None:
     return None
 
 
-def _serve_and_sweep(kind: str, folder: Path, bodies: list[bytes], config: CompareConfig,
-                     log: Callable[[str], None], common_rate: float | None) -> tuple[dict[str, Any], float]:
+def _serve_and_sweep(
+    kind: str,
+    folder: Path,
+    bodies: list[bytes],
+    config: CompareConfig,
+    log: Callable[[str], None],
+    common_rate: float | None,
+) -> tuple[dict[str, Any], float]:
     """Start ``kind`` for one bundle, run the closed-loop sweep, then one open-loop run at the common
     rate (half this server's best throughput when none is set yet); returns (result, rate used)."""
     kwargs = _server_kwargs(kind, folder, config)
@@ -166,12 +176,18 @@ def _p99_at(result: dict[str, Any]) -> dict[str, Any] | None:
     if not runs:
         return None
     run = runs[-1]
-    return {"rate": run["rate"], "achieved_rps": run["throughput_rps"], "p50_ms": run["latency_ms"]["p50"],
-            "p99_ms": run["latency_ms"]["p99"], "errors": run["errors"]}
+    return {
+        "rate": run["rate"],
+        "achieved_rps": run["throughput_rps"],
+        "p50_ms": run["latency_ms"]["p50"],
+        "p99_ms": run["latency_ms"]["p99"],
+        "errors": run["errors"],
+    }
 
 
-def _inprocess_best(folder: Path, short: list[str], latency_config: ModelBenchConfig, config: CompareConfig,
-                    log: Callable[[str], None]) -> dict[str, Any]:
+def _inprocess_best(
+    folder: Path, short: list[str], latency_config: ModelBenchConfig, config: CompareConfig, log: Callable[[str], None]
+) -> dict[str, Any]:
     """A teacher's in-process throughput on the short texts at each of ``teacher_batch_sizes``."""
     sized = dataclasses.replace(latency_config, batch_sizes=sorted(set(config.teacher_batch_sizes)))
     cells = bench_bundle(folder, {"short": short}, sized, log)["onnx"]["short"]
@@ -188,7 +204,7 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 def run_compare(config: CompareConfig, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """The ``kdserve bench compare`` result (see the module docstring)."""
-    from export.bundle import read_manifest
+    from kdserve.core.bundle import read_manifest
 
     folders = find_bundles(config.bundles_root, config.models or None)
     short = sample_texts(config.short_data, config.texts, config.seed)
@@ -196,10 +212,19 @@ def run_compare(config: CompareConfig, log: Callable[[str], None] = lambda m: No
     same = config.http_data in (None, config.short_data)
     http_texts = short if same else sample_texts(str(config.http_data), config.texts, config.seed)
     bodies = render_bodies(http_texts)
-    latency_config = ModelBenchConfig([str(f) for f in folders], batch_sizes=[1], short_data=config.short_data,
-                                      long_data=config.long_data, texts=config.texts, seed=config.seed, warmup=10,
-                                      iterations=config.latency_iterations, max_seconds=config.latency_seconds,
-                                      threads=config.threads, torch_reference=False)
+    latency_config = ModelBenchConfig(
+        [str(f) for f in folders],
+        batch_sizes=[1],
+        short_data=config.short_data,
+        long_data=config.long_data,
+        texts=config.texts,
+        seed=config.seed,
+        warmup=10,
+        iterations=config.latency_iterations,
+        max_seconds=config.latency_seconds,
+        threads=config.threads,
+        torch_reference=False,
+    )
     ceiling = measure_ceiling(log_dir=config.log_dir) if config.ceiling else None
     if ceiling:
         log(f"load generator ceiling: {ceiling['ceiling_rps']:.0f} req/s against the trivial server")
@@ -215,17 +240,28 @@ def run_compare(config: CompareConfig, log: Callable[[str], None] = lambda m: No
             # Bundles come teacher first: half the heaviest model's best is a load every model can take.
             common_rate = rate
             rate_source = f"half of {manifest.name}'s best closed-loop throughput"
-        rows.append({
-            "name": manifest.name, "model_kind": manifest.model_kind, "role": manifest.role,
-            "precision": manifest.precision, "accuracy": cells["accuracy"], "macro_f1": cells["macro_f1"],
-            "metrics_data": cells["metrics_data"], "parameters": cells["parameters"],
-            "bundle_bytes": cells["bundle_bytes"],
-            "short_b1_ms": cells["onnx"]["short"]["1"]["total_ms"], "long_b1_ms": cells["onnx"]["long"]["1"]["total_ms"],
-            "short_b1_model_ms": cells["onnx"]["short"]["1"]["model_ms"],
-            "long_b1_model_ms": cells["onnx"]["long"]["1"]["model_ms"],
-            "max_throughput_rps": http["max_throughput_rps"], "best_concurrency": http["best_concurrency"],
-            "at_common_rate": _p99_at(http), "http": http, "inprocess": inprocess,
-        })
+        rows.append(
+            {
+                "name": manifest.name,
+                "model_kind": manifest.model_kind,
+                "role": manifest.role,
+                "precision": manifest.precision,
+                "accuracy": cells["accuracy"],
+                "macro_f1": cells["macro_f1"],
+                "metrics_data": cells["metrics_data"],
+                "parameters": cells["parameters"],
+                "bundle_bytes": cells["bundle_bytes"],
+                "short_b1_ms": cells["onnx"]["short"]["1"]["total_ms"],
+                "long_b1_ms": cells["onnx"]["long"]["1"]["total_ms"],
+                "short_b1_model_ms": cells["onnx"]["short"]["1"]["model_ms"],
+                "long_b1_model_ms": cells["onnx"]["long"]["1"]["model_ms"],
+                "max_throughput_rps": http["max_throughput_rps"],
+                "best_concurrency": http["best_concurrency"],
+                "at_common_rate": _p99_at(http),
+                "http": http,
+                "inprocess": inprocess,
+            }
+        )
         if inprocess:
             inprocess["http_fraction"] = _ratio(http["max_throughput_rps"], inprocess["best_examples_per_s"])
     teachers = [r for r in rows if r["role"] == "teacher"]
@@ -234,27 +270,42 @@ def run_compare(config: CompareConfig, log: Callable[[str], None] = lambda m: No
         # int8 against int8, fp32 against fp32: a student's gain is not credited with quantization's
         ref = next((t for t in teachers if t["precision"] == row["precision"]), teacher)
         row["speedup_vs"] = ref["name"] if ref else None
-        row["speedup"] = None if ref is None else {
-            "short_b1": _ratio(ref["short_b1_ms"]["p50"], row["short_b1_ms"]["p50"]),
-            "long_b1": _ratio(ref["long_b1_ms"]["p50"], row["long_b1_ms"]["p50"]),
-            "throughput": _ratio(row["max_throughput_rps"], ref["max_throughput_rps"]),
-        }
+        row["speedup"] = (
+            None
+            if ref is None
+            else {
+                "short_b1": _ratio(ref["short_b1_ms"]["p50"], row["short_b1_ms"]["p50"]),
+                "long_b1": _ratio(ref["long_b1_ms"]["p50"], row["long_b1_ms"]["p50"]),
+                "throughput": _ratio(row["max_throughput_rps"], ref["max_throughput_rps"]),
+            }
+        )
     result: dict[str, Any] = {
-        "kind": "compare", "machine": machine_info(), "threads": thread_settings(latency_config),
+        "kind": "compare",
+        "machine": machine_info(),
+        "threads": thread_settings(latency_config),
         "config": {**{k: v for k, v in config.__dict__.items() if k != "sweep"}, "sweep": config.sweep.__dict__},
         "texts": {"short": config.short_data, "long": config.long_data, "http": config.http_data or config.short_data},
-        "common_rate": common_rate, "common_rate_source": rate_source,
-        "teacher": teacher["name"] if teacher else None, "generator_ceiling": ceiling, "models": rows,
+        "common_rate": common_rate,
+        "common_rate_source": rate_source,
+        "teacher": teacher["name"] if teacher else None,
+        "generator_ceiling": ceiling,
+        "models": rows,
     }
     if config.baselines:
         result["baselines"] = run_baselines(config, folders, rows, bodies, common_rate, log)
     return result
 
 
-def run_baselines(config: CompareConfig, folders: list[Path], rows: list[dict[str, Any]], bodies: list[bytes],
-                  common_rate: float | None, log: Callable[[str], None]) -> dict[str, Any]:
+def run_baselines(
+    config: CompareConfig,
+    folders: list[Path],
+    rows: list[dict[str, Any]],
+    bodies: list[bytes],
+    common_rate: float | None,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     """The same sweep against each baseline serving one bundle; ratios are kdserve / baseline."""
-    from export.bundle import read_manifest
+    from kdserve.core.bundle import read_manifest
 
     names = [read_manifest(f).name for f in folders]
     chosen = config.baseline_model or next((r["name"] for r in rows if r["role"] == "teacher"), names[0])
@@ -293,8 +344,14 @@ def run_baselines(config: CompareConfig, folders: list[Path], rows: list[dict[st
         # the same ratios round by round (servers swept one after the other within a round)
         entry["round_throughput_ratios"] = [_ratio(o, t) for o, t in zip(ours["round_max_rps"], entry["round_max_rps"])]
         entry["round_p99_ratios"] = [_ratio(t, o) for o, t in zip(ours["round_p99_ms"], entry["round_p99_ms"])]
-    return {"model": chosen, "reference_server": config.server, "common_rate": common_rate,
-            "rounds": config.baseline_rounds, "servers": servers, "skipped": skipped}
+    return {
+        "model": chosen,
+        "reference_server": config.server,
+        "common_rate": common_rate,
+        "rounds": config.baseline_rounds,
+        "servers": servers,
+        "skipped": skipped,
+    }
 
 
 def _median_of_rounds(kind: str, https: list[dict[str, Any]]) -> dict[str, Any]:
@@ -312,5 +369,11 @@ def _median_of_rounds(kind: str, https: list[dict[str, Any]]) -> dict[str, Any]:
     at_common = dict(at[middle]) if at[middle] else None
     if at_common is not None:
         at_common.update(p50_ms=median([a.get("p50_ms") for a in at]), p99_ms=median(p99))
-    return {"server": kind, "max_throughput_rps": median(best), "at_common_rate": at_common, "http": https[middle],
-            "round_max_rps": best, "round_p99_ms": p99}
+    return {
+        "server": kind,
+        "max_throughput_rps": median(best),
+        "at_common_rate": at_common,
+        "http": https[middle],
+        "round_max_rps": best,
+        "round_p99_ms": p99,
+    }

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.common import BenchError, machine_info, sample_texts
-from benchmarks.compare import find_bundles
-from benchmarks.model_bench import DEFAULT_SHORT
-from benchmarks.servers import start_server
-from benchmarks.stats import summarize
-from kdserve.errors import ConfigError
+from kdserve.bench.common import BenchError, machine_info, sample_texts
+from kdserve.bench.compare import find_bundles
+from kdserve.bench.model_bench import DEFAULT_SHORT
+from kdserve.bench.servers import start_server
+from kdserve.bench.stats import summarize
+from kdserve.core.errors import ConfigError
 
 
 @dataclass
@@ -59,13 +59,19 @@ def _classify(conn: http.client.HTTPConnection, text: str, model: str) -> tuple[
 
 def run_footprint(config: FootprintConfig, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """The ``kdserve bench footprint`` result (see the module docstring)."""
-    from export.bundle import read_manifest
+    from kdserve.core.bundle import read_manifest
 
     folders = find_bundles(config.bundles_root, config.models or None)
     names = [f.name for f in folders]
     texts = sample_texts(config.data, config.texts, config.seed)
-    server = start_server("kdserve", log_dir=config.log_dir, start_timeout_s=config.start_timeout_s,
-                          bundles_root=config.bundles_root, model=",".join(names), extra=config.server_args)
+    server = start_server(
+        "kdserve",
+        log_dir=config.log_dir,
+        start_timeout_s=config.start_timeout_s,
+        bundles_root=config.bundles_root,
+        model=",".join(names),
+        extra=config.server_args,
+    )
     per_model: dict[str, Any] = {}
     with server:
         ready_s = server.startup_s or 0.0
@@ -89,9 +95,20 @@ def run_footprint(config: FootprintConfig, log: Callable[[str], None] = lambda m
         log(f"after {config.requests} requests per model: RSS {_mb(after)} MB")
     manifests = {f.name: read_manifest(f) for f in folders}
     return {
-        "kind": "footprint", "machine": machine_info(),
+        "kind": "footprint",
+        "machine": machine_info(),
         "config": dataclasses.asdict(config),
-        "models": [{"name": n, "model_kind": manifests[n].model_kind, "precision": manifests[n].precision,
-                    "parameters": manifests[n].parameters, **per_model.get(n, {})} for n in names],
-        "ready_s": round(ready_s, 2), "rss_mb_at_ready": _mb(at_ready), "rss_mb_after_requests": _mb(after),
+        "models": [
+            {
+                "name": n,
+                "model_kind": manifests[n].model_kind,
+                "precision": manifests[n].precision,
+                "parameters": manifests[n].parameters,
+                **per_model.get(n, {}),
+            }
+            for n in names
+        ],
+        "ready_s": round(ready_s, 2),
+        "rss_mb_at_ready": _mb(at_ready),
+        "rss_mb_after_requests": _mb(after),
     }

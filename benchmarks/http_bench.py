@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.common import BenchError
-from benchmarks.loadgen import (
+from kdserve.bench.common import BenchError
+from kdserve.bench.loadgen import (
     FAILURES,
     RunResult,
     Target,
@@ -24,8 +24,8 @@ from benchmarks.loadgen import (
     probe,
     run_async,
 )
-from benchmarks.stats import summarize
-from kdserve.errors import ConfigError
+from kdserve.bench.stats import summarize
+from kdserve.core.errors import ConfigError
 
 DEFAULT_TEMPLATE = '{"text": {text}}'
 DEFAULT_CONCURRENCY = (1, 2, 4, 8, 16, 32, 64)
@@ -59,7 +59,9 @@ class SweepConfig:
             raise ConfigError(f"connections must be >= 1, got {self.connections}")
 
 
-def render_bodies(texts: Sequence[str], template: str = DEFAULT_TEMPLATE, extra: dict[str, str] | None = None) -> list[bytes]:
+def render_bodies(
+    texts: Sequence[str], template: str = DEFAULT_TEMPLATE, extra: dict[str, str] | None = None
+) -> list[bytes]:
     """Request bodies: ``{text}`` in the template becomes the JSON string of each text, and
     ``{name}`` for each ``extra`` item the JSON of its value. Each body must be valid JSON."""
     if "{text}" not in template:
@@ -98,11 +100,17 @@ def summarize_run(run: RunResult) -> dict[str, Any]:
         window_ns = max(window_ns, max(r.done for r in ok) - run.start)
     elif run.mode == "closed" and run.parameters.get("total_requests") is not None and measured:
         window_ns = max(max(r.done for r in measured) - run.start, 1)
-    out: dict[str, Any] = {"mode": run.mode, **run.parameters, "requests": len(measured), "ok": len(ok),
-                           "errors": errors, "status_counts": dict(sorted(counts.items())),
-                           "total_sent_including_warmup": len(run.records),
-                           "throughput_rps": round(len(ok) / (window_ns / 1e9), 2),
-                           "latency_ms": summarize((r.done - r.intended for r in ok), 1e-6)}
+    out: dict[str, Any] = {
+        "mode": run.mode,
+        **run.parameters,
+        "requests": len(measured),
+        "ok": len(ok),
+        "errors": errors,
+        "status_counts": dict(sorted(counts.items())),
+        "total_sent_including_warmup": len(run.records),
+        "throughput_rps": round(len(ok) / (window_ns / 1e9), 2),
+        "latency_ms": summarize((r.done - r.intended for r in ok), 1e-6),
+    }
     if run.mode == "open":
         out["service_ms"] = summarize((r.done - r.sent for r in ok), 1e-6)
         out["send_lag_ms"] = summarize((r.sent - r.intended for r in measured), 1e-6)
@@ -138,18 +146,26 @@ def check_target(target: Target, body: bytes, timeout_s: float = 30.0) -> dict[s
         return {}
 
 
-def sweep(target: Target, bodies: Sequence[bytes], config: SweepConfig, label: str = "",
-          log: Any = None) -> dict[str, Any]:
+def sweep(
+    target: Target, bodies: Sequence[bytes], config: SweepConfig, label: str = "", log: Any = None
+) -> dict[str, Any]:
     """Closed-loop concurrency sweep, then open-loop rates; returns both with the best throughput."""
     say = log or (lambda message: None)
     check_target(target, bodies[0], config.timeout_s)
     requests = [target.request(body) for body in bodies]
     closed: list[dict[str, Any]] = []
     for level in config.concurrency:
-        closed.append(run_measured(lambda level=level: closed_loop(target, requests, level, config.duration_s, config.warmup_s,
-                                                   config.timeout_s)))
-        say(f"{label} closed loop c={level}: {closed[-1]['throughput_rps']:.0f} req/s, "
-            f"p99 {closed[-1]['latency_ms']['p99']} ms, errors {closed[-1]['errors'] or 0}")
+        closed.append(
+            run_measured(
+                lambda level=level: closed_loop(
+                    target, requests, level, config.duration_s, config.warmup_s, config.timeout_s
+                )
+            )
+        )
+        say(
+            f"{label} closed loop c={level}: {closed[-1]['throughput_rps']:.0f} req/s, "
+            f"p99 {closed[-1]['latency_ms']['p99']} ms, errors {closed[-1]['errors'] or 0}"
+        )
     best = max(closed, key=lambda r: r["throughput_rps"]) if closed else None
     rates = list(config.rates)
     if not rates and best is not None:
@@ -157,8 +173,10 @@ def sweep(target: Target, bodies: Sequence[bytes], config: SweepConfig, label: s
     opened: list[dict[str, Any]] = []
     for rate in rates:
         opened.append(open_run(target, requests, rate, config))
-        say(f"{label} open loop {rate:g} req/s: achieved {opened[-1]['throughput_rps']:.0f}, "
-            f"p99 {opened[-1]['latency_ms']['p99']} ms, errors {opened[-1]['errors'] or 0}")
+        say(
+            f"{label} open loop {rate:g} req/s: achieved {opened[-1]['throughput_rps']:.0f}, "
+            f"p99 {opened[-1]['latency_ms']['p99']} ms, errors {opened[-1]['errors'] or 0}"
+        )
     return {
         "target": target.url,
         "label": label,
@@ -173,14 +191,25 @@ def sweep(target: Target, bodies: Sequence[bytes], config: SweepConfig, label: s
 
 def open_run(target: Target, requests: Sequence[bytes], rate: float, config: SweepConfig) -> dict[str, Any]:
     """One open-loop run over pre-built request bytes (``Target.request``), summarized."""
-    return run_measured(lambda: open_loop(target, requests, rate, config.duration_s, config.warmup_s, config.connections,
-                                      config.timeout_s, config.drain_s))
+    return run_measured(
+        lambda: open_loop(
+            target,
+            requests,
+            rate,
+            config.duration_s,
+            config.warmup_s,
+            config.connections,
+            config.timeout_s,
+            config.drain_s,
+        )
+    )
 
 
-def measure_ceiling(duration_s: float = 3.0, warmup_s: float = 0.5, concurrency: Sequence[int] = (16, 64),
-                    log_dir: str | None = None) -> dict[str, Any]:
+def measure_ceiling(
+    duration_s: float = 3.0, warmup_s: float = 0.5, concurrency: Sequence[int] = (16, 64), log_dir: str | None = None
+) -> dict[str, Any]:
     """The generator's requests/s against the trivial server (a subprocess on this machine)."""
-    from benchmarks.servers import start_server
+    from kdserve.bench.servers import start_server
 
     runs = []
     with start_server("trivial", log_dir=log_dir, start_timeout_s=30) as server:
@@ -191,8 +220,13 @@ def measure_ceiling(duration_s: float = 3.0, warmup_s: float = 0.5, concurrency:
         for level in concurrency:
             runs.append(run_measured(lambda level=level: closed_loop(target, requests, level, duration_s, warmup_s)))
     best = max(runs, key=lambda r: r["throughput_rps"])
-    return {"server": "benchmarks.trivial_server", "event_loop": event_loop_name(), "runs": runs,
-            "ceiling_rps": best["throughput_rps"], "best_concurrency": best["concurrency"]}
+    return {
+        "server": "kdserve.bench.trivial_server",
+        "event_loop": event_loop_name(),
+        "runs": runs,
+        "ceiling_rps": best["throughput_rps"],
+        "best_concurrency": best["concurrency"],
+    }
 
 
 def generator_bound_note(max_rps: float | None, ceiling: dict[str, Any] | None) -> str | None:
@@ -201,15 +235,24 @@ def generator_bound_note(max_rps: float | None, ceiling: dict[str, Any] | None) 
         return None
     share = max_rps / ceiling["ceiling_rps"]
     if share >= 0.5:
-        return (f"{max_rps:.0f} req/s is {share:.0%} of the generator's ceiling ({ceiling['ceiling_rps']:.0f} req/s): "
-                "the client shares the cores and limits this number")
+        return (
+            f"{max_rps:.0f} req/s is {share:.0%} of the generator's ceiling ({ceiling['ceiling_rps']:.0f} req/s): "
+            "the client shares the cores and limits this number"
+        )
     return None
 
 
-def run_http_bench(target: Target, texts: Sequence[str], config: SweepConfig, template: str = DEFAULT_TEMPLATE,
-                   label: str = "", ceiling: bool = True, log: Any = None) -> dict[str, Any]:
+def run_http_bench(
+    target: Target,
+    texts: Sequence[str],
+    config: SweepConfig,
+    template: str = DEFAULT_TEMPLATE,
+    label: str = "",
+    ceiling: bool = True,
+    log: Any = None,
+) -> dict[str, Any]:
     """The ``kdserve bench http`` result: the generator's ceiling, then the sweep against ``target``."""
-    from benchmarks.common import machine_info
+    from kdserve.bench.common import machine_info
 
     say = log or (lambda message: None)
     bodies = render_bodies(texts, template)
@@ -218,6 +261,12 @@ def run_http_bench(target: Target, texts: Sequence[str], config: SweepConfig, te
     if limit:
         say(f"load generator ceiling: {limit['ceiling_rps']:.0f} req/s against the trivial server")
     result = sweep(target, bodies, config, label=label or target.url, log=say)
-    return {"kind": "http", "machine": machine_info(), "template": template, "texts": len(texts),
-            "generator_ceiling": limit, "sweep": result,
-            "note": generator_bound_note(result["max_throughput_rps"], limit)}
+    return {
+        "kind": "http",
+        "machine": machine_info(),
+        "template": template,
+        "texts": len(texts),
+        "generator_ceiling": limit,
+        "sweep": result,
+        "note": generator_bound_note(result["max_throughput_rps"], limit),
+    }

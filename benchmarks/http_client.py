@@ -13,7 +13,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from benchmarks.common import BenchError
+from kdserve.bench.common import BenchError
 
 TIMEOUT, CONNECTION_ERROR, NOT_SENT = -1, -2, -3
 FAILURES = {TIMEOUT: "timeout", CONNECTION_ERROR: "connection_error", NOT_SENT: "not_sent"}
@@ -31,7 +31,9 @@ class Target:
     def parse(cls, url: str, path: str | None = None) -> Target:
         parsed = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
         if parsed.scheme != "http":
-            raise BenchError(f"target {url!r}: only plain http:// is supported (the generator speaks HTTP/1.1 without TLS)")
+            raise BenchError(
+                f"target {url!r}: only plain http:// is supported (the generator speaks HTTP/1.1 without TLS)"
+            )
         if not parsed.hostname:
             raise BenchError(f"target {url!r} has no host")
         try:
@@ -90,7 +92,7 @@ class HttpConnection(asyncio.Protocol):
         if self._waiter is not None and not self._waiter.done():
             if self._head_end >= 0 and self._length < 0 and not self._chunked:
                 # A response delimited by the connection closing (HTTP/1.0 style) is complete now.
-                body = bytes(self._buffer[self._head_end + 4:]) if self.keep_body else None
+                body = bytes(self._buffer[self._head_end + 4 :]) if self.keep_body else None
                 self._finish(Response(self._status, body, True))
             else:
                 self._fail(ConnectionError(f"connection lost: {exc or 'closed by the server'}"))
@@ -191,7 +193,7 @@ def _dechunk(buf: bytearray, start: int) -> tuple[bytes, int]:
             return (b"".join(parts), end + 4) if end >= 0 else (b"", -1)
         if len(buf) < eol + 2 + size + 2:
             return b"", -1
-        parts.append(bytes(buf[eol + 2: eol + 2 + size]))
+        parts.append(bytes(buf[eol + 2 : eol + 2 + size]))
         pos = eol + 2 + size + 2
 
 
@@ -207,7 +209,9 @@ class Client:
     async def connect(self) -> HttpConnection:
         if self._conn is None or self._conn.lost:
             loop = asyncio.get_running_loop()
-            _, protocol = await loop.create_connection(lambda: HttpConnection(self.keep_body), self.target.host, self.target.port)
+            _, protocol = await loop.create_connection(
+                lambda: HttpConnection(self.keep_body), self.target.host, self.target.port
+            )
             self._conn = protocol
         return self._conn
 

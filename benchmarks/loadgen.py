@@ -28,8 +28,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
-from benchmarks.common import BenchError
-from benchmarks.http_client import (
+from kdserve.bench.common import BenchError
+from kdserve.bench.http_client import (
     CONNECTION_ERROR,
     FAILURES,
     NOT_SENT,
@@ -38,8 +38,22 @@ from benchmarks.http_client import (
     Target,
 )
 
-__all__ = ["CONNECTION_ERROR", "FAILURES", "NOT_SENT", "TIMEOUT", "Client", "Record", "RunResult", "Target",
-           "closed_loop", "intended_times", "open_loop", "probe", "replay", "run_async"]
+__all__ = [
+    "CONNECTION_ERROR",
+    "FAILURES",
+    "NOT_SENT",
+    "TIMEOUT",
+    "Client",
+    "Record",
+    "RunResult",
+    "Target",
+    "closed_loop",
+    "intended_times",
+    "open_loop",
+    "probe",
+    "replay",
+    "run_async",
+]
 
 T = TypeVar("T")
 now_ns = time.perf_counter_ns
@@ -96,8 +110,15 @@ async def _connect_all(clients: Sequence[Client]) -> None:
         raise BenchError(f"cannot connect to {clients[0].target.url}: {exc.strerror or exc}") from None
 
 
-async def closed_loop(target: Target, requests: Sequence[bytes], concurrency: int, duration_s: float,
-                      warmup_s: float = 0.0, timeout_s: float = 10.0, total_requests: int | None = None) -> RunResult:
+async def closed_loop(
+    target: Target,
+    requests: Sequence[bytes],
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float = 0.0,
+    timeout_s: float = 10.0,
+    total_requests: int | None = None,
+) -> RunResult:
     """``concurrency`` connections in a send-wait-send loop over ``requests`` (cycled).
 
     With ``total_requests`` exactly that many are sent and ``duration_s``/``warmup_s`` are ignored;
@@ -130,7 +151,12 @@ async def closed_loop(target: Target, requests: Sequence[bytes], concurrency: in
     for client in clients:
         client.close()
     end = stop if stop is not None else now_ns()
-    params = {"concurrency": concurrency, "duration_s": duration_s, "warmup_s": warmup_s, "total_requests": total_requests}
+    params = {
+        "concurrency": concurrency,
+        "duration_s": duration_s,
+        "warmup_s": warmup_s,
+        "total_requests": total_requests,
+    }
     return RunResult("closed", measure_from, end, records, params)
 
 
@@ -139,9 +165,16 @@ def intended_times(start_ns: int, rate: float, count: int) -> list[int]:
     return [start_ns + round(i * 1e9 / rate) for i in range(count)]
 
 
-async def open_loop(target: Target, requests: Sequence[bytes], rate: float, duration_s: float,
-                    warmup_s: float = 0.0, connections: int = 64, timeout_s: float = 10.0,
-                    drain_s: float = 5.0) -> RunResult:
+async def open_loop(
+    target: Target,
+    requests: Sequence[bytes],
+    rate: float,
+    duration_s: float,
+    warmup_s: float = 0.0,
+    connections: int = 64,
+    timeout_s: float = 10.0,
+    drain_s: float = 5.0,
+) -> RunResult:
     """Requests scheduled at ``rate`` per second for ``warmup_s + duration_s``; latency from intended time.
 
     ``connections`` keep-alive connections share the schedule: each takes the next request,
@@ -184,13 +217,17 @@ async def open_loop(target: Target, requests: Sequence[bytes], rate: float, dura
     await asyncio.gather(*(worker(c) for c in clients))
     for client in clients:
         client.close()
-    params = {"rate": rate, "duration_s": duration_s, "warmup_s": warmup_s, "connections": connections,
-              "drain_s": drain_s}
+    params = {
+        "rate": rate,
+        "duration_s": duration_s,
+        "warmup_s": warmup_s,
+        "connections": connections,
+        "drain_s": drain_s,
+    }
     return RunResult("open", t0 + int(warmup_s * 1e9), schedule_end, records, params)
 
 
-async def replay(target: Target, requests: Sequence[bytes], concurrency: int, timeout_s: float = 30.0
-                 ) -> RunResult:
+async def replay(target: Target, requests: Sequence[bytes], concurrency: int, timeout_s: float = 30.0) -> RunResult:
     """Send every request once (``concurrency`` at a time), keeping each response body in order."""
     if not requests:
         raise BenchError("nothing to replay")

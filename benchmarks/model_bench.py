@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import bundle_size, machine_info, sample_texts
-from benchmarks.stats import summarize
-from kdserve.errors import ConfigError
+from kdserve.bench.common import bundle_size, machine_info, sample_texts
+from kdserve.bench.stats import summarize
+from kdserve.core.defaults import DEFAULT_DATA as DEFAULT_SHORT
+from kdserve.core.errors import ConfigError
 
-DEFAULT_SHORT = "package:rotten_tomatoes"
 DEFAULT_LONG = "package:imdb"
 
 
@@ -53,12 +53,18 @@ class ModelBenchConfig:
             raise ConfigError("texts and iterations must be >= 1, warm-up and threads >= 0, max_seconds > 0")
 
 
-def _time_cells(texts: Sequence[str], batch_size: int, config: ModelBenchConfig,
-                encode: Callable[[Sequence[str]], Any], run: Callable[[Any], Any]) -> dict[str, Any]:
+def _time_cells(
+    texts: Sequence[str],
+    batch_size: int,
+    config: ModelBenchConfig,
+    encode: Callable[[Sequence[str]], Any],
+    run: Callable[[Any], Any],
+) -> dict[str, Any]:
     """Warm-up, then timed iterations of encode + run over consecutive batches of ``texts``."""
+
     def batch(i: int) -> list[str]:
         start = (i * batch_size) % len(texts)
-        chosen = list(texts[start:start + batch_size])
+        chosen = list(texts[start : start + batch_size])
         while len(chosen) < batch_size:  # wrap around the sample
             chosen += texts[: batch_size - len(chosen)]
         return chosen
@@ -118,7 +124,7 @@ def _torch_runner(model_dir: Path, source: str, threads: int) -> tuple[Callable[
     if threads:
         torch.set_num_threads(threads)
     if (path / "student_config.json").is_file():
-        from train.students import load_student
+        from kdserve.train.students import load_student
 
         student, _ = load_student(path)
 
@@ -128,7 +134,7 @@ def _torch_runner(model_dir: Path, source: str, threads: int) -> tuple[Callable[
 
         return run_student, f"student {path}, torch {torch.__version__}, {torch.get_num_threads()} threads"
     if (path / "config.json").is_file():
-        from train.checkpoint import load_classifier
+        from kdserve.train.checkpoint import load_classifier
 
         teacher, _ = load_classifier(str(path))
         teacher.eval()
@@ -136,17 +142,24 @@ def _torch_runner(model_dir: Path, source: str, threads: int) -> tuple[Callable[
         def run_teacher(encoded: Any) -> Any:
             ids = torch.from_numpy(encoded.input_ids)
             with torch.inference_mode():
-                return teacher(input_ids=ids, attention_mask=torch.from_numpy(encoded.attention_mask),
-                               token_type_ids=torch.zeros_like(ids)).logits
+                return teacher(
+                    input_ids=ids,
+                    attention_mask=torch.from_numpy(encoded.attention_mask),
+                    token_type_ids=torch.zeros_like(ids),
+                ).logits
 
         return run_teacher, f"teacher {path}, torch {torch.__version__}, {torch.get_num_threads()} threads"
     return None, f"{path} is neither a student folder nor a Hugging Face checkpoint"
 
 
-def bench_bundle(folder: str | Path, text_sets: dict[str, list[str]], config: ModelBenchConfig,
-                 log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+def bench_bundle(
+    folder: str | Path,
+    text_sets: dict[str, list[str]],
+    config: ModelBenchConfig,
+    log: Callable[[str], None] = lambda m: None,
+) -> dict[str, Any]:
     """All cells of one bundle: ONNX Runtime, and PyTorch eager when its checkpoint is here."""
-    from export.bundle import BundleModel
+    from kdserve.core.bundle import BundleModel
 
     folder = Path(folder)
     loaded = time.perf_counter()
@@ -155,18 +168,31 @@ def bench_bundle(folder: str | Path, text_sets: dict[str, list[str]], config: Mo
     manifest = model.manifest
     metrics = manifest.metrics.get(manifest.precision) or {}
     out: dict[str, Any] = {
-        "name": manifest.name, "folder": str(folder), "model_kind": manifest.model_kind, "role": manifest.role,
-        "precision": manifest.precision, "parameters": manifest.parameters, "bundle_bytes": bundle_size(folder),
-        "max_length": manifest.max_length, "accuracy": metrics.get("accuracy"), "macro_f1": metrics.get("macro_f1"),
-        "metrics_data": metrics.get("data"), "load_seconds": round(load_s, 3), "providers": model.providers(),
-        "onnx": {}, "torch": None, "torch_note": None,
+        "name": manifest.name,
+        "folder": str(folder),
+        "model_kind": manifest.model_kind,
+        "role": manifest.role,
+        "precision": manifest.precision,
+        "parameters": manifest.parameters,
+        "bundle_bytes": bundle_size(folder),
+        "max_length": manifest.max_length,
+        "accuracy": metrics.get("accuracy"),
+        "macro_f1": metrics.get("macro_f1"),
+        "metrics_data": metrics.get("data"),
+        "load_seconds": round(load_s, 3),
+        "providers": model.providers(),
+        "onnx": {},
+        "torch": None,
+        "torch_note": None,
     }
     for set_name, texts in text_sets.items():
         cells = {}
         for size in config.batch_sizes:
             cells[str(size)] = _time_cells(texts, size, config, model.encode, model.run)
-            log(f"{manifest.name} onnx {set_name} b={size}: total p50 {cells[str(size)]['total_ms']['p50']} ms "
-                f"(tokenize {cells[str(size)]['tokenize_ms']['p50']}), {cells[str(size)]['examples_per_s']:.0f} ex/s")
+            log(
+                f"{manifest.name} onnx {set_name} b={size}: total p50 {cells[str(size)]['total_ms']['p50']} ms "
+                f"(tokenize {cells[str(size)]['tokenize_ms']['p50']}), {cells[str(size)]['examples_per_s']:.0f} ex/s"
+            )
         out["onnx"][set_name] = cells
     if config.torch_reference:
         runner, note = _torch_runner(folder, manifest.source_checkpoint, config.threads)
@@ -174,8 +200,9 @@ def bench_bundle(folder: str | Path, text_sets: dict[str, list[str]], config: Mo
         if runner is not None:
             out["torch"] = {}
             for set_name, texts in text_sets.items():
-                out["torch"][set_name] = {str(size): _time_cells(texts, size, config, model.encode, runner)
-                                          for size in config.batch_sizes}
+                out["torch"][set_name] = {
+                    str(size): _time_cells(texts, size, config, model.encode, runner) for size in config.batch_sizes
+                }
             log(f"{manifest.name} torch eager reference: {note}")
         else:
             log(f"{manifest.name}: no PyTorch eager reference ({note})")
@@ -188,16 +215,22 @@ def thread_settings(config: ModelBenchConfig) -> dict[str, Any]:
     """What decides how many cores a run used."""
     import onnxruntime as ort
 
-    from benchmarks.common import THREAD_ENV, usable_cores
+    from kdserve.bench.common import THREAD_ENV, usable_cores
 
-    return {"intra_op_threads": config.threads, "intra_op_threads_meaning": "0 = ONNX Runtime default (one per core)",
-            "inter_op_threads": 1, "usable_cores": usable_cores(), "cpu_count": os.cpu_count(),
-            "env": {name: os.environ.get(name) for name in THREAD_ENV}, "onnxruntime": ort.__version__}
+    return {
+        "intra_op_threads": config.threads,
+        "intra_op_threads_meaning": "0 = ONNX Runtime default (one per core)",
+        "inter_op_threads": 1,
+        "usable_cores": usable_cores(),
+        "cpu_count": os.cpu_count(),
+        "env": {name: os.environ.get(name) for name in THREAD_ENV},
+        "onnxruntime": ort.__version__,
+    }
 
 
 def run_model_bench(config: ModelBenchConfig, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """The ``kdserve bench model`` result: machine, settings, text statistics and every bundle's cells."""
-    from export.bundle import verify_bundle
+    from kdserve.core.bundle import verify_bundle
 
     for folder in config.bundles:  # a wrong path fails now, not after minutes of timing the others
         verify_bundle(folder)
@@ -205,9 +238,21 @@ def run_model_bench(config: ModelBenchConfig, log: Callable[[str], None] = lambd
     for set_name, spec in (("short", config.short_data), ("long", config.long_data)):
         if spec is not None:
             text_sets[set_name] = sample_texts(spec, config.texts, config.seed)
-    texts_info = {name: {"source": spec, "count": len(text_sets[name]),
-                         "mean_chars": round(sum(map(len, text_sets[name])) / len(text_sets[name]), 1)}
-                  for name, spec in (("short", config.short_data), ("long", config.long_data)) if name in text_sets}
+    texts_info = {
+        name: {
+            "source": spec,
+            "count": len(text_sets[name]),
+            "mean_chars": round(sum(map(len, text_sets[name])) / len(text_sets[name]), 1),
+        }
+        for name, spec in (("short", config.short_data), ("long", config.long_data))
+        if name in text_sets
+    }
     results = [bench_bundle(folder, text_sets, config, log) for folder in config.bundles]
-    return {"kind": "model", "machine": machine_info(), "threads": thread_settings(config),
-            "config": {k: v for k, v in config.__dict__.items()}, "texts": texts_info, "bundles": results}
+    return {
+        "kind": "model",
+        "machine": machine_info(),
+        "threads": thread_settings(config),
+        "config": {k: v for k, v in config.__dict__.items()},
+        "texts": texts_info,
+        "bundles": results,
+    }

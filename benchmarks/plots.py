@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BenchError
+from kdserve.bench.common import BenchError
 
 
 def _pyplot() -> Any:
@@ -41,8 +41,14 @@ def latency_vs_throughput(series: Sequence[tuple[str, list[dict[str, Any]]]], pa
         ax.plot(x, [r["latency_ms"]["p99"] for r in runs], "o-", color=color, label=f"{label} p99")
         ax.plot(x, [r["latency_ms"]["p50"] for r in runs], "s--", color=color, alpha=0.6, label=f"{label} p50")
         for r in runs:
-            ax.annotate(str(r.get("concurrency", "")), (r["throughput_rps"], r["latency_ms"]["p99"]),
-                        textcoords="offset points", xytext=(3, 3), fontsize=7, color=color)
+            ax.annotate(
+                str(r.get("concurrency", "")),
+                (r["throughput_rps"], r["latency_ms"]["p99"]),
+                textcoords="offset points",
+                xytext=(3, 3),
+                fontsize=7,
+                color=color,
+            )
     ax.set_yscale("log")
     ax.set_xlabel("throughput (requests/s, 2xx)")
     ax.set_ylabel("latency (ms)")
@@ -102,8 +108,13 @@ def model_latency(bundles: Sequence[dict[str, Any]], path: Path) -> Path | None:
     colors = {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(name for name, _, _ in rows))}
     for name, set_name, cells in rows:
         sizes = sorted(int(k) for k in cells)
-        ax.plot(sizes, [cells[str(s)]["total_ms"]["p50"] for s in sizes], "o-" if set_name == "short" else "s--",
-                color=colors[name], label=f"{name} ({set_name})")
+        ax.plot(
+            sizes,
+            [cells[str(s)]["total_ms"]["p50"] for s in sizes],
+            "o-" if set_name == "short" else "s--",
+            color=colors[name],
+            label=f"{name} ({set_name})",
+        )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size")

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from benchmarks.common import BenchError
+from kdserve.bench.common import BenchError
 
 #: What ``compare`` and ``http`` can start: kdserve itself, the three baselines and the trivial server.
 SERVER_KINDS = ("kdserve", "naive", "litserve", "hf", "trivial")
@@ -33,28 +33,46 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def server_command(kind: str, port: int, bundle: str | Path | None = None, bundles_root: str | Path | None = None,
-                   model: str | None = None, checkpoint: str | Path | None = None,
-                   extra: list[str] | None = None) -> list[str]:
+def server_command(
+    kind: str,
+    port: int,
+    bundle: str | Path | None = None,
+    bundles_root: str | Path | None = None,
+    model: str | None = None,
+    checkpoint: str | Path | None = None,
+    extra: list[str] | None = None,
+) -> list[str]:
     """The argv that starts a server of ``kind`` on 127.0.0.1:``port``; each answers ``GET /ready``."""
     python = sys.executable
     if kind == "kdserve":
         if bundles_root is None or model is None:
             raise BenchError("starting kdserve needs the bundles folder and a model name")
         # warning: no access-log line per request, as in the baselines (the comparison is about serving).
-        cmd = [python, "-m", "kdserve", "serve", "--bundles", str(bundles_root), "--models", model, "--port", str(port),
-               "--log-level", "warning"]
+        cmd = [
+            python,
+            "-m",
+            "kdserve",
+            "serve",
+            "--bundles",
+            str(bundles_root),
+            "--models",
+            model,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
     elif kind in ("naive", "litserve"):
         if bundle is None:
             raise BenchError(f"the {kind} baseline needs a bundle folder")
         module = "naive_fastapi" if kind == "naive" else "litserve_app"
-        cmd = [python, "-m", f"benchmarks.baselines.{module}", str(bundle), "--port", str(port)]
+        cmd = [python, "-m", f"kdserve.bench.baselines.{module}", str(bundle), "--port", str(port)]
     elif kind == "hf":
         if checkpoint is None:
             raise BenchError("the transformers-pipeline baseline needs a checkpoint folder")
-        cmd = [python, "-m", "benchmarks.baselines.hf_pipeline_app", str(checkpoint), "--port", str(port)]
+        cmd = [python, "-m", "kdserve.bench.baselines.hf_pipeline_app", str(checkpoint), "--port", str(port)]
     elif kind == "trivial":
-        cmd = [python, "-m", "benchmarks.trivial_server", "--port", str(port)]
+        cmd = [python, "-m", "kdserve.bench.trivial_server", "--port", str(port)]
     else:
         raise BenchError(f"unknown server kind {kind!r}; expected one of {', '.join(SERVER_KINDS)}")
     return cmd + list(extra or [])
@@ -74,15 +92,25 @@ def http_status(url: str, timeout_s: float = 1.0) -> int | None:
 class ServerProcess:
     """A server subprocess with a readiness wait and guaranteed teardown (a context manager)."""
 
-    def __init__(self, name: str, command: list[str], port: int, ready_path: str = "/ready",
-                 start_timeout_s: float = 120.0, log_path: str | Path | None = None,
-                 env: dict[str, str] | None = None, cwd: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        port: int,
+        ready_path: str = "/ready",
+        start_timeout_s: float = 120.0,
+        log_path: str | Path | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | Path | None = None,
+    ) -> None:
         self.name = name
         self.command = command
         self.port = port
         self.ready_url = f"http://127.0.0.1:{port}{ready_path}"
         self.start_timeout_s = start_timeout_s
-        self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix=f"kdserve-bench-{name}-", suffix=".log")[1])
+        self.log_path = (
+            Path(log_path) if log_path else Path(tempfile.mkstemp(prefix=f"kdserve-bench-{name}-", suffix=".log")[1])
+        )
         self.env = {**os.environ, **(env or {})}
         self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
@@ -122,8 +150,9 @@ class ServerProcess:
         log = self.log_path.open("wb")
         started = time.monotonic()
         try:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                            cwd=self.cwd, start_new_session=True)
+            self.process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd, start_new_session=True
+            )
         except OSError as exc:
             raise BenchError(f"cannot start {self.name} ({self.command[0]}): {exc}") from None
         finally:
@@ -141,8 +170,10 @@ class ServerProcess:
             if time.monotonic() > deadline:
                 tail = self.log_tail()
                 self.stop()
-                raise BenchError(f"{self.name} was not ready at {self.ready_url} within {self.start_timeout_s:.0f} s: "
-                                 f"{tail or '(no output)'}")
+                raise BenchError(
+                    f"{self.name} was not ready at {self.ready_url} within {self.start_timeout_s:.0f} s: "
+                    f"{tail or '(no output)'}"
+                )
             time.sleep(0.1)
 
     def stop(self, grace_s: float = 10.0) -> None:
@@ -170,8 +201,13 @@ class ServerProcess:
         self.stop()
 
 
-def start_server(kind: str, log_dir: str | Path | None = None, start_timeout_s: float = 120.0,
-                 env: dict[str, str] | None = None, **kwargs: object) -> ServerProcess:
+def start_server(
+    kind: str,
+    log_dir: str | Path | None = None,
+    start_timeout_s: float = 120.0,
+    env: dict[str, str] | None = None,
+    **kwargs: object,
+) -> ServerProcess:
     """A not-yet-started ``ServerProcess`` of ``kind`` on a free port (use it in a ``with``)."""
     port = free_port()
     command = server_command(kind, port, **kwargs)  # type: ignore[arg-type]

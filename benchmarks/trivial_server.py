@@ -12,7 +12,7 @@ generator's ceiling on this machine. Knobs make it misbehave on purpose for the 
   (a stop-the-world pause: what coordinated omission hides).
 
 ``GET /ready`` answers 200; ``GET /stats`` answers ``{"requests": N}`` (POSTs received).
-Run: ``python -m benchmarks.trivial_server --port 8090``.
+Run: ``python -m kdserve.bench.trivial_server --port 8090``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,13 @@ import signal
 import time
 from collections.abc import Sequence
 
-REASONS = {200: "OK", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+REASONS = {
+    200: "OK",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 BODY = b'{"model":"trivial","results":[{"label":"positive","score":1.0}]}'
 
 
@@ -37,8 +43,14 @@ def response_bytes(status: int, body: bytes = BODY) -> bytes:
 class ServerState:
     """Counters and knobs shared by all connections of one server."""
 
-    def __init__(self, delay_ms: float = 0.0, serial: bool = False, status_cycle: Sequence[int] = (200,),
-                 pause_after_ms: float | None = None, pause_for_ms: float = 0.0) -> None:
+    def __init__(
+        self,
+        delay_ms: float = 0.0,
+        serial: bool = False,
+        status_cycle: Sequence[int] = (200,),
+        pause_after_ms: float | None = None,
+        pause_for_ms: float = 0.0,
+    ) -> None:
         self.delay = delay_ms / 1000.0
         self.serial = serial
         self.cycle = [response_bytes(code) for code in status_cycle]
@@ -88,7 +100,7 @@ class TrivialProtocol(asyncio.Protocol):
             at = lower.find(b"content-length:")
             if at >= 0:
                 line_end = lower.find(b"\r\n", at)
-                length = int(lower[at + 15: line_end if line_end >= 0 else len(lower)])
+                length = int(lower[at + 15 : line_end if line_end >= 0 else len(lower)])
             if len(self.buffer) < end + 4 + length:
                 return
             del self.buffer[: end + 4 + length]
@@ -146,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError:
         parser.error(f"--status-cycle must be comma-separated status codes, got {args.status_cycle!r}")
     state = ServerState(args.delay_ms, args.serial, cycle, args.pause_after_ms, args.pause_for_ms)
-    from benchmarks.loadgen import run_async
+    from kdserve.bench.loadgen import run_async
 
     run_async(lambda: serve(args.host, args.port, state))
     return 0

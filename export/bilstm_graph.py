@@ -49,16 +49,20 @@ def _pooling_nodes(pooling: str) -> list[Any]:
 
     if pooling == "last":
         # Y_h holds the forward state at each row's last word and the backward state after its first.
-        return [helper.make_node("Transpose", ["Y_h"], ["Y_h_t"], perm=[1, 0, 2]),
-                helper.make_node("Reshape", ["Y_h_t", "flat_shape"], ["pooled"])]
+        return [
+            helper.make_node("Transpose", ["Y_h"], ["Y_h_t"], perm=[1, 0, 2]),
+            helper.make_node("Reshape", ["Y_h_t", "flat_shape"], ["pooled"]),
+        ]
     nodes = [
         helper.make_node("Transpose", ["Y"], ["Y_t"], perm=[2, 0, 1, 3]),  # [B, L, 2, H]
         helper.make_node("Reshape", ["Y_t", "states_shape"], ["states"]),  # [B, L, 2H]
         helper.make_node("Unsqueeze", ["valid", "last_axis"], ["valid_3d"]),  # [B, L, 1]
     ]
     if pooling == "max":
-        return nodes + [helper.make_node("Where", ["valid_3d", "states", "neg_inf"], ["masked"]),
-                        helper.make_node("ReduceMax", ["masked", "time_axis"], ["pooled"], keepdims=0)]
+        return nodes + [
+            helper.make_node("Where", ["valid_3d", "states", "neg_inf"], ["masked"]),
+            helper.make_node("ReduceMax", ["masked", "time_axis"], ["pooled"], keepdims=0),
+        ]
     return nodes + [  # mean
         helper.make_node("Cast", ["valid_3d"], ["weights"], to=1),
         helper.make_node("Mul", ["states", "weights"], ["weighted"]),
@@ -101,8 +105,13 @@ def build_bilstm_graph(model: Any, out_file: Path, opset: int) -> dict[str, Any]
         helper.make_node("ReduceSum", ["attention_mask", "time_axis"], ["mask_sum"], keepdims=0),
         helper.make_node("Max", ["mask_sum", "one"], ["lengths"]),  # [B]
         helper.make_node("Cast", ["lengths"], ["lengths_i32"], to=TensorProto.INT32),
-        helper.make_node("LSTM", ["time_major", "lstm.W", "lstm.R", "lstm.B", "lengths_i32"], ["Y", "Y_h"],
-                         direction="bidirectional", hidden_size=hidden),
+        helper.make_node(
+            "LSTM",
+            ["time_major", "lstm.W", "lstm.R", "lstm.B", "lengths_i32"],
+            ["Y", "Y_h"],
+            direction="bidirectional",
+            hidden_size=hidden,
+        ),
     ]
     if config.pooling != "last":
         nodes += [  # valid [B, L]: position < clamped length
@@ -120,14 +129,20 @@ def build_bilstm_graph(model: Any, out_file: Path, opset: int) -> dict[str, Any]
         helper.make_node("MatMul", ["hidden_act", "classifier.3.weight_t"], ["logits_pre"]),
         helper.make_node("Add", ["logits_pre", "classifier.3.bias"], ["logits"]),
     ]
-    inputs = [helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "sequence"])
-              for name in ("input_ids", "attention_mask")]
+    inputs = [
+        helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "sequence"])
+        for name in ("input_ids", "attention_mask")
+    ]
     output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", int(config.num_classes)])
     used = {name for node in nodes for name in node.input}  # each pooling needs only some constants
-    graph = helper.make_graph(nodes, "bilstm_student", inputs, [output],
-                              [numpy_helper.from_array(value, name) for name, value in arrays.items() if name in used])
-    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                                   producer_name="kdserve")
+    graph = helper.make_graph(
+        nodes,
+        "bilstm_student",
+        inputs,
+        [output],
+        [numpy_helper.from_array(value, name) for name, value in arrays.items() if name in used],
+    )
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="kdserve")
     onnx_model.ir_version = min(onnx_model.ir_version, 9)  # ONNX Runtime 1.2x reads IR <= 10
     onnx.checker.check_model(onnx_model, full_check=True)
     onnx.save(onnx_model, str(out_file))

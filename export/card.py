@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from export.bundle import Manifest
-from export.checks import refused_attempts
+from kdserve.core.bundle import Manifest
+from kdserve.export.checks import refused_attempts
 
 KIND_TEXT = {
     "teacher": "fine-tuned BERT-family teacher",
@@ -29,8 +29,10 @@ def _precision_text(manifest: Manifest) -> str:
         return "fp32 (float32 weights and activations)"
     mode = "static, QDQ, calibrated on training texts" if quant.get("mode") == "static" else "dynamic"
     nodes = ", ".join(f"{n} {op}" for op, n in quant.get("int8_nodes", {}).items()) or "none"
-    return (f"int8 {mode}: {quant.get('preset')} preset, per-channel {quant.get('per_channel')}, "
-            f"reduce-range {quant.get('reduce_range')}; int8 nodes: {nodes}")
+    return (
+        f"int8 {mode}: {quant.get('preset')} preset, per-channel {quant.get('per_channel')}, "
+        f"reduce-range {quant.get('reduce_range')}; int8 nodes: {nodes}"
+    )
 
 
 def model_card(manifest: Manifest, model_bytes: int, triton_note: str = "") -> str:
@@ -41,8 +43,10 @@ def model_card(manifest: Manifest, model_bytes: int, triton_note: str = "") -> s
     for precision, m in manifest.metrics.items():
         if isinstance(m, dict):
             mark = " (this bundle)" if precision == manifest.precision else ""
-            rows.append(f"| {precision}{mark} | {_pct(m.get('accuracy'))} | {_pct(m.get('macro_f1'))} | "
-                        f"{m.get('examples', 'n/a')} | {m.get('data', '')} [{m.get('split', '')}] |")
+            rows.append(
+                f"| {precision}{mark} | {_pct(m.get('accuracy'))} | {_pct(m.get('macro_f1'))} | "
+                f"{m.get('examples', 'n/a')} | {m.get('data', '')} [{m.get('split', '')}] |"
+            )
     parity = manifest.extra.get("parity", {})
     gate = manifest.extra.get("accuracy_gate")
     lines = [
@@ -70,25 +74,34 @@ def model_card(manifest: Manifest, model_bytes: int, triton_note: str = "") -> s
         "",
     ]
     if parity:
-        lines.append(f"Parity: the fp32 graph matched PyTorch to max |logit difference| {parity.get('max_abs_diff', 0):.2e} "
-                     f"on {parity.get('texts')} validation texts of mixed lengths ({parity.get('truncated')} truncated), "
-                     f"with token ids identical to the training tokenizer's.")
+        lines.append(
+            f"Parity: the fp32 graph matched PyTorch to max |logit difference| {parity.get('max_abs_diff', 0):.2e} "
+            f"on {parity.get('texts')} validation texts of mixed lengths ({parity.get('truncated')} truncated), "
+            f"with token ids identical to the training tokenizer's."
+        )
     attempts = manifest.extra.get("quantization_attempts") or []
     if isinstance(gate, dict):
         verdict = "overridden with --force" if gate.get("forced") else ("passed" if gate.get("passed") else "failed")
-        gated = manifest.precision if manifest.precision != "fp32" else (attempts[-1]["precision"] if attempts else "int8")
-        lines.append(f"Accuracy gate: {gated} lost {gate.get('drop_points', 0):.2f} points against an allowed "
-                     f"{gate.get('max_drop_points')} ({verdict}).")
+        gated = (
+            manifest.precision if manifest.precision != "fp32" else (attempts[-1]["precision"] if attempts else "int8")
+        )
+        lines.append(
+            f"Accuracy gate: {gated} lost {gate.get('drop_points', 0):.2f} points against an allowed "
+            f"{gate.get('max_drop_points')} ({verdict})."
+        )
     refused = refused_attempts(manifest.extra)
     if refused:
-        lines.append("Refused by the gate first: " + ", ".join(
-            f"{a['precision']} (lost {a['drop_points']:.2f} points)" for a in refused) + ".")
+        lines.append(
+            "Refused by the gate first: "
+            + ", ".join(f"{a['precision']} (lost {a['drop_points']:.2f} points)" for a in refused)
+            + "."
+        )
     lines += [
         "",
         "## Intended use",
         "",
         f"Classifying English texts like those of {data} into {labels}, behind `kdserve serve` or any ONNX "
-        "Runtime + Hugging Face `tokenizers` client (`export.bundle.BundleModel` shows the exact encoding). "
+        "Runtime + Hugging Face `tokenizers` client (`kdserve.core.bundle.BundleModel` shows the exact encoding). "
         "`kdserve bundle verify` checks every file's sha256 before use.",
         "",
         "## Limits",

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from kdserve.errors import KdserveError
+from kdserve.core.errors import KdserveError
 
 #: (texts) -> (token ids per text, logits [N, C]) of the model as it was trained.
 Reference = Callable[[Sequence[str]], tuple[list[list[int]], np.ndarray]]
@@ -52,8 +52,12 @@ class ParityReport:
     tolerance: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"max_abs_diff": self.max_abs_diff, "texts": self.texts, "truncated": self.truncated,
-                "tolerance": self.tolerance}
+        return {
+            "max_abs_diff": self.max_abs_diff,
+            "texts": self.texts,
+            "truncated": self.truncated,
+            "tolerance": self.tolerance,
+        }
 
 
 def parity_texts(texts: Sequence[str], n: int) -> list[str]:
@@ -69,7 +73,7 @@ def parity_texts(texts: Sequence[str], n: int) -> list[str]:
     half = (len(pool) + 1) // 2
     short, long = pool[:half], pool[half:][::-1]
     mixed = [t for pair in zip(short, long) for t in pair]
-    return mixed + short[len(long):]
+    return mixed + short[len(long) :]
 
 
 def check_parity(
@@ -79,7 +83,7 @@ def check_parity(
 
     Two things must hold: the bundle's tokenizer gives exactly the training tokenizer's ids
     (else the model is served different inputs than it learned on), and the ONNX logits match
-    PyTorch's to ``tolerance``. ``bundle`` is an ``export.bundle.BundleModel``. Raises
+    PyTorch's to ``tolerance``. ``bundle`` is an ``kdserve.core.bundle.BundleModel``. Raises
     ParityError naming the first disagreement.
     """
     worst = 0.0

@@ -7,32 +7,49 @@ import argparse
 import sys
 import time
 
-from kdserve.errors import KdserveError
+from kdserve.core.errors import KdserveError
 
 VERIFY_TEXT = "kdserve bundle verify: a short test sentence."
 
 
 def _export(args: argparse.Namespace) -> int:
-    from export.config import ExportConfig
-    from export.pipeline import export_checkpoint
-    from train.data import DatasetSpec
+    from kdserve.core.data import DatasetSpec
+    from kdserve.export.config import ExportConfig
+    from kdserve.export.pipeline import export_checkpoint
 
     data = None
     if args.data is not None:
         data = DatasetSpec(
-            source=args.data, validation=args.validation_data, text_column=args.text_column,
-            label_column=args.label_column, validation_fraction=args.validation_fraction, seed=args.data_seed,
+            source=args.data,
+            validation=args.validation_data,
+            text_column=args.text_column,
+            label_column=args.label_column,
+            validation_fraction=args.validation_fraction,
+            seed=args.data_seed,
         )
     config = ExportConfig.from_preset(
         args.preset,
-        checkpoint=args.checkpoint, output_dir=args.output, name=args.name, format=args.format,
-        quantization=args.quantize, quant_preset=args.quant_preset,
+        checkpoint=args.checkpoint,
+        output_dir=args.output,
+        name=args.name,
+        format=args.format,
+        quantization=args.quantize,
+        quant_preset=args.quant_preset,
         quantize_ops=tuple(args.quantize_ops.split(",")) if args.quantize_ops else None,
-        calibration_examples=args.calibration_examples, calibration_method=args.calibration_method,
-        max_length=args.max_length, opset=args.opset, optimization=args.optimize, exporter=args.exporter, data=data,
-        parity_texts=args.parity_texts, parity_tolerance=args.parity_tolerance,
-        max_accuracy_drop=args.max_accuracy_drop, max_eval_examples=args.max_eval_examples,
-        batch_size=args.batch_size, force=args.force, overwrite=args.overwrite,
+        calibration_examples=args.calibration_examples,
+        calibration_method=args.calibration_method,
+        max_length=args.max_length,
+        opset=args.opset,
+        optimization=args.optimize,
+        exporter=args.exporter,
+        data=data,
+        parity_texts=args.parity_texts,
+        parity_tolerance=args.parity_tolerance,
+        max_accuracy_drop=args.max_accuracy_drop,
+        max_eval_examples=args.max_eval_examples,
+        batch_size=args.batch_size,
+        force=args.force,
+        overwrite=args.overwrite,
         triton_max_batch_size=args.triton_max_batch_size,
     )
     for folder in export_checkpoint(config):
@@ -47,8 +64,8 @@ def _size(n: int) -> str:
 def _print_written(folder: object, fmt: str) -> None:
     from pathlib import Path
 
-    from export.bundle import read_manifest
-    from export.checks import refused_attempts
+    from kdserve.core.bundle import read_manifest
+    from kdserve.export.checks import refused_attempts
 
     path = Path(str(folder))
     if fmt == "triton":
@@ -64,18 +81,21 @@ def _print_written(folder: object, fmt: str) -> None:
     if m.precision != "fp32" and gate:
         change = -gate["drop_points"] + 0.0  # + 0.0 turns -0.0 into 0.0
         notes.append(f"{change:+.2f} points vs fp32" + (" (forced)" if gate.get("forced") else ""))
-        notes += [f"{a['precision']} refused at {-a['drop_points'] + 0.0:+.2f} points"
-                  for a in refused_attempts(m.extra)]
-    print(f"wrote {path}: {m.model_kind} {m.precision}, {size}, validation accuracy "
-          f"{own.get('accuracy', 0) * 100:.2f}% on {own.get('examples')} examples"
-          + (f", {', '.join(notes)}" if notes else ""))
+        notes += [
+            f"{a['precision']} refused at {-a['drop_points'] + 0.0:+.2f} points" for a in refused_attempts(m.extra)
+        ]
+    print(
+        f"wrote {path}: {m.model_kind} {m.precision}, {size}, validation accuracy "
+        f"{own.get('accuracy', 0) * 100:.2f}% on {own.get('examples')} examples"
+        + (f", {', '.join(notes)}" if notes else "")
+    )
 
 
 def _verify(args: argparse.Namespace) -> int:
     """Every bundle gets one line; a failure does not stop the others, but makes the exit code 1."""
     import numpy as np
 
-    from export.bundle import BundleModel, verify_bundle
+    from kdserve.core.bundle import BundleModel, verify_bundle
 
     failed = 0
     for folder in args.bundles:
@@ -89,12 +109,16 @@ def _verify(args: argparse.Namespace) -> int:
                 raise KdserveError(f"{folder}: inference failed ({str(exc).strip().splitlines()[0]})") from None
             ms = (time.perf_counter() - start) * 1000
             if logits.shape != (1, len(manifest.labels)) or not np.isfinite(logits).all():
-                raise KdserveError(f"{folder}: inference gave logits of shape {logits.shape} (finite: "
-                                   f"{bool(np.isfinite(logits).all())}), expected (1, {len(manifest.labels)})")
+                raise KdserveError(
+                    f"{folder}: inference gave logits of shape {logits.shape} (finite: "
+                    f"{bool(np.isfinite(logits).all())}), expected (1, {len(manifest.labels)})"
+                )
             size = _size(sum(int(e.get("size", 0)) for e in manifest.files.values()))
-            print(f"ok {folder}: {manifest.name} ({manifest.model_kind}, {manifest.precision}), "
-                  f"manifest + {len(manifest.files)} files ({size}) checked, model sha256 {manifest.checksum[:12]}, "
-                  f"one inference -> {model.labels[int(logits[0].argmax())]} in {ms:.1f} ms")
+            print(
+                f"ok {folder}: {manifest.name} ({manifest.model_kind}, {manifest.precision}), "
+                f"manifest + {len(manifest.files)} files ({size}) checked, model sha256 {manifest.checksum[:12]}, "
+                f"one inference -> {model.labels[int(logits[0].argmax())]} in {ms:.1f} ms"
+            )
         except KdserveError as exc:
             failed += 1
             print(f"kdserve: error: {exc}", file=sys.stderr)
@@ -103,38 +127,66 @@ def _verify(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser(
-        "export", help="export a teacher or student checkpoint to ONNX bundles (fp32 + int8), checked",
+        "export",
+        help="export a teacher or student checkpoint to ONNX bundles (fp32 + int8), checked",
         description="Checkpoint -> <name>-fp32/ and <name>-int8/ bundles under --output: ONNX export, parity with "
         "PyTorch on validation texts, int8 quantization, and an accuracy gate on the validation split.",
     )
-    parser.add_argument("--checkpoint", required=True, help="teacher (kdserve train teacher) or student (kdserve distill) folder")
+    parser.add_argument(
+        "--checkpoint", required=True, help="teacher (kdserve train teacher) or student (kdserve distill) folder"
+    )
     parser.add_argument("--output", required=True, help="folder that receives the bundles")
     parser.add_argument("--name", help="bundle name prefix (default: the checkpoint folder's name)")
-    parser.add_argument("--format", choices=["bundle", "triton"], default="bundle",
-                        help="bundle (kdserve serve) or triton (a Triton/KServe model repository)")
+    parser.add_argument(
+        "--format",
+        choices=["bundle", "triton"],
+        default="bundle",
+        help="bundle (kdserve serve) or triton (a Triton/KServe model repository)",
+    )
     parser.add_argument("--preset", choices=["quick", "full"], help="quick: checks on <= 1000 validation examples")
-    parser.add_argument("--quantize", choices=["auto", "dynamic", "static", "none"], default="auto",
-                        help="int8 mode of the second bundle: auto (the default) tries dynamic, then static when the "
-                        "accuracy gate refuses dynamic; none writes fp32 only")
-    parser.add_argument("--quant-preset", choices=["auto", "avx512_vnni", "avx2", "arm64"], default="auto",
-                        help="CPU the int8 model is tuned for (default: detect this machine's)")
-    parser.add_argument("--quantize-ops", help="comma-separated op types to quantize (default MatMul,Attention,LSTM,"
-                        "Gather,EmbedLayerNormalization)")
+    parser.add_argument(
+        "--quantize",
+        choices=["auto", "dynamic", "static", "none"],
+        default="auto",
+        help="int8 mode of the second bundle: auto (the default) tries dynamic, then static when the "
+        "accuracy gate refuses dynamic; none writes fp32 only",
+    )
+    parser.add_argument(
+        "--quant-preset",
+        choices=["auto", "avx512_vnni", "avx2", "arm64"],
+        default="auto",
+        help="CPU the int8 model is tuned for (default: detect this machine's)",
+    )
+    parser.add_argument(
+        "--quantize-ops",
+        help="comma-separated op types to quantize (default MatMul,Attention,LSTM,Gather,EmbedLayerNormalization)",
+    )
     parser.add_argument("--calibration-examples", type=int, help="training texts for static calibration (default 256)")
     parser.add_argument("--calibration-method", choices=["minmax", "entropy", "percentile"])
-    parser.add_argument("--max-length", type=int, help="truncation length (default: the one the checkpoint trained with)")
+    parser.add_argument(
+        "--max-length", type=int, help="truncation length (default: the one the checkpoint trained with)"
+    )
     parser.add_argument("--opset", type=int, help="ONNX opset (default 18)")
-    parser.add_argument("--optimize", choices=["none", "O1", "O2"], help="teacher graph fusions by ORTOptimizer (default O2)")
-    parser.add_argument("--exporter", choices=["auto", "torchscript", "dynamo"],
-                        help="student exporter: auto (default) builds the BiLSTM as one bidirectional LSTM op and "
-                        "exports other students with torch.onnx's torchscript exporter")
+    parser.add_argument(
+        "--optimize", choices=["none", "O1", "O2"], help="teacher graph fusions by ORTOptimizer (default O2)"
+    )
+    parser.add_argument(
+        "--exporter",
+        choices=["auto", "torchscript", "dynamo"],
+        help="student exporter: auto (default) builds the BiLSTM as one bidirectional LSTM op and "
+        "exports other students with torch.onnx's torchscript exporter",
+    )
     parser.add_argument("--parity-texts", type=int, help="validation texts for the PyTorch-vs-ONNX check (default 64)")
     parser.add_argument("--parity-tolerance", type=float, help="max |logit difference| allowed (default 1e-4)")
-    parser.add_argument("--max-accuracy-drop", type=float, help="accuracy points int8 may lose against fp32 (default 1.0)")
+    parser.add_argument(
+        "--max-accuracy-drop", type=float, help="accuracy points int8 may lose against fp32 (default 1.0)"
+    )
     parser.add_argument("--max-eval-examples", type=int, help="cap on validation examples scored")
     parser.add_argument("--batch-size", type=int, help="evaluation batch size (default 64)")
     parser.add_argument("--triton-max-batch-size", type=int, help="max_batch_size in config.pbtxt (default 64)")
-    parser.add_argument("--force", action="store_true", help="keep the int8 bundle even when it fails the accuracy gate")
+    parser.add_argument(
+        "--force", action="store_true", help="keep the int8 bundle even when it fails the accuracy gate"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing bundle folders")
     group = parser.add_argument_group("data (default: the data the checkpoint was trained on)")
     group.add_argument("--data", help="dataset spec for the checks: package:NAME, a folder, a file or hub:NAME")

@@ -1,6 +1,6 @@
 """``ExportConfig``: everything that defines one export, validated before any model is loaded.
 
-Standard library only (plus ``train.data.DatasetSpec``, itself stdlib-only), so the CLI can
+Standard library only (plus ``kdserve.core.data.DatasetSpec``, itself stdlib-only), so the CLI can
 build and check a config without importing torch or ONNX Runtime.
 """
 
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdserve.errors import ConfigError
-from train.data import DatasetSpec
+from kdserve.core.data import DatasetSpec
+from kdserve.core.errors import ConfigError
 
 FORMATS = ("bundle", "triton")
 QUANTIZATIONS = ("auto", "dynamic", "static", "none")
@@ -132,26 +132,50 @@ class ExportConfig:
             raise ConfigError(f"quantize_ops {list(ops)} must be a non-empty subset of {', '.join(QUANTIZABLE_OPS)}")
         self.quantize_ops = ops
         checks = [
-            (positive_int("calibration_examples", self.calibration_examples),
-             f"calibration_examples must be an integer >= 1, got {self.calibration_examples!r}"),
-            (self.max_length is None or positive_int("max_length", self.max_length, 2),
-             f"max_length must be an integer >= 2, got {self.max_length!r}"),
-            (positive_int("opset", self.opset, 14) and self.opset <= 21,
-             f"opset must be an integer in [14, 21], got {self.opset!r}"),
-            (positive_int("parity_texts", self.parity_texts),
-             f"parity_texts must be an integer >= 1, got {self.parity_texts!r}"),
-            (isinstance(self.parity_tolerance, (int, float)) and not isinstance(self.parity_tolerance, bool)
-             and 0 < self.parity_tolerance < 1, f"parity_tolerance must be in (0, 1), got {self.parity_tolerance!r}"),
-            (isinstance(self.max_accuracy_drop, (int, float)) and not isinstance(self.max_accuracy_drop, bool)
-             and -100 <= self.max_accuracy_drop <= 100,
-             f"max_accuracy_drop must be in [-100, 100] points, got {self.max_accuracy_drop!r}"),
-            (self.max_eval_examples is None or positive_int("max_eval_examples", self.max_eval_examples),
-             f"max_eval_examples must be an integer >= 1, got {self.max_eval_examples!r}"),
-            (positive_int("batch_size", self.batch_size), f"batch_size must be an integer >= 1, got {self.batch_size!r}"),
-            (positive_int("triton_max_batch_size", self.triton_max_batch_size),
-             f"triton_max_batch_size must be an integer >= 1, got {self.triton_max_batch_size!r}"),
-            (positive_int("triton_queue_delay_us", self.triton_queue_delay_us, 0),
-             f"triton_queue_delay_us must be an integer >= 0, got {self.triton_queue_delay_us!r}"),
+            (
+                positive_int("calibration_examples", self.calibration_examples),
+                f"calibration_examples must be an integer >= 1, got {self.calibration_examples!r}",
+            ),
+            (
+                self.max_length is None or positive_int("max_length", self.max_length, 2),
+                f"max_length must be an integer >= 2, got {self.max_length!r}",
+            ),
+            (
+                positive_int("opset", self.opset, 14) and self.opset <= 21,
+                f"opset must be an integer in [14, 21], got {self.opset!r}",
+            ),
+            (
+                positive_int("parity_texts", self.parity_texts),
+                f"parity_texts must be an integer >= 1, got {self.parity_texts!r}",
+            ),
+            (
+                isinstance(self.parity_tolerance, (int, float))
+                and not isinstance(self.parity_tolerance, bool)
+                and 0 < self.parity_tolerance < 1,
+                f"parity_tolerance must be in (0, 1), got {self.parity_tolerance!r}",
+            ),
+            (
+                isinstance(self.max_accuracy_drop, (int, float))
+                and not isinstance(self.max_accuracy_drop, bool)
+                and -100 <= self.max_accuracy_drop <= 100,
+                f"max_accuracy_drop must be in [-100, 100] points, got {self.max_accuracy_drop!r}",
+            ),
+            (
+                self.max_eval_examples is None or positive_int("max_eval_examples", self.max_eval_examples),
+                f"max_eval_examples must be an integer >= 1, got {self.max_eval_examples!r}",
+            ),
+            (
+                positive_int("batch_size", self.batch_size),
+                f"batch_size must be an integer >= 1, got {self.batch_size!r}",
+            ),
+            (
+                positive_int("triton_max_batch_size", self.triton_max_batch_size),
+                f"triton_max_batch_size must be an integer >= 1, got {self.triton_max_batch_size!r}",
+            ),
+            (
+                positive_int("triton_queue_delay_us", self.triton_queue_delay_us, 0),
+                f"triton_queue_delay_us must be an integer >= 0, got {self.triton_queue_delay_us!r}",
+            ),
             (isinstance(self.force, bool) and isinstance(self.overwrite, bool), "force and overwrite must be booleans"),
             (self.data is None or isinstance(self.data, DatasetSpec), "data must be a DatasetSpec"),
         ]

@@ -1,7 +1,7 @@
 """``kdserve eval --bundle``: score an exported bundle with the same metric code as checkpoints.
 
-Torch-free: ONNX Runtime and ``tokenizers`` through ``export.bundle.BundleModel``, the
-scoring through ``train.evaluate.score_logits``/``align_labels`` (numpy only), so a bundle's
+Torch-free: ONNX Runtime and ``tokenizers`` through ``kdserve.core.bundle.BundleModel``, the
+scoring through ``kdserve.train.evaluate.score_logits``/``align_labels`` (numpy only), so a bundle's
 number means exactly what a checkpoint's does.
 """
 
@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from export.bundle import BundleModel
-from train.data import DatasetSpec, Example, load_dataset
-from train.evaluate import EvalResult, align_labels, score_logits
-from train.metrics import Metrics
+from kdserve.core.bundle import BundleModel
+from kdserve.core.data import DatasetSpec, Example, load_dataset
+from kdserve.core.metrics import Metrics
+from kdserve.train.evaluate import EvalResult, align_labels, score_logits
 
 
 def score_bundle(
@@ -33,8 +33,13 @@ def score_bundle(
 
 def summary(metrics: Metrics, data: str, split: str) -> dict[str, Any]:
     """The compact form stored in a manifest's ``metrics``."""
-    return {"accuracy": metrics.accuracy, "macro_f1": metrics.macro_f1, "examples": metrics.examples,
-            "data": data, "split": split}
+    return {
+        "accuracy": metrics.accuracy,
+        "macro_f1": metrics.macro_f1,
+        "examples": metrics.examples,
+        "data": data,
+        "split": split,
+    }
 
 
 def evaluate_bundle(

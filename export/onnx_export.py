@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from export.checks import CheckpointKindError, ExportError, Reference
-from kdserve.errors import ConfigError
+from kdserve.core.errors import ConfigError
+from kdserve.export.checks import CheckpointKindError, ExportError, Reference
 
 STUDENT_CONFIG = "student_config.json"
 TRAINING_CONFIGS = ("training_config.json", "distill_config.json")
@@ -78,7 +78,8 @@ def inspect_checkpoint(folder: str | Path) -> CheckpointInfo:
         if not any(str(a).endswith("ForSequenceClassification") for a in architectures):
             raise CheckpointKindError(
                 f"{folder} holds a {config.get('model_type', 'transformers')!r} model without a classification head "
-                f"({', '.join(map(str, architectures)) or 'no architectures'}); fine-tune it with `kdserve train teacher` first"
+                f"({', '.join(map(str, architectures)) or 'no architectures'}); "
+                "fine-tune it with `kdserve train teacher` first"
             )
         kind = "teacher"
         max_positions = config.get("max_position_embeddings")
@@ -151,8 +152,13 @@ def export_teacher(folder: Path, out_file: Path, opset: int, optimization: str) 
         try:
             with quiet():
                 main_export(
-                    str(folder), raw, task="text-classification", opset=opset, do_validation=False,
-                    library_name="transformers", local_files_only=True,
+                    str(folder),
+                    raw,
+                    task="text-classification",
+                    opset=opset,
+                    do_validation=False,
+                    library_name="transformers",
+                    local_files_only=True,
                 )
         except Exception as exc:  # Optimum raises ValueError/KeyError/RuntimeError for unsupported models
             raise ExportError(f"Optimum cannot export {folder}: {_first_line(exc)}") from None
@@ -165,19 +171,23 @@ def export_teacher(folder: Path, out_file: Path, opset: int, optimization: str) 
             try:
                 with quiet():
                     optimizer = ORTOptimizer.from_pretrained(raw)
-                    optimizer.optimize(OptimizationConfig(optimization_level=level, optimize_for_gpu=False), Path(tmp) / "opt")
+                    optimizer.optimize(
+                        OptimizationConfig(optimization_level=level, optimize_for_gpu=False), Path(tmp) / "opt"
+                    )
             except Exception as exc:
                 raise ExportError(f"ORTOptimizer {optimization} failed on {folder}: {_first_line(exc)}") from None
             path = Path(tmp) / "opt" / "model_optimized.onnx"
         extra_files = [p.name for p in path.parent.iterdir() if p.name.endswith((".onnx_data", ".onnx.data"))]
         if extra_files:
-            raise ExportError(f"{folder}: the ONNX graph is over 2 GB (external data {extra_files}); bundles hold one file")
+            raise ExportError(
+                f"{folder}: the ONNX graph is over 2 GB (external data {extra_files}); bundles hold one file"
+            )
         shutil.move(str(path), out_file)
     return {"exporter": "optimum", "optimization": optimization}
 
 
 def load_student(folder: Path) -> Any:
-    from train.students import load_student as _load
+    from kdserve.train.students import load_student as _load
 
     model, _ = _load(folder)
     return model.eval()
@@ -190,7 +200,7 @@ def export_student(model: Any, out_file: Path, opset: int, exporter: str) -> dic
 
     if exporter == "auto":
         if model.kind == "bilstm":
-            from export.bilstm_graph import build_bilstm_graph
+            from kdserve.export.bilstm_graph import build_bilstm_graph
 
             try:
                 return build_bilstm_graph(model, out_file, opset)
@@ -209,23 +219,43 @@ def export_student(model: Any, out_file: Path, opset: int, exporter: str) -> dic
     try:
         with quiet(), torch.inference_mode(False), torch.no_grad():
             if exporter == "torchscript":
-                axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-                        "logits": {0: "batch"}}
+                axes = {
+                    "input_ids": {0: "batch", 1: "sequence"},
+                    "attention_mask": {0: "batch", 1: "sequence"},
+                    "logits": {0: "batch"},
+                }
                 torch.onnx.export(
-                    model, (ids, mask), str(out_file), dynamo=False, input_names=names, output_names=["logits"],
-                    dynamic_axes=axes, opset_version=opset, do_constant_folding=True,
+                    model,
+                    (ids, mask),
+                    str(out_file),
+                    dynamo=False,
+                    input_names=names,
+                    output_names=["logits"],
+                    dynamic_axes=axes,
+                    opset_version=opset,
+                    do_constant_folding=True,
                 )
             else:
                 from torch.export import Dim
 
-                shapes = {"input_ids": {0: Dim.DYNAMIC, 1: Dim.DYNAMIC}, "attention_mask": {0: Dim.DYNAMIC, 1: Dim.DYNAMIC}}
+                shapes = {
+                    "input_ids": {0: Dim.DYNAMIC, 1: Dim.DYNAMIC},
+                    "attention_mask": {0: Dim.DYNAMIC, 1: Dim.DYNAMIC},
+                }
                 program = torch.onnx.export(
-                    model, (ids, mask), dynamo=True, input_names=names, output_names=["logits"],
-                    dynamic_shapes=shapes, opset_version=opset,
+                    model,
+                    (ids, mask),
+                    dynamo=True,
+                    input_names=names,
+                    output_names=["logits"],
+                    dynamic_shapes=shapes,
+                    opset_version=opset,
                 )
                 program.save(str(out_file), external_data=False)  # type: ignore[union-attr]
     except Exception as exc:  # the exporters raise many types (TorchExportError, RuntimeError, ...)
-        raise ExportError(f"torch.onnx ({exporter}) cannot export the {model.kind} student: {_first_line(exc)}") from None
+        raise ExportError(
+            f"torch.onnx ({exporter}) cannot export the {model.kind} student: {_first_line(exc)}"
+        ) from None
     return {"exporter": f"torch.onnx-{exporter}", "optimization": "none"}
 
 
@@ -255,8 +285,8 @@ def teacher_reference(folder: Path, max_length: int) -> tuple[Reference, int]:
     """(texts -> (HF tokenizer ids, PyTorch logits), parameter count) for a teacher checkpoint."""
     import torch
 
-    from train.checkpoint import load_classifier
-    from train.common import pad_batch
+    from kdserve.train.checkpoint import load_classifier
+    from kdserve.train.common import pad_batch
 
     model, tokenizer = load_classifier(str(folder))
     model.eval()
@@ -276,9 +306,9 @@ def student_reference(folder: Path, model: Any, max_length: int) -> tuple[Refere
     """(texts -> (training-tokenizer ids, PyTorch logits), parameter count) for a student."""
     import torch
 
-    from train.common import pad_batch
-    from train.student_tokenizers import encode_batch, load_tokenizer, pad_token_id
-    from train.students import count_parameters
+    from kdserve.train.common import pad_batch
+    from kdserve.train.student_tokenizers import encode_batch, load_tokenizer, pad_token_id
+    from kdserve.train.students import count_parameters
 
     tokenizer = load_tokenizer(folder)
     pad = pad_token_id(tokenizer)

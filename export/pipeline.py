@@ -23,10 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from export import onnx_export as ox
-from export.bundle import MODEL_FILE, BundleModel, Manifest, verify_bundle, write_manifest
-from export.card import model_card
-from export.checks import (
+from kdserve.core.bundle import MODEL_FILE, BundleModel, Manifest, verify_bundle, write_manifest
+from kdserve.core.data import DatasetSpec, LabeledData, load_dataset
+from kdserve.core.defaults import DEFAULT_DATA
+from kdserve.core.errors import ConfigError
+from kdserve.export import onnx_export as ox
+from kdserve.export.card import model_card
+from kdserve.export.checks import (
     AccuracyGateError,
     ExportError,
     OutputExistsError,
@@ -36,13 +39,10 @@ from export.checks import (
     check_parity,
     parity_texts,
 )
-from export.config import MODE_PRECISION, ExportConfig
-from kdserve.errors import ConfigError
-from train.data import DatasetSpec, LabeledData, load_dataset
-from train.evaluate import align_labels
+from kdserve.export.config import MODE_PRECISION, ExportConfig
+from kdserve.train.evaluate import align_labels
 
 log = logging.getLogger("kdserve.export")
-DEFAULT_DATA = "package:rotten_tomatoes"
 
 
 def _version() -> str:
@@ -89,8 +89,10 @@ def _feeds(model: Any, texts: list[str], inputs: list[str], batch: int = 16) -> 
     return feeds
 
 
-def _score(model: Any, rows: list[tuple[str, int]], data: LabeledData, batch_size: int) -> tuple[dict[str, Any], np.ndarray]:
-    from export.evaluate import score_bundle, summary
+def _score(
+    model: Any, rows: list[tuple[str, int]], data: LabeledData, batch_size: int
+) -> tuple[dict[str, Any], np.ndarray]:
+    from kdserve.export.evaluate import score_bundle, summary
 
     metrics, logits = score_bundle(model, rows, data.labels, batch_size)
     return summary(metrics, data.source, "validation"), logits
@@ -103,8 +105,9 @@ def _finish(folder: Path, manifest: Manifest, triton_note: str = "") -> Manifest
     return verify_bundle(folder)
 
 
-def _export_fp32(info: ox.CheckpointInfo, config: ExportConfig, folder: Path, max_length: int
-                 ) -> tuple[Reference, int, dict[str, Any], float]:
+def _export_fp32(
+    info: ox.CheckpointInfo, config: ExportConfig, folder: Path, max_length: int
+) -> tuple[Reference, int, dict[str, Any], float]:
     """Write ``folder/model.onnx``; returns (PyTorch reference, parameters, export facts, export seconds)."""
     if info.kind == "teacher":
         start = time.perf_counter()
@@ -120,10 +123,11 @@ def _export_fp32(info: ox.CheckpointInfo, config: ExportConfig, folder: Path, ma
     return reference, parameters, facts, seconds
 
 
-def _quantize(config: ExportConfig, mode: str, src: Path, dst: Path, fp32_model: Any, data: LabeledData
-              ) -> tuple[dict[str, Any], float]:
+def _quantize(
+    config: ExportConfig, mode: str, src: Path, dst: Path, fp32_model: Any, data: LabeledData
+) -> tuple[dict[str, Any], float]:
     """Write the int8 graph ``dst`` from ``src``; returns (quantization facts, seconds)."""
-    from export import quantize
+    from kdserve.export import quantize
 
     preset = config.resolved_quant_preset
     start = time.perf_counter()
@@ -137,9 +141,17 @@ def _quantize(config: ExportConfig, mode: str, src: Path, dst: Path, fp32_model:
     return facts, time.perf_counter() - start
 
 
-def _stage_quantized(config: ExportConfig, staging: Path, base: Manifest, staged: dict[str, tuple[Path, Manifest]],
-                     metrics: dict[str, Any], fp32_model: Any, fp32_logits: np.ndarray,
-                     rows: list[tuple[str, int]], data: LabeledData) -> AccuracyGateError | None:
+def _stage_quantized(
+    config: ExportConfig,
+    staging: Path,
+    base: Manifest,
+    staged: dict[str, tuple[Path, Manifest]],
+    metrics: dict[str, Any],
+    fp32_model: Any,
+    fp32_logits: np.ndarray,
+    rows: list[tuple[str, int]],
+    data: LabeledData,
+) -> AccuracyGateError | None:
     """Quantize in each of ``config.quantization_modes`` until one passes the accuracy gate (or
     --force keeps it); stage that bundle (its manifest made from ``base``) beside the fp32 one
     in ``staged``, each attempt's scores in ``metrics`` and its verdict in the fp32 manifest.
@@ -162,30 +174,43 @@ def _stage_quantized(config: ExportConfig, staging: Path, base: Manifest, staged
             # the first mode's refusal standing; the export itself has not failed
             refusals.append(f"{mode} int8 could not be made: {exc}")
             break
-        q_manifest = replace(base, name=f"{base.name.removesuffix('-fp32')}-{precision}", precision=precision,
-                             export_seconds=round(seconds, 3),
-                             extra={**base.extra, "quantization": quant,
-                                    "graph_nodes": ox.onnx_facts(q_dir / MODEL_FILE)["nodes"]})
+        q_manifest = replace(
+            base,
+            name=f"{base.name.removesuffix('-fp32')}-{precision}",
+            precision=precision,
+            export_seconds=round(seconds, 3),
+            extra={**base.extra, "quantization": quant, "graph_nodes": ox.onnx_facts(q_dir / MODEL_FILE)["nodes"]},
+        )
         write_manifest(q_dir, q_manifest)
         metrics[precision], q_logits = _score(BundleModel(q_dir, verify=False), rows, data, config.batch_size)
         forced = passed = False
         try:
-            _, forced = accuracy_gate(metrics["fp32"], metrics[precision], config.max_accuracy_drop, config.force,
-                                      precision)
+            _, forced = accuracy_gate(
+                metrics["fp32"], metrics[precision], config.max_accuracy_drop, config.force, precision
+            )
             passed = not forced
         except AccuracyGateError as exc:
             refusals.append(str(exc))
-        gate = {"drop_points": accuracy_drop(metrics["fp32"], metrics[precision]),
-                "max_drop_points": config.max_accuracy_drop, "passed": passed, "forced": forced}
+        gate = {
+            "drop_points": accuracy_drop(metrics["fp32"], metrics[precision]),
+            "max_drop_points": config.max_accuracy_drop,
+            "passed": passed,
+            "forced": forced,
+        }
         attempts.append({"precision": precision, **gate})
         fp32_manifest.extra["accuracy_gate"] = gate
         if len(config.quantization_modes) > 1:
             fp32_manifest.extra["quantization_attempts"] = attempts
         if passed or forced:
-            q_manifest.extra.update({"accuracy_gate": gate, "vs_fp32": {
-                "max_abs_logit_diff": float(np.abs(q_logits - fp32_logits).max()),
-                "argmax_agreement": float((q_logits.argmax(-1) == fp32_logits.argmax(-1)).mean()),
-            }})
+            q_manifest.extra.update(
+                {
+                    "accuracy_gate": gate,
+                    "vs_fp32": {
+                        "max_abs_logit_diff": float(np.abs(q_logits - fp32_logits).max()),
+                        "argmax_agreement": float((q_logits.argmax(-1) == fp32_logits.argmax(-1)).mean()),
+                    },
+                }
+            )
             if len(attempts) > 1:
                 q_manifest.extra["quantization_attempts"] = attempts
             staged[precision] = (q_dir, q_manifest)
@@ -197,7 +222,7 @@ def _stage_quantized(config: ExportConfig, staging: Path, base: Manifest, staged
 
 
 def _triton_note(manifest: Manifest) -> str:
-    from export.triton import TRITON_NOTE
+    from kdserve.export.triton import TRITON_NOTE
 
     types = " and all-zero `token_type_ids`" if "token_type_ids" in manifest.inputs else ""
     inputs = "`, `".join(i for i in manifest.inputs if i != "token_type_ids")
@@ -206,7 +231,7 @@ def _triton_note(manifest: Manifest) -> str:
 
 def _publish(config: ExportConfig, staged: dict[str, tuple[Path, Manifest]], targets: dict[str, Path]) -> list[Path]:
     """Move finished bundles into place, or copy them into Triton's layout."""
-    from export.triton import write_triton_model
+    from kdserve.export.triton import write_triton_model
 
     written = []
     for key, (folder, manifest) in staged.items():
@@ -214,10 +239,18 @@ def _publish(config: ExportConfig, staged: dict[str, tuple[Path, Manifest]], tar
         if target.exists():
             shutil.rmtree(target)
         if config.format == "triton":
-            written.append(write_triton_model(
-                folder, target.parent, target.name, config.triton_max_batch_size, config.triton_queue_delay_us,
-                manifest.inputs, manifest.labels, (folder / "README.md").read_text(),
-            ))
+            written.append(
+                write_triton_model(
+                    folder,
+                    target.parent,
+                    target.name,
+                    config.triton_max_batch_size,
+                    config.triton_queue_delay_us,
+                    manifest.inputs,
+                    manifest.labels,
+                    (folder / "README.md").read_text(),
+                )
+            )
         else:
             shutil.move(str(folder), target)
             written.append(target)
@@ -247,13 +280,29 @@ def export_checkpoint(config: ExportConfig) -> list[Path]:
         (fp32_dir / "labels.json").write_text(json.dumps(list(info.labels)) + "\n")
         graph = ox.onnx_facts(fp32_dir / MODEL_FILE)
         if graph["outputs"] != ["logits"]:
-            raise ExportError(f"{info.folder}: the exported graph's outputs are {graph['outputs']}, expected ['logits']")
+            raise ExportError(
+                f"{info.folder}: the exported graph's outputs are {graph['outputs']}, expected ['logits']"
+            )
         base = Manifest(
-            name=f"{name}-fp32", model_kind=info.kind, precision="fp32", labels=list(info.labels),
-            max_length=max_length, inputs=graph["inputs"], pad_id=pad_id, parameters=parameters,
-            kdserve_version=_version(), source_checkpoint=str(info.folder.resolve()), opset=graph["opset"],
-            export_seconds=round(seconds, 3), created=datetime.now(UTC).isoformat(timespec="seconds"),
-            extra={**facts, "checkpoint_kind": info.kind, "graph_nodes": graph["nodes"], "data_spec": dict(spec.__dict__)},
+            name=f"{name}-fp32",
+            model_kind=info.kind,
+            precision="fp32",
+            labels=list(info.labels),
+            max_length=max_length,
+            inputs=graph["inputs"],
+            pad_id=pad_id,
+            parameters=parameters,
+            kdserve_version=_version(),
+            source_checkpoint=str(info.folder.resolve()),
+            opset=graph["opset"],
+            export_seconds=round(seconds, 3),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            extra={
+                **facts,
+                "checkpoint_kind": info.kind,
+                "graph_nodes": graph["nodes"],
+                "data_spec": dict(spec.__dict__),
+            },
         )
         write_manifest(fp32_dir, base)
         fp32_model = BundleModel(fp32_dir, verify=False)

@@ -3,7 +3,7 @@ at run time) or static (activation ranges calibrated on training texts, QDQ form
 
 One code path for the teacher and the students (``onnxruntime.quantization`` works on any
 graph; Optimum's ORTQuantizer wants a transformers config folder). The CPU presets
-(``export.config.QUANT_PRESETS``) carry Optimum's AutoQuantizationConfig settings.
+(``kdserve.export.config.QUANT_PRESETS``) carry Optimum's AutoQuantizationConfig settings.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from export.checks import ExportError
-from export.config import QUANT_PRESETS
-from export.onnx_export import quiet
+from kdserve.export.checks import ExportError
+from kdserve.export.config import QUANT_PRESETS
+from kdserve.export.onnx_export import quiet
 
 #: Ops that the static (QDQ) quantizer can handle among those a user may ask for; Attention
 #: and LSTM have no QDQ form and stay float in a static model.
@@ -32,8 +32,18 @@ def _extra_options() -> dict[str, Any]:
 
 
 #: Node types that carry int8 arithmetic or int8 weights in a quantized graph.
-INT8_OPS = ("MatMulInteger", "DynamicQuantizeMatMul", "QAttention", "DynamicQuantizeLSTM", "ConvInteger",
-            "QEmbedLayerNormalization", "QLinearMatMul", "QLinearConv", "QuantizeLinear", "DequantizeLinear")
+INT8_OPS = (
+    "MatMulInteger",
+    "DynamicQuantizeMatMul",
+    "QAttention",
+    "DynamicQuantizeLSTM",
+    "ConvInteger",
+    "QEmbedLayerNormalization",
+    "QLinearMatMul",
+    "QLinearConv",
+    "QuantizeLinear",
+    "DequantizeLinear",
+)
 
 
 def int8_nodes(path: Path) -> dict[str, int]:
@@ -55,13 +65,25 @@ def quantize_dynamic_int8(src: Path, dst: Path, preset: str, op_types: Sequence[
     try:
         with quiet():
             quantize_dynamic(
-                src, dst, op_types_to_quantize=list(op_types), per_channel=settings["per_channel"],
-                reduce_range=settings["reduce_range"], weight_type=QuantType.QInt8, extra_options=_extra_options(),
+                src,
+                dst,
+                op_types_to_quantize=list(op_types),
+                per_channel=settings["per_channel"],
+                reduce_range=settings["reduce_range"],
+                weight_type=QuantType.QInt8,
+                extra_options=_extra_options(),
             )
     except Exception as exc:  # onnxruntime.quantization raises bare RuntimeError/ValueError
         raise ExportError(f"dynamic int8 quantization of {src} failed: {str(exc).strip().splitlines()[0]}") from None
-    return {"mode": "dynamic", "preset": preset, **settings, "weight_type": "int8", "activation_type": "uint8",
-            "op_types": list(op_types), "int8_nodes": int8_nodes(dst)}
+    return {
+        "mode": "dynamic",
+        "preset": preset,
+        **settings,
+        "weight_type": "int8",
+        "activation_type": "uint8",
+        "op_types": list(op_types),
+        "int8_nodes": int8_nodes(dst),
+    }
 
 
 class _Reader:
@@ -80,7 +102,11 @@ class _Reader:
 
 
 def quantize_static_int8(
-    src: Path, dst: Path, preset: str, op_types: Sequence[str], feeds: Iterable[Mapping[str, np.ndarray]],
+    src: Path,
+    dst: Path,
+    preset: str,
+    op_types: Sequence[str],
+    feeds: Iterable[Mapping[str, np.ndarray]],
     method: str = "minmax",
 ) -> dict[str, Any]:
     """Static int8 in QDQ format: int8 weights, uint8 activations whose ranges come from running
@@ -95,23 +121,44 @@ def quantize_static_int8(
     settings = QUANT_PRESETS[preset]
     ops = [op for op in op_types if op in _STATIC_OPS]
     if not ops:
-        raise ExportError(f"static quantization supports {', '.join(_STATIC_OPS)}; none of {list(op_types)} is among them")
+        raise ExportError(
+            f"static quantization supports {', '.join(_STATIC_OPS)}; none of {list(op_types)} is among them"
+        )
     feeds = list(feeds)
     if not feeds:
         raise ExportError("static quantization needs at least one calibration batch")
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     try:
         with quiet():
             quantize_static(
-                src, dst, _Reader(feeds), quant_format=QuantFormat.QDQ, op_types_to_quantize=ops,
-                per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=methods[method],
+                src,
+                dst,
+                _Reader(feeds),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=ops,
+                per_channel=settings["per_channel"],
+                reduce_range=settings["reduce_range"],
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=methods[method],
                 extra_options=_extra_options(),
             )
     except Exception as exc:
         raise ExportError(f"static int8 quantization of {src} failed: {str(exc).strip().splitlines()[0]}") from None
-    return {"mode": "static", "format": "QDQ", "preset": preset, **settings, "weight_type": "int8",
-            "activation_type": "uint8", "op_types": ops, "calibration_method": method,
-            "calibration_batches": len(feeds), "calibration_examples": int(sum(len(f["input_ids"]) for f in feeds)),
-            "int8_nodes": int8_nodes(dst)}
+    return {
+        "mode": "static",
+        "format": "QDQ",
+        "preset": preset,
+        **settings,
+        "weight_type": "int8",
+        "activation_type": "uint8",
+        "op_types": ops,
+        "calibration_method": method,
+        "calibration_batches": len(feeds),
+        "calibration_examples": int(sum(len(f["input_ids"]) for f in feeds)),
+        "int8_nodes": int8_nodes(dst),
+    }

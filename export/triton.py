@@ -21,20 +21,18 @@ TRITON_VERSION_DIR = "1"
 
 
 def config_pbtxt(
-    name: str, inputs: Sequence[str], num_labels: int, max_batch_size: int, queue_delay_us: int,
+    name: str,
+    inputs: Sequence[str],
+    num_labels: int,
+    max_batch_size: int,
+    queue_delay_us: int,
     output: str = "logits",
 ) -> str:
     """The ``config.pbtxt`` text. With ``max_batch_size`` > 0 Triton adds the batch dimension
     itself, so each input is ``dims: [ -1 ]`` (tokens) and the output ``dims: [ num_labels ]``."""
     blocks = []
     for input_name in inputs:
-        blocks.append(
-            "  {\n"
-            f'    name: "{input_name}"\n'
-            "    data_type: TYPE_INT64\n"
-            "    dims: [ -1 ]\n"
-            "  }"
-        )
+        blocks.append(f'  {{\n    name: "{input_name}"\n    data_type: TYPE_INT64\n    dims: [ -1 ]\n  }}')
     return (
         f'name: "{name}"\n'
         'platform: "onnxruntime_onnx"\n'
@@ -68,8 +66,14 @@ to label.
 
 
 def write_triton_model(
-    bundle: Path, repository: Path, model_name: str, max_batch_size: int, queue_delay_us: int,
-    inputs: Sequence[str], labels: Sequence[str], card: str,
+    bundle: Path,
+    repository: Path,
+    model_name: str,
+    max_batch_size: int,
+    queue_delay_us: int,
+    inputs: Sequence[str],
+    labels: Sequence[str],
+    card: str,
 ) -> Path:
     """Copy a (verified) bundle folder into ``repository/model_name`` in Triton's layout."""
     target = repository / model_name

@@ -1,3 +1,5 @@
-from kdserve.cli import main
 import sys
+
+from kdserve.cli import main
+
 sys.exit(main())

@@ -13,9 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from kdserve import __version__
-from kdserve.errors import KdserveError
-
-DEFAULT_DATA = "package:rotten_tomatoes"
+from kdserve.core.defaults import DEFAULT_DATA
+from kdserve.core.errors import KdserveError
 
 
 def _add_data_args(parser: argparse.ArgumentParser, default: str | None = DEFAULT_DATA) -> None:
@@ -36,7 +35,7 @@ def _add_data_args(parser: argparse.ArgumentParser, default: str | None = DEFAUL
 
 
 def _data_spec(args: argparse.Namespace) -> Any:
-    from train.data import DatasetSpec
+    from kdserve.core.data import DatasetSpec
 
     return DatasetSpec(
         source=args.data,
@@ -49,7 +48,7 @@ def _data_spec(args: argparse.Namespace) -> Any:
 
 
 def _train_teacher(args: argparse.Namespace) -> int:
-    from train.teacher import TeacherConfig, train_teacher
+    from kdserve.train.teacher import TeacherConfig, train_teacher
 
     config = TeacherConfig.from_preset(
         args.preset,
@@ -81,7 +80,7 @@ def _train_teacher(args: argparse.Namespace) -> int:
 def _student_options(pairs: list[str] | None) -> dict[str, Any] | None:
     import json
 
-    from kdserve.errors import ConfigError
+    from kdserve.core.errors import ConfigError
 
     options: dict[str, Any] = {}
     for pair in pairs or []:
@@ -96,7 +95,7 @@ def _student_options(pairs: list[str] | None) -> dict[str, Any] | None:
 
 
 def _distill(args: argparse.Namespace) -> int:
-    from train.distill import DistillConfig, distill
+    from kdserve.train.distill import DistillConfig, distill
 
     config = DistillConfig.from_preset(
         args.preset,
@@ -144,10 +143,10 @@ def _distill(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from train.evaluate import evaluate_checkpoint, report
+    from kdserve.train.evaluate import evaluate_checkpoint, report
 
     if args.bundle:
-        from export.evaluate import evaluate_bundle
+        from kdserve.export.evaluate import evaluate_bundle
 
         bundle_result = evaluate_bundle(args.bundle, _data_spec(args), args.split, args.batch_size)
         print(report(bundle_result, args.output))
@@ -166,8 +165,9 @@ def _pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
-_EVALS_PER_EPOCH_HELP = ("validation passes per epoch, evenly spaced, the last at its end; the best pass's weights "
-                         "are kept (default 1)")
+_EVALS_PER_EPOCH_HELP = (
+    "validation passes per epoch, evenly spaced, the last at its end; the best pass's weights are kept (default 1)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,10 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.add_argument("--device", help="auto (default), cpu or cuda")
     teacher.add_argument("--threads", type=int, help="torch intra-op threads (default: all cores)")
     teacher.add_argument("--metric-for-best", choices=["accuracy", "macro_f1"])
-    teacher.add_argument("--evals-per-epoch", type=int, metavar="N",
-                         help=_EVALS_PER_EPOCH_HELP)
+    teacher.add_argument("--evals-per-epoch", type=int, metavar="N", help=_EVALS_PER_EPOCH_HELP)
     teacher.add_argument(
-        "--freeze-word-embeddings", action=argparse.BooleanOptionalAction, default=None,
+        "--freeze-word-embeddings",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="skip updating the word-embedding matrix (the presets do; faster on CPU)",
     )
     _add_data_args(teacher)
@@ -223,39 +224,68 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--batch-size", type=int)
     dist.add_argument("--max-length", type=int)
     dist.add_argument("--max-train-examples", type=int)
-    dist.add_argument("--metric-for-best", choices=["accuracy", "macro_f1"],
-                      help="validation metric that picks the saved epoch (macro_f1 for imbalanced classes)")
-    dist.add_argument("--evals-per-epoch", type=int, metavar="N",
-                      help=_EVALS_PER_EPOCH_HELP)
-    dist.add_argument("--lr-schedule", choices=["constant", "linear"], help="learning rate: constant, or linear decay to 0")
+    dist.add_argument(
+        "--metric-for-best",
+        choices=["accuracy", "macro_f1"],
+        help="validation metric that picks the saved epoch (macro_f1 for imbalanced classes)",
+    )
+    dist.add_argument("--evals-per-epoch", type=int, metavar="N", help=_EVALS_PER_EPOCH_HELP)
+    dist.add_argument(
+        "--lr-schedule", choices=["constant", "linear"], help="learning rate: constant, or linear decay to 0"
+    )
     dist.add_argument("--alpha", help="constant:A | easy-to-hard | linear:START:END:EPOCHS (weight of the hard loss)")
     dist.add_argument("--soft", choices=["mse", "kl", "ce"], help="soft loss: logit MSE or KL / CE at --temperature")
     dist.add_argument("--temperature", type=float)
     dist.add_argument("--augment", choices=["none", "mask", "mask+ngram", "all"], help="transfer-set augmentation")
     dist.add_argument("--n-iter", type=int, help="augmented copies per example")
     dist.add_argument("--glove", action=argparse.BooleanOptionalAction, default=None, help="GloVe-50d word vectors")
-    dist.add_argument("--teacher-embeddings", action="store_true",
-                      help="BiLSTM/TextCNN: word vectors from the teacher's input embeddings (384-d for MiniLM) instead of GloVe")
-    dist.add_argument("--vector-vocab", type=int, metavar="N",
-                      help="BiLSTM/TextCNN: add GloVe's N most frequent words the training texts lack to the "
-                      "vocabulary, so words unseen in training keep a pretrained vector (default 0)")
-    dist.add_argument("--static-channel", action="store_true",
-                      help="BiLSTM/TextCNN: the word vectors twice, one copy tuned and one held fixed (Kim 2014's "
-                      "multichannel input), so words added by --vector-vocab stay comparable to the tuned ones")
+    dist.add_argument(
+        "--teacher-embeddings",
+        action="store_true",
+        help="BiLSTM/TextCNN: word vectors from the teacher's input embeddings (384-d for MiniLM) instead of GloVe",
+    )
+    dist.add_argument(
+        "--vector-vocab",
+        type=int,
+        metavar="N",
+        help="BiLSTM/TextCNN: add GloVe's N most frequent words the training texts lack to the "
+        "vocabulary, so words unseen in training keep a pretrained vector (default 0)",
+    )
+    dist.add_argument(
+        "--static-channel",
+        action="store_true",
+        help="BiLSTM/TextCNN: the word vectors twice, one copy tuned and one held fixed (Kim 2014's "
+        "multichannel input), so words added by --vector-vocab stay comparable to the tuned ones",
+    )
     dist.add_argument("--student-layers", type=int, help="transformer student layers (1-4)")
-    dist.add_argument("--student-option", action="append", metavar="KEY=VALUE",
-                      help="override a field of the student's config, e.g. hidden_size=150 or num_filters=200 "
-                      "(repeatable; VALUE is read as JSON, else as a string)")
+    dist.add_argument(
+        "--student-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a field of the student's config, e.g. hidden_size=150 or num_filters=200 "
+        "(repeatable; VALUE is read as JSON, else as a string)",
+    )
     dist.add_argument("--intermediate-weight", type=float, help="weight of hidden-state/attention losses")
     dist.add_argument("--cache-dir", help="teacher-logit cache (default runs/cache)")
-    dist.add_argument("--teacher-bundle", help="label the transfer set with this exported teacher bundle (ONNX "
-                      "Runtime, faster on a CPU) instead of the PyTorch checkpoint")
+    dist.add_argument(
+        "--teacher-bundle",
+        help="label the transfer set with this exported teacher bundle (ONNX "
+        "Runtime, faster on a CPU) instead of the PyTorch checkpoint",
+    )
     dist.add_argument("--seed", type=int)
-    dist.add_argument("--augment-seed", type=int, metavar="N",
-                      help="seed of the augmentation alone (default: --seed); fix it to vary --seed on the same, "
-                      "already-labelled transfer set")
-    dist.add_argument("--ema-decay", type=float, metavar="D",
-                      help="evaluate and save a moving average of the weights (e.g. 0.9995; default 0: off)")
+    dist.add_argument(
+        "--augment-seed",
+        type=int,
+        metavar="N",
+        help="seed of the augmentation alone (default: --seed); fix it to vary --seed on the same, "
+        "already-labelled transfer set",
+    )
+    dist.add_argument(
+        "--ema-decay",
+        type=float,
+        metavar="D",
+        help="evaluate and save a moving average of the weights (e.g. 0.9995; default 0: off)",
+    )
     dist.add_argument("--device")
     dist.add_argument("--threads", type=int)
     _add_data_args(dist)
@@ -269,9 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Later stages register their own subcommands; each register() imports only the standard
     # library, so parsing stays cheap and `kdserve serve --help` needs no torch.
-    from benchmarks.cli import register as register_bench
-    from export.cli import register as register_export
-    from serve.cli import register as register_serve
+    from kdserve.bench.cli import register as register_bench
+    from kdserve.export.cli import register as register_export
+    from kdserve.serve.cli import register as register_serve
 
     register_export(sub)
     register_serve(sub)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from train.data import DatasetSpec
+from kdserve.core.data import DatasetSpec
 
 log = logging.getLogger("kdserve.pipeline")
 
@@ -23,11 +23,16 @@ STUDENT = "bilstm"
 
 def _latency(bundles: list[Path], data: DatasetSpec, preset: str) -> dict[str, dict[str, Any]]:
     """Batch-1 p50 latency (tokenization included) per bundle on the validation texts."""
-    from benchmarks.model_bench import ModelBenchConfig, run_model_bench
+    from kdserve.bench.model_bench import ModelBenchConfig, run_model_bench
 
     config = ModelBenchConfig(
-        bundles=[str(b) for b in bundles], batch_sizes=[1], short_data=data.source, long_data=None,
-        texts=256, iterations=200 if preset == "quick" else 1000, max_seconds=5.0 if preset == "quick" else 20.0,
+        bundles=[str(b) for b in bundles],
+        batch_sizes=[1],
+        short_data=data.source,
+        long_data=None,
+        texts=256,
+        iterations=200 if preset == "quick" else 1000,
+        max_seconds=5.0 if preset == "quick" else 20.0,
         torch_reference=False,
     )
     result = run_model_bench(config)
@@ -35,16 +40,20 @@ def _latency(bundles: list[Path], data: DatasetSpec, preset: str) -> dict[str, d
 
 
 def _row(bundle: Path, bench: dict[str, Any]) -> dict[str, Any]:
-    from benchmarks.common import bundle_size
-    from export.bundle import read_manifest
+    from kdserve.bench.common import bundle_size
+    from kdserve.core.bundle import read_manifest
 
     manifest = read_manifest(bundle)
     metrics = manifest.metrics.get(manifest.precision, {})
     cell = bench["onnx"]["short"]["1"]
     return {
-        "bundle": manifest.name, "kind": manifest.model_kind, "precision": manifest.precision,
-        "parameters": manifest.parameters, "bundle_mb": round(bundle_size(bundle) / 1e6, 2),
-        "accuracy": metrics.get("accuracy"), "macro_f1": metrics.get("macro_f1"),
+        "bundle": manifest.name,
+        "kind": manifest.model_kind,
+        "precision": manifest.precision,
+        "parameters": manifest.parameters,
+        "bundle_mb": round(bundle_size(bundle) / 1e6, 2),
+        "accuracy": metrics.get("accuracy"),
+        "macro_f1": metrics.get("macro_f1"),
         "p50_ms": cell["total_ms"]["p50"],
     }
 
@@ -53,8 +62,10 @@ def _markdown(rows: list[dict[str, Any]], data: str, seconds: dict[str, float], 
     # the int8 teacher when it passed its accuracy gate, else the fp32 one
     teacher = next((r for r in rows if r["kind"] == "teacher" and r["precision"] == "int8"), rows[0])
     lines = [
-        f"# kdserve pipeline on {data}", "",
-        f"| bundle | parameters | size (MB) | accuracy | macro-F1 | batch-1 p50 (ms) | speed-up vs {teacher['bundle']} |",
+        f"# kdserve pipeline on {data}",
+        "",
+        f"| bundle | parameters | size (MB) | accuracy | macro-F1 | batch-1 p50 (ms) "
+        f"| speed-up vs {teacher['bundle']} |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -70,7 +81,10 @@ def _markdown(rows: list[dict[str, Any]], data: str, seconds: dict[str, float], 
 
 
 def run_pipeline(
-    preset: str, data: DatasetSpec, output: str | Path, teacher_model: str | None = None,
+    preset: str,
+    data: DatasetSpec,
+    output: str | Path,
+    teacher_model: str | None = None,
     max_train_examples: int | None = None,
 ) -> dict[str, Any]:
     """Run every stage into ``output``; returns the summary also written as ``summary.json``.
@@ -78,11 +92,11 @@ def run_pipeline(
     ``teacher_model`` (a folder or hub id; default the embedded MiniLM) and ``max_train_examples``
     override the preset for teacher and student alike.
     """
-    from export.checks import AccuracyGateError
-    from export.config import ExportConfig
-    from export.pipeline import export_checkpoint
-    from train.distill import DistillConfig, distill
-    from train.teacher import TeacherConfig, train_teacher
+    from kdserve.export.checks import AccuracyGateError
+    from kdserve.export.config import ExportConfig
+    from kdserve.export.pipeline import export_checkpoint
+    from kdserve.train.distill import DistillConfig, distill
+    from kdserve.train.teacher import TeacherConfig, train_teacher
 
     out = Path(output)
     seconds: dict[str, float] = {}
@@ -92,17 +106,30 @@ def run_pipeline(
         return time.perf_counter()
 
     start = stage(1, f"fine-tuning the teacher ({preset} preset) on {data.source} -> {out / 'teacher'}")
-    teacher = train_teacher(TeacherConfig.from_preset(
-        preset, data=data, output_dir=str(out / "teacher"), model=teacher_model, max_train_examples=max_train_examples,
-    ))
+    teacher = train_teacher(
+        TeacherConfig.from_preset(
+            preset,
+            data=data,
+            output_dir=str(out / "teacher"),
+            model=teacher_model,
+            max_train_examples=max_train_examples,
+        )
+    )
     seconds["teacher"] = time.perf_counter() - start
     print(f"      teacher validation accuracy {teacher['validation']['accuracy'] * 100:.2f}%", flush=True)
 
     start = stage(2, f"distilling a {STUDENT} student ({preset} preset) -> {out / STUDENT}")
-    student = distill(DistillConfig.from_preset(
-        preset, STUDENT, teacher=str(out / "teacher"), data=data, output_dir=str(out / STUDENT),
-        cache_dir=str(out / "cache"), max_train_examples=max_train_examples,
-    ))
+    student = distill(
+        DistillConfig.from_preset(
+            preset,
+            STUDENT,
+            teacher=str(out / "teacher"),
+            data=data,
+            output_dir=str(out / STUDENT),
+            cache_dir=str(out / "cache"),
+            max_train_examples=max_train_examples,
+        )
+    )
     seconds["distill"] = time.perf_counter() - start
     print(f"      {STUDENT} validation accuracy {student['validation']['accuracy'] * 100:.2f}%", flush=True)
 
@@ -111,10 +138,16 @@ def run_pipeline(
     refused: dict[str, str] = {}
     for name in ("teacher", STUDENT):
         try:
-            bundles += export_checkpoint(ExportConfig.from_preset(
-                preset, checkpoint=str(out / name), output_dir=str(out / "bundles"), name=name, data=data,
-                overwrite=True,
-            ))
+            bundles += export_checkpoint(
+                ExportConfig.from_preset(
+                    preset,
+                    checkpoint=str(out / name),
+                    output_dir=str(out / "bundles"),
+                    name=name,
+                    data=data,
+                    overwrite=True,
+                )
+            )
         except AccuracyGateError as exc:
             # The gate kept a lossy int8 model out and wrote the fp32 bundle: go on with that one and
             # say so, rather than lose the whole run (kdserve export --force would ship the int8).
@@ -127,7 +160,7 @@ def run_pipeline(
     bench = _latency(bundles, data, preset)
     seconds["latency"] = time.perf_counter() - start
 
-    from export.bundle import read_manifest
+    from kdserve.core.bundle import read_manifest
 
     rows = [_row(b, bench[read_manifest(b).name]) for b in bundles]
     summary = {"data": data.source, "preset": preset, "rows": rows, "stage_seconds": seconds, "int8_refused": refused}

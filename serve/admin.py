@@ -15,9 +15,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
-from serve.errors import Forbidden, InvalidInput, Unauthorized
-from serve.schemas import ADMIN_ERRORS, ReloadResponse
-from serve.service import Service
+from kdserve.serve.errors import Forbidden, InvalidInput, Unauthorized
+from kdserve.serve.schemas import ADMIN_ERRORS, ReloadResponse
+from kdserve.serve.service import Service
 
 
 def admin_router(service: Service, token: SecretStr) -> APIRouter:

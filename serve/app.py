@@ -1,4 +1,4 @@
-"""The FastAPI application: thin routes over ``serve.service.Service``.
+"""The FastAPI application: thin routes over ``kdserve.serve.service.Service``.
 
 ``create_app(settings)`` verifies the bundles at once (a checksum mismatch raises ``BundleError``
 naming the file) and starts loading + warming them when the app starts: ``/health`` answers 200
@@ -19,13 +19,13 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp
 
 from kdserve import __version__
-from serve.admin import admin_router
-from serve.classify_route import answer, direct_classify
-from serve.config import Settings
-from serve.errors import NotReady, error_response, install_error_handlers
-from serve.middleware import ServeMiddleware
-from serve.protocols import hf_router, v2_router
-from serve.schemas import (
+from kdserve.serve.admin import admin_router
+from kdserve.serve.classify_route import answer, direct_classify
+from kdserve.serve.config import Settings
+from kdserve.serve.errors import NotReady, error_response, install_error_handlers
+from kdserve.serve.middleware import ServeMiddleware
+from kdserve.serve.protocols import hf_router, v2_router
+from kdserve.serve.schemas import (
     ERRORS,
     ClassifyRequest,
     ClassifyResponse,
@@ -33,7 +33,7 @@ from serve.schemas import (
     ModelsResponse,
     ModelSummary,
 )
-from serve.service import Service
+from kdserve.serve.service import Service
 
 DESCRIPTION = """Distilled text classifiers behind one API, with dynamic batching and
 teacher/student routing (A/B, shadow, cascade). Also speaks the Hugging Face inference shape
@@ -58,8 +58,9 @@ class KdserveApp(FastAPI):
         return app
 
 
-def create_app(settings: Settings, service: Service | None = None,
-               on_startup_failure: Callable[[str], None] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, service: Service | None = None, on_startup_failure: Callable[[str], None] | None = None
+) -> FastAPI:
     """The app; ``service`` may be built beforehand (the CLI does, to fail before binding a port).
     ``on_startup_failure`` is called with the reason when loading fails (the CLI stops the server)."""
     svc = service if service is not None else Service(settings)
@@ -74,18 +75,32 @@ def create_app(settings: Settings, service: Service | None = None,
 
     # FastAPI checks per request whether OpenTelemetry is configured unless told it is off
     telemetry = None if settings.otel else {"tracing": False, "metrics": False, "logs": False}
-    app = KdserveApp(title="kdserve", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                     telemetry=telemetry)
+    app = KdserveApp(
+        title="kdserve", version=__version__, description=DESCRIPTION, lifespan=lifespan, telemetry=telemetry
+    )
     app.state.service = svc
     app.state.settings = settings
     install_error_handlers(app)
     if settings.cors_origins:
-        app.outer_middleware.append(Middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "PUT"],
-            allow_headers=["*"], expose_headers=["X-Request-ID", "Retry-After"]))
-    app.outer_middleware.append(Middleware(
-        ServeMiddleware, max_body_bytes=settings.max_body_bytes, max_inflight=settings.max_inflight_requests,
-        retry_after_s=settings.retry_after_s, metrics=svc.metrics, direct={"/classify": direct_classify(svc, settings)}))
+        app.outer_middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST", "PUT"],
+                allow_headers=["*"],
+                expose_headers=["X-Request-ID", "Retry-After"],
+            )
+        )
+    app.outer_middleware.append(
+        Middleware(
+            ServeMiddleware,
+            max_body_bytes=settings.max_body_bytes,
+            max_inflight=settings.max_inflight_requests,
+            retry_after_s=settings.retry_after_s,
+            metrics=svc.metrics,
+            direct={"/classify": direct_classify(svc, settings)},
+        )
+    )
 
     @app.post("/classify", response_model=ClassifyResponse, responses=ERRORS, tags=["classify"])
     async def classify(body: ClassifyRequest, request: Request) -> Response:

@@ -44,8 +44,8 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from export.bundle import Encoded, softmax
-from serve.errors import InferenceFailed, NotReady, QueueFull, TextTooLong
+from kdserve.core.bundle import Encoded, softmax
+from kdserve.serve.errors import InferenceFailed, NotReady, QueueFull, TextTooLong
 
 log = logging.getLogger("kdserve.serve.batching")
 
@@ -55,7 +55,7 @@ POOL_BATCHES = 4
 
 
 class Runnable(Protocol):
-    """What the batcher needs from a model (``export.bundle.BundleModel`` is one)."""
+    """What the batcher needs from a model (``kdserve.core.bundle.BundleModel`` is one)."""
 
     def encode(self, texts: Sequence[str]) -> Encoded: ...
     def run(self, encoded: Encoded) -> np.ndarray: ...
@@ -142,8 +142,9 @@ def _deliver(answers: list[tuple[asyncio.Future[Scores], Scores | None, BaseExce
 class Batcher:
     """Queue + worker threads for one model. ``submit`` is thread-safe and never blocks."""
 
-    def __init__(self, name: str, model: Runnable, config: BatchConfig,
-                 on_batch: Callable[[BatchStats], None] | None = None) -> None:
+    def __init__(
+        self, name: str, model: Runnable, config: BatchConfig, on_batch: Callable[[BatchStats], None] | None = None
+    ) -> None:
         self.name = name
         self.model = model
         self.config = config
@@ -162,8 +163,10 @@ class Batcher:
         self._stats_lock = threading.Lock()
         # each worker's asyncio answers waiting to be handed to their loops (``_answer``, ``_flush``)
         self._local = threading.local()
-        self._threads = [threading.Thread(target=self._work, name=f"batcher-{name}" + (f"-{i}" if i else ""), daemon=True)
-                         for i in range(config.workers)]
+        self._threads = [
+            threading.Thread(target=self._work, name=f"batcher-{name}" + (f"-{i}" if i else ""), daemon=True)
+            for i in range(config.workers)
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -203,7 +206,9 @@ class Batcher:
             if self._queued_texts + len(texts) > self.config.max_queue_texts:
                 raise QueueFull(
                     f"model {self.name!r} queue is full ({self._queued_texts} texts waiting, limit "
-                    f"{self.config.max_queue_texts}); retry later", retry_after=self.config.retry_after_s)
+                    f"{self.config.max_queue_texts}); retry later",
+                    retry_after=self.config.retry_after_s,
+                )
             now = time.monotonic()
             self._lone = now - self._last_arrival > self.config.max_wait_s
             self._last_arrival = now
@@ -237,7 +242,9 @@ class Batcher:
             deadline = self._queue[0].enqueued + (0.0 if lone else cfg.max_wait_s)
             # Adaptive: the company worth waiting for is as much as came last time (k clients each
             # waiting for their answer send k requests), not a full batch that may never come.
-            enough = min(cfg.max_batch_size, max(self._last_intake_texts, 1)) if cfg.adaptive_wait else cfg.max_batch_size
+            enough = (
+                min(cfg.max_batch_size, max(self._last_intake_texts, 1)) if cfg.adaptive_wait else cfg.max_batch_size
+            )
             while not self._closing and self._queued_texts < enough:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -283,7 +290,9 @@ class Batcher:
         if not outbox:
             return
         self._local.outbox = []
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Scores], Scores | None, BaseException | None]]] = {}
+        by_loop: dict[
+            asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Scores], Scores | None, BaseException | None]]
+        ] = {}
         for loop, future, scores, error in outbox:
             by_loop.setdefault(loop, []).append((future, scores, error))
         for loop, answers in by_loop.items():
@@ -340,7 +349,9 @@ class Batcher:
         current: list[tuple[int, _Item, int]] = []
         for row in rows:
             # rows ascend, so this row is the longest: padded tokens = count x its length
-            if current and (len(current) + 1 > cfg.max_batch_size or (len(current) + 1) * row[0] > cfg.max_batch_tokens):
+            if current and (
+                len(current) + 1 > cfg.max_batch_size or (len(current) + 1) * row[0] > cfg.max_batch_tokens
+            ):
                 batches.append(current)
                 current = []
             current.append(row)
@@ -363,8 +374,13 @@ class Batcher:
             if len(items) > 1:
                 # the failure may come from one request's rows (a shape, a token): rerun each request
                 # alone so that only the requests that fail on their own get the error
-                log.warning("batcher %s: a batch of %d failed (%s); rerunning its %d requests one by one",
-                            self.name, len(batch), exc, len(items))
+                log.warning(
+                    "batcher %s: a batch of %d failed (%s); rerunning its %d requests one by one",
+                    self.name,
+                    len(batch),
+                    exc,
+                    len(items),
+                )
                 for item in items.values():
                     self._run([r for r in batch if r[1] is item])
                 return

@@ -20,11 +20,11 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 from starlette.types import Receive, Scope, Send
 
-from serve.config import Settings
-from serve.errors import response_for
-from serve.middleware import Direct, until_disconnect
-from serve.schemas import ClassifyRequest
-from serve.service import Scored, Service
+from kdserve.serve.config import Settings
+from kdserve.serve.errors import response_for
+from kdserve.serve.middleware import Direct, until_disconnect
+from kdserve.serve.schemas import ClassifyRequest
+from kdserve.serve.service import Scored, Service
 
 log = logging.getLogger("kdserve.serve")
 
@@ -47,22 +47,35 @@ def text_result(scored: Scored, top_k: int | None, all_scores: bool) -> dict[str
     scores = None
     if all_scores or top_k is not None:
         scores = ranked(scored.labels, scored.probabilities, None if all_scores else top_k)
-    return {"label": scored.labels[best], "score": float(scored.probabilities[best]), "scores": scores,
-            "model": scored.model, "checksum": scored.checksum, "escalated": scored.escalated}
+    return {
+        "label": scored.labels[best],
+        "score": float(scored.probabilities[best]),
+        "scores": scores,
+        "model": scored.model,
+        "checksum": scored.checksum,
+        "escalated": scored.escalated,
+    }
 
 
-async def answer(svc: Service, settings: Settings, body: ClassifyRequest, request_id: str,
-                 receive: Receive) -> bytes:
+async def answer(svc: Service, settings: Settings, body: ClassifyRequest, request_id: str, receive: Receive) -> bytes:
     """The JSON bytes of the ``ClassifyResponse``; raises the service's errors (``ServeError``...)."""
     texts = body.text_list()
     if settings.log_texts:
         log.info("classify %s model=%s texts=%r", request_id, body.model, texts)
-    outcome = await until_disconnect(receive, svc.classify(
-        texts, body.model, body.routing_key, body.truncate, "text" if body.text is not None else "texts"))
-    return to_json({
-        "request_id": request_id, "route": outcome.route, "variant": outcome.variant, "shadowed": outcome.shadowed,
-        "models": {r.model: r.checksum for r in outcome.results},
-        "results": [text_result(r, body.top_k, body.all_scores) for r in outcome.results]})
+    outcome = await until_disconnect(
+        receive,
+        svc.classify(texts, body.model, body.routing_key, body.truncate, "text" if body.text is not None else "texts"),
+    )
+    return to_json(
+        {
+            "request_id": request_id,
+            "route": outcome.route,
+            "variant": outcome.variant,
+            "shadowed": outcome.shadowed,
+            "models": {r.model: r.checksum for r in outcome.results},
+            "results": [text_result(r, body.top_k, body.all_scores) for r in outcome.results],
+        }
+    )
 
 
 def _json_content_type(scope: Scope) -> bool:
@@ -92,8 +105,13 @@ def direct_classify(svc: Service, settings: Settings) -> Direct:
         except Exception as exc:  # the same answer as the app's exception handlers give
             await response_for(exc, "/classify")(scope, receive, send)
             return True
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": content})
         return True
 

@@ -1,6 +1,6 @@
 """`kdserve serve`: registered on the main parser; the server is imported only when it runs.
 
-The flags come from ``serve.config.Settings`` (one per field). Importing pydantic to build them
+The flags come from ``kdserve.serve.config.Settings`` (one per field). Importing pydantic to build them
 would slow every ``kdserve`` command, so they are added on the first parse that reaches the
 ``serve`` subparser: ``kdserve serve --help`` lists them all, ``kdserve train ...`` never pays.
 """
@@ -13,7 +13,7 @@ import signal
 from collections.abc import Sequence
 from typing import Any
 
-from kdserve.errors import KdserveError
+from kdserve.core.errors import KdserveError
 
 log = logging.getLogger("kdserve.serve")
 
@@ -27,9 +27,9 @@ def _serve(args: argparse.Namespace) -> int:
         raise ServeError(args._serve_flags_missing)
     import uvicorn
 
-    from serve.app import create_app
-    from serve.config import settings_from_args
-    from serve.service import Service
+    from kdserve.serve.app import create_app
+    from kdserve.serve.config import settings_from_args
+    from kdserve.serve.service import Service
 
     settings = settings_from_args(args)
     logging.getLogger().setLevel(settings.log_level.upper())
@@ -45,9 +45,17 @@ def _serve(args: argparse.Namespace) -> int:
             server.should_exit = True
 
     app = create_app(settings, service, on_startup_failure)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
-                            log_level=settings.log_level, lifespan="on", http=_http_protocol(), ws="none",
-                            timeout_graceful_shutdown=settings.graceful_timeout_s)  # type: ignore[arg-type]
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        log_level=settings.log_level,
+        lifespan="on",
+        http=_http_protocol(),
+        ws="none",
+        timeout_graceful_shutdown=settings.graceful_timeout_s,
+    )  # type: ignore[arg-type]
     server = uvicorn.Server(config)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal under the previous
     # handler; with the default one that would kill us with status 143 after a clean drain.
@@ -56,7 +64,9 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         server.run()
     except SystemExit as exc:  # uvicorn exits this way when it cannot bind
-        raise ServeError(f"could not serve on {settings.host}:{settings.port} (exit {exc.code}; see the log above)") from None
+        raise ServeError(
+            f"could not serve on {settings.host}:{settings.port} (exit {exc.code}; see the log above)"
+        ) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
     if failures:
@@ -66,10 +76,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _http_protocol() -> Any:
-    """One socket write per response (``serve.http_protocol``) when httptools is there, else
+    """One socket write per response (``kdserve.serve.http_protocol``) when httptools is there, else
     uvicorn's own choice."""
     try:
-        from serve.http_protocol import CoalescingHttpToolsProtocol
+        from kdserve.serve.http_protocol import CoalescingHttpToolsProtocol
     except ImportError:  # no httptools: uvicorn falls back to h11
         return "auto"
     return CoalescingHttpToolsProtocol
@@ -82,10 +92,11 @@ def _add_flags_lazily(parser: argparse.ArgumentParser) -> None:
         if not getattr(parser, "_kdserve_flags_added", False):
             parser._kdserve_flags_added = True  # type: ignore[attr-defined]
             try:
-                from serve.config import add_flags
+                from kdserve.serve.config import add_flags
             except ImportError as exc:  # a train-only install
-                parser.set_defaults(_serve_flags_missing=f"kdserve serve needs the serve extra "
-                                                         f"(pip install 'kdserve[serve]'): {exc}")
+                parser.set_defaults(
+                    _serve_flags_missing=f"kdserve serve needs the serve extra (pip install 'kdserve[serve]'): {exc}"
+                )
             else:
                 add_flags(parser)
         return original(args, namespace)
@@ -95,8 +106,10 @@ def _add_flags_lazily(parser: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser(
-        "serve", help="serve bundles over HTTP: /classify, Hugging Face and Open Inference (V2) protocols",
+        "serve",
+        help="serve bundles over HTTP: /classify, Hugging Face and Open Inference (V2) protocols",
         description="Serve every bundle in --bundles (or --models a,b) with dynamic batching and routing. "
-                    "Each flag is also a KDSERVE_* environment variable; flags win.")
+        "Each flag is also a KDSERVE_* environment variable; flags win.",
+    )
     parser.set_defaults(func=_serve)
     _add_flags_lazily(parser)

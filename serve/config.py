@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from kdserve.errors import ConfigError
+from kdserve.core.errors import ConfigError
 
 ENV_PREFIX = "KDSERVE_"
 
@@ -37,50 +37,89 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
 
     bundles: Path = Field(description="folder of bundles (each subfolder with a manifest.json)")
-    models: CommaStrs = Field(default_factory=list, description="comma-separated subset of bundle (folder) names to load; none = all")
+    models: CommaStrs = Field(
+        default_factory=list, description="comma-separated subset of bundle (folder) names to load; none = all"
+    )
     host: str = Field("127.0.0.1", description="interface to listen on")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port)")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="server log level")
 
-    device: Literal["cpu", "cuda"] = Field("cpu", description="cuda needs onnxruntime-gpu and a GPU; falls back to cpu with a log line")
-    intra_op_threads: int = Field(0, ge=0, le=256, description="ONNX Runtime intra-op threads per model (0 = auto: 1 for a "
-                                  "BiLSTM on the CPU, whose LSTM runs step by step, with model_workers running its "
-                                  "batches side by side instead; else ONNX Runtime's default of one per core)")
+    device: Literal["cpu", "cuda"] = Field(
+        "cpu", description="cuda needs onnxruntime-gpu and a GPU; falls back to cpu with a log line"
+    )
+    intra_op_threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="ONNX Runtime intra-op threads per model (0 = auto: 1 for a "
+        "BiLSTM on the CPU, whose LSTM runs step by step, with model_workers running its "
+        "batches side by side instead; else ONNX Runtime's default of one per core)",
+    )
     intra_op_spinning: bool = Field(
-        False, description="let idle ONNX Runtime intra-op threads busy-wait for the next op: lower latency for a "
+        False,
+        description="let idle ONNX Runtime intra-op threads busy-wait for the next op: lower latency for a "
         "lone request, but on a machine where the event loop shares the cores they take CPU it needs (2 cores, "
-        "int8 BiLSTM: about 15% less throughput at 32 connections with spinning, 0.3 ms less p50 at 1)")
-    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field("all", description="ONNX Runtime graph optimisation level")
-    warmup_batch_sizes: CommaInts = Field(default_factory=lambda: [1, 8], description="batch sizes run at start-up before ready")
-    warmup_lengths: CommaInts = Field(default_factory=lambda: [16, 64], description="token lengths run at start-up (capped at each model's max)")
+        "int8 BiLSTM: about 15% less throughput at 32 connections with spinning, 0.3 ms less p50 at 1)",
+    )
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="ONNX Runtime graph optimisation level"
+    )
+    warmup_batch_sizes: CommaInts = Field(
+        default_factory=lambda: [1, 8], description="batch sizes run at start-up before ready"
+    )
+    warmup_lengths: CommaInts = Field(
+        default_factory=lambda: [16, 64], description="token lengths run at start-up (capped at each model's max)"
+    )
 
     max_batch_size: int = Field(32, ge=1, le=4096, description="texts per inference batch")
     max_batch_tokens: int = Field(8192, ge=1, description="padded tokens per batch (batch size x longest text)")
     max_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a batch waits to fill (0 = never waits)")
     adaptive_wait: bool = Field(
-        True, description="a request alone in the queue runs at once when traffic is sparse or no company "
-        "arrived during the previous batch, instead of waiting for a batch (false: always wait max_wait_ms)")
+        True,
+        description="a request alone in the queue runs at once when traffic is sparse or no company "
+        "arrived during the previous batch, instead of waiting for a batch (false: always wait max_wait_ms)",
+    )
     max_queue_texts: int = Field(1024, ge=1, description="texts waiting per model before 429")
-    model_workers: int = Field(0, ge=0, le=64, description="batches one model runs at once: worker threads sharing its "
-                               "queue and session, like Triton's model instances (0 = auto: one per core, at most 4, for "
-                               "a BiLSTM on one intra-op thread; else 1)")
+    model_workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="batches one model runs at once: worker threads sharing its "
+        "queue and session, like Triton's model instances (0 = auto: one per core, at most 4, for "
+        "a BiLSTM on one intra-op thread; else 1)",
+    )
     request_timeout_s: float = Field(10.0, gt=0, le=3600, description="per-request deadline before 503")
     retry_after_s: int = Field(1, ge=0, le=3600, description="Retry-After seconds on 429 and 503")
     max_text_chars: int = Field(20000, ge=1, description="characters per text (422 above)")
     max_texts_per_request: int = Field(256, ge=1, description="texts per request (422 above)")
     max_body_bytes: int = Field(1 << 20, ge=64, description="request body bytes, checked before parsing (413 above)")
-    max_inflight_requests: int = Field(512, ge=1, description="HTTP requests handled at once (503 above; health, "
-                                       "readiness and metrics exempt): bounds memory at this x max_body_bytes")
+    max_inflight_requests: int = Field(
+        512,
+        ge=1,
+        description="HTTP requests handled at once (503 above; health, "
+        "readiness and metrics exempt): bounds memory at this x max_body_bytes",
+    )
 
-    admin_token: SecretStr | None = Field(None, description="bearer token for /admin/*; admin routes are 404 without one (prefer the env var: flags show in ps)")
+    admin_token: SecretStr | None = Field(
+        None,
+        description="bearer token for /admin/*; admin routes are 404 without one "
+        "(prefer the env var: flags show in ps)",
+    )
     routing_file: Path | None = Field(None, description="routing config (JSON or YAML); default routes otherwise")
     shadow_log: Path | None = Field(None, description="JSONL file for shadow disagreements")
     shadow_max_inflight: int = Field(8, ge=0, description="shadow calls running at once (more are skipped)")
     log_texts: bool = Field(False, description="write request texts to logs and the shadow log (off: only hashes)")
-    cors_origins: CommaStrs = Field(default_factory=list, description="comma-separated CORS origins (default: CORS off)")
-    graceful_timeout_s: float = Field(30.0, gt=0, description="on SIGTERM, how long in-flight requests may take to finish")
-    otel: bool = Field(False, description="FastAPI's OpenTelemetry spans and metrics (for a deployment with an OTEL "
-                       "provider configured); off, FastAPI skips its per-request telemetry check")
+    cors_origins: CommaStrs = Field(
+        default_factory=list, description="comma-separated CORS origins (default: CORS off)"
+    )
+    graceful_timeout_s: float = Field(
+        30.0, gt=0, description="on SIGTERM, how long in-flight requests may take to finish"
+    )
+    otel: bool = Field(
+        False,
+        description="FastAPI's OpenTelemetry spans and metrics (for a deployment with an OTEL "
+        "provider configured); off, FastAPI skips its per-request telemetry check",
+    )
 
     @field_validator("models", "cors_origins", "warmup_batch_sizes", "warmup_lengths", mode="before")
     @classmethod
@@ -105,7 +144,8 @@ class Settings(BaseSettings):
         if self.max_texts_per_request > self.max_queue_texts:
             raise ValueError(
                 f"max_texts_per_request ({self.max_texts_per_request}) exceeds max_queue_texts "
-                f"({self.max_queue_texts}): such a request could never be queued")
+                f"({self.max_queue_texts}): such a request could never be queued"
+            )
         return self
 
 
@@ -155,8 +195,13 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         default = info.get_default(call_default_factory=True)
         shown = "required" if info.is_required() else f"default: {_show(default)}"
         help_text = f"{info.description} ({shown}; env {ENV_PREFIX}{name.upper()})"
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS,
-                            help=help_text.replace("%", "%%"), **kwargs)
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=argparse.SUPPRESS,
+            help=help_text.replace("%", "%%"),
+            **kwargs,
+        )
 
 
 def _show(value: Any) -> str:

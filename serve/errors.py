@@ -15,9 +15,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from export.bundle import BundleError
-from kdserve.errors import KdserveError
-from serve.routing import RoutingError, UnknownModel
+from kdserve.core.bundle import BundleError
+from kdserve.core.errors import KdserveError
+from kdserve.serve.routing import RoutingError, UnknownModel
 
 log = logging.getLogger("kdserve.serve")
 
@@ -57,8 +57,10 @@ class TextTooLong(ServeError):
         super().__init__(self.describe(index))
 
     def describe(self, index: int) -> str:
-        return (f"texts[{index}] is longer than {self.max_length} tokens, the limit of model {self.model!r}; "
-                f"shorten it or send truncate=true")
+        return (
+            f"texts[{index}] is longer than {self.max_length} tokens, the limit of model {self.model!r}; "
+            f"shorten it or send truncate=true"
+        )
 
 
 class QueueFull(ServeError):
@@ -101,8 +103,9 @@ def is_v2(path: str) -> bool:
     return path == "/v2" or path.startswith("/v2/")
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,
-                   path: str = "") -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, path: str = ""
+) -> JSONResponse:
     """``{"error": {"code", "message"}}``; under ``/v2`` the Open Inference Protocol's own shape,
     ``{"error": message}`` (plus ``code``), since V2 clients read ``error`` as a string."""
     if is_v2(path):
@@ -147,8 +150,10 @@ def _validation_message(errors: list[Any]) -> str:
 def unparsable_body(cause: BaseException) -> str:
     """Why a JSON body could not be parsed, for the causes ``json.loads`` raises beyond syntax errors."""
     if isinstance(cause, UnicodeDecodeError):
-        return (f"body is not valid UTF-8 (byte 0x{cause.object[cause.start]:02x} at offset {cause.start}); "
-                f"send JSON encoded as UTF-8")
+        return (
+            f"body is not valid UTF-8 (byte 0x{cause.object[cause.start]:02x} at offset {cause.start}); "
+            f"send JSON encoded as UTF-8"
+        )
     if isinstance(cause, RecursionError):
         return "body JSON is nested too deeply to parse"
     return f"body could not be parsed as JSON ({type(cause).__name__})"
@@ -168,8 +173,13 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"no route {request.method} {request.url.path}"
         elif exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path}"
-        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), message,
-                              dict(exc.headers) if exc.headers else None, request.url.path)
+        return error_response(
+            exc.status_code,
+            codes.get(exc.status_code, "http_error"),
+            message,
+            dict(exc.headers) if exc.headers else None,
+            request.url.path,
+        )
 
     async def _any(request: Request, exc: Exception) -> JSONResponse:
         return response_for(exc, request.url.path)

@@ -8,7 +8,7 @@ TCP_NODELAY, two packets the client must read. On this 2-core machine that secon
 
 ``CoalescingTransport`` holds what is written during one turn of the event loop and writes it
 at the end of that turn (``call_soon``), joined; everything else goes to the real transport.
-Order is kept, and closing writes what is held first. ``serve.cli`` uses this protocol whenever
+Order is kept, and closing writes what is held first. ``kdserve.serve.cli`` uses this protocol whenever
 httptools is importable (which uvicorn's "auto" would pick too), with websockets off: an upgrade
 would hand the wrapped transport to a websocket protocol.
 """

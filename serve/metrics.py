@@ -44,8 +44,14 @@ class ModelCounters:
     def snapshot(self, queue_depth: int) -> dict[str, float]:
         with self._lock:
             mean = self.batched_texts / self.batches if self.batches else 0.0
-            return {"requests": self.requests, "texts": self.texts, "errors": self.errors,
-                    "queue_depth": queue_depth, "batches": self.batches, "mean_batch_size": round(mean, 3)}
+            return {
+                "requests": self.requests,
+                "texts": self.texts,
+                "errors": self.errors,
+                "queue_depth": queue_depth,
+                "batches": self.batches,
+                "mean_batch_size": round(mean, 3),
+            }
 
 
 class Metrics:
@@ -54,23 +60,39 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.http_requests = Counter("kdserve_http_requests", "HTTP requests by endpoint, method and status",
-                                     ["endpoint", "method", "status"], registry=r)
-        self.http_latency = Histogram("kdserve_http_request_duration_seconds", "HTTP request latency",
-                                      ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
-        self.model_requests = Counter("kdserve_model_requests", "Inference calls per model by outcome "
-                                      "(ok, queue_full, timeout, text_too_long, cancelled, error)",
-                                      ["model", "status"], registry=r)
+        self.http_requests = Counter(
+            "kdserve_http_requests",
+            "HTTP requests by endpoint, method and status",
+            ["endpoint", "method", "status"],
+            registry=r,
+        )
+        self.http_latency = Histogram(
+            "kdserve_http_request_duration_seconds",
+            "HTTP request latency",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_requests = Counter(
+            "kdserve_model_requests",
+            "Inference calls per model by outcome (ok, queue_full, timeout, text_too_long, cancelled, error)",
+            ["model", "status"],
+            registry=r,
+        )
         self.model_texts = Counter("kdserve_model_texts", "Texts classified per model", ["model"], registry=r)
-        self.batch_size = Histogram("kdserve_batch_size", "Texts per inference batch", ["model"],
-                                    buckets=BATCH_BUCKETS, registry=r)
-        self.batch_latency = Histogram("kdserve_batch_inference_seconds", "Model time per batch", ["model"],
-                                       buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_tokens = Counter("kdserve_batch_padded_tokens", "Padded tokens run (batch x longest)",
-                                    ["model"], registry=r)
+        self.batch_size = Histogram(
+            "kdserve_batch_size", "Texts per inference batch", ["model"], buckets=BATCH_BUCKETS, registry=r
+        )
+        self.batch_latency = Histogram(
+            "kdserve_batch_inference_seconds", "Model time per batch", ["model"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.batch_tokens = Counter(
+            "kdserve_batch_padded_tokens", "Padded tokens run (batch x longest)", ["model"], registry=r
+        )
         self.queue_depth = Gauge("kdserve_queue_depth", "Texts waiting in a model's queue", ["model"], registry=r)
-        self.rejected = Counter("kdserve_rejected", "Requests refused before inference, by reason",
-                                ["reason"], registry=r)
+        self.rejected = Counter(
+            "kdserve_rejected", "Requests refused before inference, by reason", ["reason"], registry=r
+        )
         self.inflight = Gauge("kdserve_inflight_requests", "HTTP requests in progress (probes excluded)", registry=r)
         self.ready = Gauge("kdserve_ready", "1 when every bundle is loaded and warm", registry=r)
         self.reloads = Counter("kdserve_reloads", "Hot reloads by outcome", ["status"], registry=r)

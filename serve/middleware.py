@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serve.errors import ClientGone, error_response, is_v2
-from serve.metrics import Metrics
-from serve.service import admitted_at
+from kdserve.serve.errors import ClientGone, error_response, is_v2
+from kdserve.serve.metrics import Metrics
+from kdserve.serve.service import admitted_at
 
 T = TypeVar("T")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -28,7 +28,7 @@ _BODY_METHODS = {"POST", "PUT", "PATCH"}
 # Probes and scrapes must answer even when the server is saturated.
 EXEMPT = frozenset({"/health", "/ready", "/metrics", "/v2/health/live", "/v2/health/ready"})
 #: a route answered below FastAPI: ``(scope, body, receive, send) -> answered``; False hands the
-#: request on to the app (see ``serve.classify_route``)
+#: request on to the app (see ``kdserve.serve.classify_route``)
 Direct = Callable[[Scope, bytes, Receive, Send], Awaitable[bool]]
 
 
@@ -49,8 +49,16 @@ class ServeMiddleware:
     ``kdserve_http_requests`` and latency by route template. A POST to a path in ``direct`` goes to
     that handler with its body first."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_inflight: int, retry_after_s: int,
-                 metrics: Metrics, direct: dict[str, Direct] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        max_inflight: int,
+        retry_after_s: int,
+        metrics: Metrics,
+        direct: dict[str, Direct] | None = None,
+    ) -> None:
         self.app = app
         self.direct = direct or {}
         self.max_body_bytes = max_body_bytes
@@ -68,8 +76,11 @@ class ServeMiddleware:
         # its response is rendered once here (per error shape), not per request.
         message = f"too many requests in progress (max_inflight_requests = {max_inflight}); retry later"
         self._overloaded = {
-            v2: error_response(503, "overloaded", message, {"Retry-After": str(retry_after_s)}, path="/v2" if v2 else "")
-            for v2 in (False, True)}
+            v2: error_response(
+                503, "overloaded", message, {"Retry-After": str(retry_after_s)}, path="/v2" if v2 else ""
+            )
+            for v2 in (False, True)
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -99,7 +110,9 @@ class ServeMiddleware:
                     counted = False
                     endpoint = scope["path"] if scope["path"] in self.direct else None
                     refusal = self._overloaded[is_v2(scope["path"])]
-                    await send_with_id({"type": "http.response.start", "status": 503, "headers": list(refusal.raw_headers)})
+                    await send_with_id(
+                        {"type": "http.response.start", "status": 503, "headers": list(refusal.raw_headers)}
+                    )
                     await send_with_id({"type": "http.response.body", "body": refusal.body})
                     return
                 self.inflight += 1
@@ -123,7 +136,9 @@ class ServeMiddleware:
             key = (endpoint, scope["method"], status)
             requests = self._requests.get(key)
             if requests is None:
-                requests = self._requests[key] = self.metrics.http_requests.labels(endpoint, scope["method"], str(status))
+                requests = self._requests[key] = self.metrics.http_requests.labels(
+                    endpoint, scope["method"], str(status)
+                )
             requests.inc()
             latency = self._latency.get(endpoint)
             if latency is None:
@@ -154,9 +169,12 @@ class ServeMiddleware:
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send, what: str) -> None:
         self.metrics.rejected.labels("body_too_large").inc()
-        response = error_response(413, "payload_too_large",
-                                  f"request body too large ({what}); the limit is max_body_bytes = {self.max_body_bytes}",
-                                  path=scope.get("path", ""))
+        response = error_response(
+            413,
+            "payload_too_large",
+            f"request body too large ({what}); the limit is max_body_bytes = {self.max_body_bytes}",
+            path=scope.get("path", ""),
+        )
         # the unread rest of the body makes keep-alive pointless: ask the client to reconnect
         response.headers["Connection"] = "close"
         await response(scope, receive, send)

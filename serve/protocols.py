@@ -24,10 +24,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kdserve import __version__
-from serve.errors import InvalidInput, NotFound, NotReady
-from serve.middleware import until_disconnect
-from serve.schemas import ERRORS, V2_ERRORS, HFRequest, Score
-from serve.service import Scored, Service
+from kdserve.serve.errors import InvalidInput, NotFound, NotReady
+from kdserve.serve.middleware import until_disconnect
+from kdserve.serve.schemas import ERRORS, V2_ERRORS, HFRequest, Score
+from kdserve.serve.service import Scored, Service
 
 # ------------------------------------------------------------------ Hugging Face
 
@@ -178,7 +178,7 @@ def parse_v2(raw: bytes, header_length: str | None) -> tuple[V2Request, list[str
 
 
 def v2_router(service: Service) -> APIRouter:
-    # V2 errors have their own shape (see serve.errors.error_response); any route may answer them
+    # V2 errors have their own shape (see kdserve.serve.errors.error_response); any route may answer them
     router = APIRouter(prefix="/v2", tags=["open inference protocol v2"], responses=V2_ERRORS)
 
     def bundle(name: str) -> Any:
@@ -204,10 +204,14 @@ def v2_router(service: Service) -> APIRouter:
     async def model_metadata(name: str) -> dict[str, Any]:
         manifest = bundle(name)
         return {
-            "name": name, "versions": ["1"], "platform": "onnxruntime_onnx",
+            "name": name,
+            "versions": ["1"],
+            "platform": "onnxruntime_onnx",
             "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
-            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, len(manifest.labels)]},
-                        {"name": "label", "datatype": "BYTES", "shape": [-1]}],
+            "outputs": [
+                {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(manifest.labels)]},
+                {"name": "label", "datatype": "BYTES", "shape": [-1]},
+            ],
             "parameters": {"labels": list(manifest.labels), "checksum": manifest.checksum},
         }
 
@@ -215,13 +219,22 @@ def v2_router(service: Service) -> APIRouter:
     async def model_ready(name: str) -> dict[str, Any]:
         bundle(name)
         if not (service.ready and name in service.slots):
-            raise NotReady(f"model {name!r} is {service.model_status.get(name, 'pending')}",
-                           retry_after=service.settings.retry_after_s)
+            raise NotReady(
+                f"model {name!r} is {service.model_status.get(name, 'pending')}",
+                retry_after=service.settings.retry_after_s,
+            )
         return {"name": name, "ready": True}
 
     # The body is read raw (the binary extension is not JSON); the JSON form is declared for OpenAPI.
-    @router.post("/models/{name}/infer", openapi_extra={"requestBody": {
-        "required": True, "content": {"application/json": {"schema": _inline_refs(V2Request.model_json_schema())}}}})
+    @router.post(
+        "/models/{name}/infer",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _inline_refs(V2Request.model_json_schema())}},
+            }
+        },
+    )
     async def infer(name: str, request: Request) -> Response:
         """V2 inference: JSON or binary tensors in, JSON or binary tensors out (per output's
         ``binary_data`` parameter, or the request's ``binary_data_output``)."""
@@ -250,14 +263,21 @@ def v2_router(service: Service) -> APIRouter:
             else:
                 entry["data"] = data
             outputs.append(entry)
-        body: dict[str, Any] = {"model_name": name, "model_version": "1", "outputs": outputs,
-                                "parameters": {"checksum": outcome.results[0].checksum, "route": outcome.route}}
+        body: dict[str, Any] = {
+            "model_name": name,
+            "model_version": "1",
+            "outputs": outputs,
+            "parameters": {"checksum": outcome.results[0].checksum, "route": outcome.route},
+        }
         if req.id is not None:
             body["id"] = req.id
         if not buffers:
             return JSONResponse(body)
         header = json.dumps(body, separators=(",", ":")).encode("utf-8")
-        return Response(header + b"".join(buffers), media_type="application/octet-stream",
-                        headers={"Inference-Header-Content-Length": str(len(header))})
+        return Response(
+            header + b"".join(buffers),
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(len(header))},
+        )
 
     return router

@@ -7,7 +7,7 @@ A routing config names routes; each route has one policy:
   route and the key, so every process and restart sends a key to the same variant); without a
   key, a seeded random draw per request.
 - ``shadow``: the primary answers; a ``sample_rate`` fraction of requests also goes to the shadow
-  model in the background (see ``serve.shadow``).
+  model in the background (see ``kdserve.serve.shadow``).
 - ``cascade``: the student answers when its top score reaches the threshold of its top label;
   the other texts go to the teacher in one call and are marked escalated.
 
@@ -33,8 +33,8 @@ from typing import Any, Protocol
 import numpy as np
 import prometheus_client as prom
 
-from kdserve.errors import KdserveError
-from serve.routing_config import (
+from kdserve.core.errors import KdserveError
+from kdserve.serve.routing_config import (
     ABRoute,
     CascadeRoute,
     CompiledRoute,
@@ -47,7 +47,7 @@ from serve.routing_config import (
     build_state,
     load_config,
 )
-from serve.shadow import ShadowJob, ShadowLog, ShadowRecorder
+from kdserve.serve.shadow import ShadowJob, ShadowLog, ShadowRecorder
 
 __all__ = ["Infer", "ModelInfo", "RoutedAnswer", "Router", "RoutingError", "TextAnswer", "UnknownModel", "load_config"]
 
@@ -131,12 +131,17 @@ class Router:
         self.shadow = ShadowRecorder(self.registry, log, shadow_max_inflight)
         self.log_texts = log_texts
         self._ab_assignments = prom.Counter(
-            "kdserve_ab_assignments", "Requests sent to each A/B variant", ["route", "variant"], registry=self.registry)
+            "kdserve_ab_assignments", "Requests sent to each A/B variant", ["route", "variant"], registry=self.registry
+        )
         self._cascade_texts = prom.Counter(
-            "kdserve_cascade_texts", "Texts answered through a cascade route", ["route"], registry=self.registry)
+            "kdserve_cascade_texts", "Texts answered through a cascade route", ["route"], registry=self.registry
+        )
         self._escalations = prom.Counter(
-            "kdserve_cascade_escalations", "Cascade texts the student was unsure of, answered by the teacher",
-            ["route"], registry=self.registry)
+            "kdserve_cascade_escalations",
+            "Cascade texts the student was unsure of, answered by the teacher",
+            ["route"],
+            registry=self.registry,
+        )
 
     @classmethod
     def from_file(cls, path: str | Path, models: Mapping[str, ModelInfo], **kw: Any) -> Router:
@@ -229,21 +234,41 @@ class Router:
         probs = _as_probs(await infer(model, texts, truncate), state.models[model], len(texts))
         return [TextAnswer(model, row) for row in probs]
 
-    async def _shadowed(self, state: RoutingState, route: CompiledRoute, spec: ShadowRoute, texts: list[str],
-                        infer: Infer, truncate: bool) -> RoutedAnswer:
+    async def _shadowed(
+        self,
+        state: RoutingState,
+        route: CompiledRoute,
+        spec: ShadowRoute,
+        texts: list[str],
+        infer: Infer,
+        truncate: bool,
+    ) -> RoutedAnswer:
         answers = await self._run(state, infer, spec.primary, texts, truncate)
         shadowed = False
         if answers and self._shadow_rng.random() < spec.sample_rate:
             job = ShadowJob(
-                route=route.name, primary=spec.primary, shadow=spec.shadow,
-                labels=tuple(state.models[spec.primary].labels), shadow_labels=tuple(state.models[spec.shadow].labels),
-                shadow_order=route.shadow_order, texts=list(texts),
-                primary_probs=np.stack([a.probabilities for a in answers]), truncate=truncate)
+                route=route.name,
+                primary=spec.primary,
+                shadow=spec.shadow,
+                labels=tuple(state.models[spec.primary].labels),
+                shadow_labels=tuple(state.models[spec.shadow].labels),
+                shadow_order=route.shadow_order,
+                texts=list(texts),
+                primary_probs=np.stack([a.probabilities for a in answers]),
+                truncate=truncate,
+            )
             shadowed = self.shadow.submit(job, infer)
         return RoutedAnswer(route.name, answers, shadowed=shadowed)
 
-    async def _cascade(self, state: RoutingState, route: CompiledRoute, spec: CascadeRoute, texts: list[str],
-                       infer: Infer, truncate: bool) -> RoutedAnswer:
+    async def _cascade(
+        self,
+        state: RoutingState,
+        route: CompiledRoute,
+        spec: CascadeRoute,
+        texts: list[str],
+        infer: Infer,
+        truncate: bool,
+    ) -> RoutedAnswer:
         answers = await self._run(state, infer, spec.student, texts, truncate)
         if not answers:
             return RoutedAnswer(route.name, answers)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from kdserve.errors import KdserveError
+from kdserve.core.errors import KdserveError
 
 ROLES = ("teacher", "student")
 
@@ -76,7 +76,10 @@ class CascadeRoute(_Route):
 
 RouteSpec = FixedRoute | ABRoute | ShadowRoute | CascadeRoute
 POLICIES: dict[str, type[_Route]] = {
-    "ab": ABRoute, "cascade": CascadeRoute, "fixed": FixedRoute, "shadow": ShadowRoute,
+    "ab": ABRoute,
+    "cascade": CascadeRoute,
+    "fixed": FixedRoute,
+    "shadow": ShadowRoute,
 }
 
 
@@ -140,7 +143,8 @@ def _same_labels(route: str, a: tuple[str, str], b: tuple[str, str], models: Map
     if set(models[name_a].labels) != set(models[name_b].labels):
         raise RoutingError(
             f"route {route!r}, fields {field_a!r}/{field_b!r}: labels of {name_a!r} {models[name_a].labels} "
-            f"differ from labels of {name_b!r} {models[name_b].labels}")
+            f"differ from labels of {name_b!r} {models[name_b].labels}"
+        )
 
 
 def _compile(name: str, spec: RouteSpec, models: Mapping[str, ModelInfo], implicit: bool = False) -> CompiledRoute:
@@ -174,14 +178,18 @@ def _compile(name: str, spec: RouteSpec, models: Mapping[str, ModelInfo], implic
         raise _fail(name, "threshold", f"must be within [0, 1], got {spec.threshold}")
     for label, value in spec.thresholds.items():
         if label not in student.labels:
-            raise _fail(name, "thresholds", f"{label!r} is not a label of {spec.student!r} "
-                                            f"(labels: {', '.join(student.labels)})")
+            raise _fail(
+                name,
+                "thresholds",
+                f"{label!r} is not a label of {spec.student!r} (labels: {', '.join(student.labels)})",
+            )
         if not _in_unit(value):
             raise _fail(name, "thresholds", f"threshold of {label!r} must be within [0, 1], got {value}")
     missing = [label for label in student.labels if label not in spec.thresholds]
     if missing and spec.threshold is None:
-        raise _fail(name, "threshold", f"required as the default for labels without their own threshold "
-                                       f"({', '.join(missing)})")
+        raise _fail(
+            name, "threshold", f"required as the default for labels without their own threshold ({', '.join(missing)})"
+        )
     vector = np.array([spec.thresholds.get(label, spec.threshold) for label in student.labels], dtype=np.float64)
     return CompiledRoute(name, spec, implicit, thresholds=vector)
 
@@ -203,14 +211,17 @@ def build_state(models: Mapping[str, ModelInfo], config: Mapping[str, Any] | Non
         raise RoutingError(f"routing config: unknown field(s) {', '.join(map(repr, unknown))} (expected 'routes')")
     raw_routes = config.get("routes", {})
     if not isinstance(raw_routes, Mapping):
-        raise RoutingError(f"routing config: 'routes' must be an object of route name -> route, "
-                           f"got {type(raw_routes).__name__}")
+        raise RoutingError(
+            f"routing config: 'routes' must be an object of route name -> route, got {type(raw_routes).__name__}"
+        )
     routes: dict[str, CompiledRoute] = {}
     for name, raw in raw_routes.items():
         spec = _parse_route(name, raw)
         if name in models and not (isinstance(spec, FixedRoute) and spec.model == name):
-            raise RoutingError(f"route {name!r}: is the name of a model, so it must be a fixed route to that model "
-                               f"(it would hide the model)")
+            raise RoutingError(
+                f"route {name!r}: is the name of a model, so it must be a fixed route to that model "
+                f"(it would hide the model)"
+            )
         routes[name] = _compile(name, spec, models)
     # Aliases the config does not define, unless a model owns the name (a model name always reaches it).
     for alias, role in (("teacher", "teacher"), ("student", "student")):

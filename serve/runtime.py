@@ -1,5 +1,5 @@
 """Model runtime, with no HTTP in it: find bundles, pick execution providers, load one ONNX Runtime
-session per bundle (``export.bundle.BundleModel``) and warm it up at several shapes.
+session per bundle (``kdserve.core.bundle.BundleModel``) and warm it up at several shapes.
 
 Warm-up matters because ONNX Runtime allocates and plans per input shape: the first request of a
 new shape pays for it. Running every (batch size, length) pair once before ``/ready`` says 200
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.bundle import MANIFEST_FILE, BundleError, BundleModel, Encoded, Manifest, read_manifest, verify_bundle
+from kdserve.core.bundle import MANIFEST_FILE, BundleError, BundleModel, Encoded, Manifest, read_manifest, verify_bundle
 
 log = logging.getLogger("kdserve.serve.runtime")
 
@@ -65,9 +65,13 @@ def resolve_providers(device: str) -> list[str]:
         available = ort.get_available_providers()
         if CUDA in available:
             return [CUDA, CPU]
-        log.warning("device cuda requested but onnxruntime %s offers no %s (available: %s); install the "
-                    "gpu extra (onnxruntime-gpu) on a machine with a GPU. Falling back to the CPU.",
-                    ort.__version__, CUDA, ", ".join(available))
+        log.warning(
+            "device cuda requested but onnxruntime %s offers no %s (available: %s); install the "
+            "gpu extra (onnxruntime-gpu) on a machine with a GPU. Falling back to the CPU.",
+            ort.__version__,
+            CUDA,
+            ", ".join(available),
+        )
         return [CPU]
     if device != "cpu":
         raise BundleError(f"device must be cpu or cuda, got {device!r}")
@@ -112,7 +116,9 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
-def parallelism_for(model_kind: str, intra_op_threads: int = 0, workers: int = 0, device: str = "cpu") -> tuple[int, int]:
+def parallelism_for(
+    model_kind: str, intra_op_threads: int = 0, workers: int = 0, device: str = "cpu"
+) -> tuple[int, int]:
     """(intra-op threads, batch workers) for one model; a non-zero request is kept as given.
 
     Auto (0) for a BiLSTM on the CPU: one intra-op thread, since its LSTM op runs one time step
@@ -126,23 +132,46 @@ def parallelism_for(model_kind: str, intra_op_threads: int = 0, workers: int = 0
     return threads, workers
 
 
-def load_model(name: str, folder: Path, *, device: str = "cpu", intra_op_threads: int = 0, workers: int = 0,
-               graph_optimization: str = "all", verify: bool = True, intra_op_spinning: bool = True) -> LoadedModel:
+def load_model(
+    name: str,
+    folder: Path,
+    *,
+    device: str = "cpu",
+    intra_op_threads: int = 0,
+    workers: int = 0,
+    graph_optimization: str = "all",
+    verify: bool = True,
+    intra_op_spinning: bool = True,
+) -> LoadedModel:
     """Open one bundle; logs when the session did not get the provider it asked for.
     ``intra_op_threads`` and ``workers`` 0 are auto (``parallelism_for``)."""
     providers = resolve_providers(device)
     started = time.perf_counter()
     threads, workers = parallelism_for(read_manifest(folder).model_kind, intra_op_threads, workers, device)
-    model = BundleModel(folder, providers=providers, intra_op_threads=threads,
-                        graph_optimization=graph_optimization, verify=verify, intra_op_spinning=intra_op_spinning)
+    model = BundleModel(
+        folder,
+        providers=providers,
+        intra_op_threads=threads,
+        graph_optimization=graph_optimization,
+        verify=verify,
+        intra_op_spinning=intra_op_spinning,
+    )
     got = model.providers()
     if providers[0] == CUDA and CUDA not in got:
         # ORT creates a CPU-only session when CUDA libraries or the GPU are missing at run time
         log.warning("model %s: CUDA provider could not start (no GPU or CUDA libraries?); running on the CPU", name)
     loaded = LoadedModel(name, Path(folder), model, got, threads, workers, load_seconds=time.perf_counter() - started)
-    log.info("model %s loaded from %s (%s, %s, providers %s, intra-op threads %s, batch workers %d) in %.2f s", name,
-             folder, model.manifest.model_kind, model.manifest.precision, ",".join(got), threads or "default", workers,
-             loaded.load_seconds)
+    log.info(
+        "model %s loaded from %s (%s, %s, providers %s, intra-op threads %s, batch workers %d) in %.2f s",
+        name,
+        folder,
+        model.manifest.model_kind,
+        model.manifest.precision,
+        ",".join(got),
+        threads or "default",
+        workers,
+        loaded.load_seconds,
+    )
     return loaded
 
 

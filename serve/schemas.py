@@ -25,8 +25,10 @@ class ErrorResponse(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
-        404: "unknown model or route", 413: "body too large, or a text over the token limit with truncate=false",
-        422: "invalid request (fields, types, limits, empty text)", 429: "queue full (see Retry-After)",
+        404: "unknown model or route",
+        413: "body too large, or a text over the token limit with truncate=false",
+        422: "invalid request (fields, types, limits, empty text)",
+        429: "queue full (see Retry-After)",
         503: "not ready, overloaded, or the request timed out (see Retry-After)",
     }.items()
 }
@@ -45,7 +47,9 @@ V2_ERRORS: dict[int | str, dict[str, Any]] = {
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
-        401: "no bearer token", 403: "wrong token", 409: "reload failed: the previous bundles keep serving",
+        401: "no bearer token",
+        403: "wrong token",
+        409: "reload failed: the previous bundles keep serving",
         422: "invalid routing config",
     }.items()
 }
@@ -54,9 +58,15 @@ ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
 class ClassifyRequest(BaseModel):
     """Exactly one of ``text`` and ``texts``; at most one of ``top_k`` and ``all_scores``."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "examples": [{"text": "the film was wonderful ."},
-                     {"texts": ["great plot", "dull acting"], "model": "student", "all_scores": True}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"text": "the film was wonderful ."},
+                {"texts": ["great plot", "dull acting"], "model": "student", "all_scores": True},
+            ]
+        },
+    )
 
     text: StrictStr | None = Field(None, description="one text")
     texts: list[StrictStr] | None = Field(None, description="several texts, answered in order")
@@ -65,8 +75,9 @@ class ClassifyRequest(BaseModel):
     all_scores: StrictBool = Field(False, description="also return every label's score")
     truncate: StrictBool = Field(True, description="cut texts at the model's token limit; false: 413 instead")
     routing_key: StrictStr | None = Field(None, max_length=256, description="sticky A/B key, e.g. a user id")
-    request_id: StrictStr | None = Field(None, min_length=1, max_length=128, pattern=REQUEST_ID_PATTERN,
-                                         description="echoed back; generated when absent")
+    request_id: StrictStr | None = Field(
+        None, min_length=1, max_length=128, pattern=REQUEST_ID_PATTERN, description="echoed back; generated when absent"
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> ClassifyRequest:
@@ -117,7 +128,9 @@ class HFRequest(BaseModel):
 
     inputs: StrictStr | list[StrictStr]
     parameters: HFParameters | None = None
-    options: dict[str, Any] | None = Field(None, description="accepted for compatibility (use_cache, wait_for_model); ignored")
+    options: dict[str, Any] | None = Field(
+        None, description="accepted for compatibility (use_cache, wait_for_model); ignored"
+    )
 
 
 class ModelCountersOut(BaseModel):
@@ -139,8 +152,10 @@ class ModelSummary(BaseModel):
     checksum: str
     status: str = Field(description="pending, loading, warming, ready or failed")
     providers: list[str]
-    intra_op_threads: int | None = Field(None, description="ONNX Runtime intra-op threads of the session (0: its "
-                                         "default, one per core; null until loaded)")
+    intra_op_threads: int | None = Field(
+        None,
+        description="ONNX Runtime intra-op threads of the session (0: its default, one per core; null until loaded)",
+    )
     workers: int | None = Field(None, description="batch worker threads running this model's batches side by side")
     counters: ModelCountersOut
     manifest: dict[str, Any] | None = Field(None, description="the full manifest.json (GET /models/{name} only)")

@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 from prometheus_client import Counter
 
-from export.bundle import BundleError, Manifest
-from serve.batching import BatchConfig, Batcher, BatchStats
-from serve.config import Settings
-from serve.errors import InvalidInput, NotFound, NotReady, QueueFull, ReloadFailed, RequestTimeout, TextTooLong
-from serve.metrics import Metrics, ModelCounters
-from serve.routing import ModelInfo, Router
-from serve.runtime import LoadedModel, discover, load_model, verify_all, warm_up
+from kdserve.core.bundle import BundleError, Manifest
+from kdserve.serve.batching import BatchConfig, Batcher, BatchStats
+from kdserve.serve.config import Settings
+from kdserve.serve.errors import InvalidInput, NotFound, NotReady, QueueFull, ReloadFailed, RequestTimeout, TextTooLong
+from kdserve.serve.metrics import Metrics, ModelCounters
+from kdserve.serve.routing import ModelInfo, Router
+from kdserve.serve.runtime import LoadedModel, discover, load_model, verify_all, warm_up
 
 log = logging.getLogger("kdserve.serve")
 
@@ -85,11 +85,18 @@ class Service:
         self.metrics = metrics if metrics is not None else Metrics()
         self.folders: dict[str, Path] = discover(settings.bundles, settings.models)
         self.manifests: dict[str, Manifest] = verify_all(self.folders)
-        router_kw: dict[str, Any] = dict(registry=self.metrics.registry, shadow_log=settings.shadow_log,
-                                         log_texts=settings.log_texts, shadow_max_inflight=settings.shadow_max_inflight)
+        router_kw: dict[str, Any] = dict(
+            registry=self.metrics.registry,
+            shadow_log=settings.shadow_log,
+            log_texts=settings.log_texts,
+            shadow_max_inflight=settings.shadow_max_inflight,
+        )
         infos = self._infos(self.manifests)
-        self.router = (Router.from_file(settings.routing_file, infos, **router_kw) if settings.routing_file
-                       else Router(infos, None, **router_kw))
+        self.router = (
+            Router.from_file(settings.routing_file, infos, **router_kw)
+            if settings.routing_file
+            else Router(infos, None, **router_kw)
+        )
         self.slots: dict[str, Slot] = {}
         self.model_status: dict[str, str] = {name: "pending" for name in self.folders}
         self.counters: dict[str, ModelCounters] = {name: ModelCounters() for name in self.folders}
@@ -115,9 +122,16 @@ class Service:
         s = self.settings
         if track_status:
             self.model_status[name] = "loading"
-        loaded = load_model(name, folder, device=s.device, intra_op_threads=s.intra_op_threads, workers=s.model_workers,
-                            graph_optimization=s.graph_optimization, verify=verify,
-                            intra_op_spinning=s.intra_op_spinning)
+        loaded = load_model(
+            name,
+            folder,
+            device=s.device,
+            intra_op_threads=s.intra_op_threads,
+            workers=s.model_workers,
+            graph_optimization=s.graph_optimization,
+            verify=verify,
+            intra_op_spinning=s.intra_op_spinning,
+        )
         if track_status:
             self.model_status[name] = "warming"
         warm_up(loaded, s.warmup_batch_sizes, s.warmup_lengths)
@@ -125,9 +139,17 @@ class Service:
 
     def _slot(self, name: str, loaded: LoadedModel) -> Slot:
         s, manifest = self.settings, loaded.manifest
-        config = BatchConfig(max_batch_size=s.max_batch_size, max_batch_tokens=s.max_batch_tokens,
-                             max_wait_s=s.max_wait_ms / 1000, adaptive_wait=s.adaptive_wait, max_queue_texts=s.max_queue_texts,
-                             workers=loaded.workers, pad_id=manifest.pad_id, max_length=manifest.max_length, retry_after_s=s.retry_after_s)
+        config = BatchConfig(
+            max_batch_size=s.max_batch_size,
+            max_batch_tokens=s.max_batch_tokens,
+            max_wait_s=s.max_wait_ms / 1000,
+            adaptive_wait=s.adaptive_wait,
+            max_queue_texts=s.max_queue_texts,
+            workers=loaded.workers,
+            pad_id=manifest.pad_id,
+            max_length=manifest.max_length,
+            retry_after_s=s.retry_after_s,
+        )
         counters = self.counters.setdefault(name, ModelCounters())
         size, latency = self.metrics.batch_size.labels(name), self.metrics.batch_latency.labels(name)
         tokens = self.metrics.batch_tokens.labels(name)
@@ -140,7 +162,9 @@ class Service:
 
         batcher = Batcher(name, loaded.model, config, on_batch)
         self.metrics.track_queue(name, lambda: batcher.queue_depth)
-        return Slot(loaded, batcher, self.metrics.model_requests.labels(name, "ok"), self.metrics.model_texts.labels(name))
+        return Slot(
+            loaded, batcher, self.metrics.model_requests.labels(name, "ok"), self.metrics.model_texts.labels(name)
+        )
 
     async def start(self) -> None:
         """Load and warm every bundle off the event loop, then report ready. Raises on failure
@@ -194,14 +218,18 @@ class Service:
         carries the reason (naming the file for a checksum mismatch)."""
         async with self._reload_lock:
             if not self.ready:
-                raise NotReady(f"cannot reload while the server is {self.status}", retry_after=self.settings.retry_after_s)
+                raise NotReady(
+                    f"cannot reload while the server is {self.status}", retry_after=self.settings.retry_after_s
+                )
             try:
                 folders = discover(self.settings.bundles, self.settings.models)
                 gone = [name for name in self.slots if name not in folders]
                 if gone:
                     # a folder mid-replacement (deleted, not yet copied back) must not unload a live model
-                    raise BundleError(f"{self.settings.bundles}: no bundle {', '.join(gone)} any more, but it is being "
-                                      f"served (a restart unloads a model)")
+                    raise BundleError(
+                        f"{self.settings.bundles}: no bundle {', '.join(gone)} any more, but it is being "
+                        f"served (a restart unloads a model)"
+                    )
                 fresh: dict[str, LoadedModel] = {}
                 for name, folder in folders.items():
                     fresh[name] = await asyncio.to_thread(self._load, name, folder, verify=True, track_status=False)
@@ -218,11 +246,14 @@ class Service:
             self.model_status = {name: "ready" for name in fresh}
             for name in set(old) - set(fresh):
                 self.metrics.forget_model(name)
-            await asyncio.gather(*(asyncio.to_thread(slot.batcher.close, self.settings.graceful_timeout_s)
-                                   for slot in old.values()))
+            await asyncio.gather(
+                *(asyncio.to_thread(slot.batcher.close, self.settings.graceful_timeout_s) for slot in old.values())
+            )
             self.metrics.reloads.labels("ok").inc()
-            changes = {name: {"old": old[name].loaded.checksum if name in old else None, "new": loaded.checksum}
-                       for name, loaded in fresh.items()}
+            changes = {
+                name: {"old": old[name].loaded.checksum if name in old else None, "new": loaded.checksum}
+                for name, loaded in fresh.items()
+            }
             log.info("reloaded %d model(s): %s", len(fresh), changes)
             return changes
 
@@ -247,8 +278,10 @@ class Service:
                 try:
                     text.encode("utf-8")
                 except UnicodeEncodeError as exc:
-                    raise InvalidInput(f"{where} is not valid Unicode: a lone surrogate U+{ord(text[exc.start]):04X} "
-                                       f"at character {exc.start}") from None
+                    raise InvalidInput(
+                        f"{where} is not valid Unicode: a lone surrogate U+{ord(text[exc.start]):04X} "
+                        f"at character {exc.start}"
+                    ) from None
 
     async def infer(self, model: str, texts: list[str], truncate: bool) -> np.ndarray:
         """The router's ``Infer``: probabilities float32 [N, C] through the model's batcher."""
@@ -289,12 +322,20 @@ class Service:
                 capture.rows[(model, text)] = (row, slot.loaded.checksum, slot.loaded.manifest.labels)
         return probabilities
 
-    async def classify(self, texts: list[str], requested: str | None = None, routing_key: str | None = None,
-                       truncate: bool = True, field_name: str = "texts") -> Outcome:
+    async def classify(
+        self,
+        texts: list[str],
+        requested: str | None = None,
+        routing_key: str | None = None,
+        truncate: bool = True,
+        field_name: str = "texts",
+    ) -> Outcome:
         """Validate, route and answer ``texts`` within ``request_timeout_s``."""
         if not self.ready:
-            raise NotReady(f"not ready: the server is {self.status}" + (f" ({self.failure})" if self.failure else ""),
-                           retry_after=self.settings.retry_after_s)
+            raise NotReady(
+                f"not ready: the server is {self.status}" + (f" ({self.failure})" if self.failure else ""),
+                retry_after=self.settings.retry_after_s,
+            )
         self.validate_texts(texts, field_name)
         capture = _Capture(list(texts))
         token = _capture.set(capture)
@@ -308,8 +349,10 @@ class Service:
                 routed = await self.router.classify(list(texts), requested, routing_key, self.infer, truncate)
         except TimeoutError:
             self.metrics.rejected.labels("timeout").inc()
-            raise RequestTimeout(f"no answer within request_timeout_s ({timeout:g} s); the server is overloaded, "
-                                 f"retry later", retry_after=self.settings.retry_after_s) from None
+            raise RequestTimeout(
+                f"no answer within request_timeout_s ({timeout:g} s); the server is overloaded, retry later",
+                retry_after=self.settings.retry_after_s,
+            ) from None
         finally:
             _capture.reset(token)
         results = []
@@ -319,8 +362,9 @@ class Service:
                 slot = self.slots.get(answer.model)
                 checksum = slot.loaded.checksum if slot else ""
                 labels = slot.loaded.manifest.labels if slot else []
-            results.append(Scored(answer.model, checksum, list(labels), np.asarray(answer.probabilities),
-                                  logits, answer.escalated))
+            results.append(
+                Scored(answer.model, checksum, list(labels), np.asarray(answer.probabilities), logits, answer.escalated)
+            )
         return Outcome(routed.route, results, routed.variant, routed.shadowed)
 
     # ---------------------------------------------------------------- introspection
@@ -332,8 +376,12 @@ class Service:
         slot = self.slots.get(name)
         counters = self.counters.setdefault(name, ModelCounters())
         return {
-            "name": name, "role": manifest.role, "model_kind": manifest.model_kind, "precision": manifest.precision,
-            "labels": list(manifest.labels), "max_length": manifest.max_length,
+            "name": name,
+            "role": manifest.role,
+            "model_kind": manifest.model_kind,
+            "precision": manifest.precision,
+            "labels": list(manifest.labels),
+            "max_length": manifest.max_length,
             "checksum": slot.loaded.checksum if slot else manifest.checksum,
             "status": self.model_status.get(name, "pending"),
             "providers": slot.loaded.providers if slot else [],
@@ -344,6 +392,8 @@ class Service:
         }
 
     def describe(self) -> dict[str, Any]:
-        return {"ready": self.ready, "models": [self.describe_model(n) for n in self.manifests],
-                "routing": self.router.describe()}
-
+        return {
+            "ready": self.ready,
+            "models": [self.describe_model(n) for n in self.manifests],
+            "routing": self.router.describe(),
+        }

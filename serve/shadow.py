@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ class ShadowLog:
                 line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
                 view = memoryview(line)
                 while view:  # a regular-file write is complete in practice; loop for the rare partial one
-                    view = view[self._handle.write(view):]
+                    view = view[self._handle.write(view) :]
             self._handle.flush()
 
     def close(self) -> None:
@@ -110,23 +110,34 @@ class ShadowRecorder:
         self.max_inflight = max_inflight
         self._tasks: set[asyncio.Task[None]] = set()
         self.compared = prom.Counter(
-            "kdserve_shadow_compared", "Texts answered by both the primary and the shadow model",
-            ["route"], registry=registry)
+            "kdserve_shadow_compared",
+            "Texts answered by both the primary and the shadow model",
+            ["route"],
+            registry=registry,
+        )
         self.agreed = prom.Counter(
-            "kdserve_shadow_agreed", "Compared texts where the shadow's top label equals the primary's",
-            ["route"], registry=registry)
+            "kdserve_shadow_agreed",
+            "Compared texts where the shadow's top label equals the primary's",
+            ["route"],
+            registry=registry,
+        )
         self.dropped = prom.Counter(
-            "kdserve_shadow_dropped", "Sampled texts not sent to the shadow: too many shadow calls in flight",
-            ["route"], registry=registry)
+            "kdserve_shadow_dropped",
+            "Sampled texts not sent to the shadow: too many shadow calls in flight",
+            ["route"],
+            registry=registry,
+        )
         self.failed = prom.Counter(
-            "kdserve_shadow_failed", "Sampled texts whose shadow call raised an error",
-            ["route"], registry=registry)
+            "kdserve_shadow_failed", "Sampled texts whose shadow call raised an error", ["route"], registry=registry
+        )
         self.score_difference = prom.Histogram(
             "kdserve_shadow_score_difference",
             "|primary score - shadow score| of the primary's top label, per compared text",
-            ["route"], buckets=SCORE_DIFF_BUCKETS, registry=registry)
-        self.inflight_gauge = prom.Gauge(
-            "kdserve_shadow_inflight", "Shadow calls running now", registry=registry)
+            ["route"],
+            buckets=SCORE_DIFF_BUCKETS,
+            registry=registry,
+        )
+        self.inflight_gauge = prom.Gauge("kdserve_shadow_inflight", "Shadow calls running now", registry=registry)
         self.inflight_gauge.set_function(lambda: len(self._tasks))
 
     @property
@@ -150,8 +161,9 @@ class ShadowRecorder:
             raw = await infer(job.shadow, job.texts, job.truncate)
             shadow_probs = np.asarray(raw, dtype=np.float32)
             if shadow_probs.shape != (len(job.texts), len(job.shadow_labels)):
-                raise ValueError(f"shadow output shape {shadow_probs.shape}, expected "
-                                 f"{(len(job.texts), len(job.shadow_labels))}")
+                raise ValueError(
+                    f"shadow output shape {shadow_probs.shape}, expected {(len(job.texts), len(job.shadow_labels))}"
+                )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the shadow must never fail a request: count, log, move on
@@ -183,7 +195,7 @@ class ShadowRecorder:
             histogram.observe(float(diff))
         if self.log is None:
             return []
-        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         records = []
         for i in np.flatnonzero(~agree):
             record: dict[str, Any] = {

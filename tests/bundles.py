@@ -2,7 +2,7 @@
 
 A word-level TextCNN or BiLSTM with tiny dimensions is trained for a few dozen steps on a
 separable synthetic sentiment set (so its answers are meaningful: "great" -> positive), exported
-with ``torch.onnx.export`` and written as a bundle through ``export.bundle``. Building one takes
+with ``torch.onnx.export`` and written as a bundle through ``kdserve.core.bundle``. Building one takes
 about a second; every call with the same arguments gives byte-identical weights.
 """
 
@@ -49,10 +49,10 @@ def build_tiny_bundle(
     """
     import torch
 
-    from export.bundle import LABELS_FILE, MODEL_FILE, Manifest, write_manifest
-    from train.common import pad_batch
-    from train.student_tokenizers import encode_batch, save_tokenizer, train_word_tokenizer
-    from train.students import BiLSTMConfig, BiLSTMStudent, TextCNNConfig, TextCNNStudent, count_parameters
+    from kdserve.core.bundle import LABELS_FILE, MODEL_FILE, Manifest, write_manifest
+    from kdserve.train.common import pad_batch
+    from kdserve.train.student_tokenizers import encode_batch, save_tokenizer, train_word_tokenizer
+    from kdserve.train.students import BiLSTMConfig, BiLSTMStudent, TextCNNConfig, TextCNNStudent, count_parameters
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -64,8 +64,9 @@ def build_tiny_bundle(
     if kind == "textcnn":
         model = TextCNNStudent(TextCNNConfig(vocab, len(labels), embedding_dim=16, num_filters=8, dropout=0.0))
     elif kind == "bilstm":
-        model = BiLSTMStudent(BiLSTMConfig(vocab, len(labels), embedding_dim=16, hidden_size=8,
-                                           classifier_hidden=16, dropout=0.0))
+        model = BiLSTMStudent(
+            BiLSTMConfig(vocab, len(labels), embedding_dim=16, hidden_size=8, classifier_hidden=16, dropout=0.0)
+        )
     else:
         raise ValueError(f"tiny bundles are textcnn or bilstm, not {kind!r}")
     ids = encode_batch(tokenizer, [t for t, _ in rows], max_length)
@@ -84,19 +85,32 @@ def build_tiny_bundle(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and LSTM tracer notices
         torch.onnx.export(
-            model, (example["input_ids"], example["attention_mask"]), str(folder / MODEL_FILE),
-            input_names=["input_ids", "attention_mask"], output_names=["logits"],
-            dynamic_axes={"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
-                          "logits": {0: "batch"}},
-            opset_version=17, dynamo=False,
+            model,
+            (example["input_ids"], example["attention_mask"]),
+            str(folder / MODEL_FILE),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "length"},
+                "attention_mask": {0: "batch", 1: "length"},
+                "logits": {0: "batch"},
+            },
+            opset_version=17,
+            dynamo=False,
         )
     save_tokenizer(tokenizer, folder)
     (folder / LABELS_FILE).write_text(json.dumps(list(labels)) + "\n")
     (folder / "README.md").write_text(f"# {name}\n\nA tiny test bundle.\n")
     manifest = Manifest(
-        name=name, model_kind=model_kind or kind, precision=precision, labels=list(labels), max_length=max_length,
-        inputs=["input_ids", "attention_mask"], parameters=count_parameters(model),
-        source_checkpoint="tests/bundles.py", created="2026-01-01T00:00:00Z",
+        name=name,
+        model_kind=model_kind or kind,
+        precision=precision,
+        labels=list(labels),
+        max_length=max_length,
+        inputs=["input_ids", "attention_mask"],
+        parameters=count_parameters(model),
+        source_checkpoint="tests/bundles.py",
+        created="2026-01-01T00:00:00Z",
         metrics={precision: {"accuracy": 1.0, "macro_f1": 1.0, "examples": 0, "data": "synthetic"}},
     )
     write_manifest(folder, manifest)

@@ -83,6 +83,7 @@ def tiny_bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("bundles")
     build_tiny_bundle(root / "tiny-textcnn", name="tiny-textcnn", kind="textcnn", seed=0)
     build_tiny_bundle(root / "tiny-bilstm", name="tiny-bilstm", kind="bilstm", seed=1)
-    build_tiny_bundle(root / "tiny-teacher", name="tiny-teacher", kind="bilstm", seed=2, train_steps=120,
-                      model_kind="teacher")
+    build_tiny_bundle(
+        root / "tiny-teacher", name="tiny-teacher", kind="bilstm", seed=2, train_steps=120, model_kind="teacher"
+    )
     return root

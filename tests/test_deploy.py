@@ -184,7 +184,7 @@ def test_test_venv_runs_the_locked_versions() -> None:
     drift = {n: (v, installed(n)) for n, v in pins.items() if installed(n) != v}
     assert not drift, (
         f"installed versions differ from requirements/serve.lock (locked, installed): {drift}; "
-        'install with `-c requirements/serve.lock` or rerun scripts/lock-serve.sh'
+        "install with `-c requirements/serve.lock` or rerun scripts/lock-serve.sh"
     )
 
 
@@ -202,8 +202,12 @@ def test_serve_lock_is_exactly_the_dependency_closure_of_the_serve_extra() -> No
 @pytest.mark.parametrize("path", ALL_DOCKERFILES, ids=lambda p: p.name)
 def test_hadolint_passes(path: Path) -> None:
     # Threshold "style": the strictest, so any finding at all fails.
-    run = subprocess.run([tool("hadolint"), "--no-color", "--failure-threshold", "style", str(path)],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [tool("hadolint"), "--no-color", "--failure-threshold", "style", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -211,8 +215,12 @@ def test_hadolint_catches_an_unpinned_root_image(tmp_path: Path) -> None:
     """Control: the same invocation does fail on what the Dockerfiles avoid."""
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python\nRUN pip install torch\nUSER root\n")
-    run = subprocess.run([tool("hadolint"), "--no-color", "--failure-threshold", "style", str(bad)],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [tool("hadolint"), "--no-color", "--failure-threshold", "style", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 1
     assert {"DL3006", "DL3013", "DL3002"} <= set(re.findall(r"DL\d{4}", run.stdout))
 
@@ -250,12 +258,13 @@ def test_images_install_only_through_their_lock(kind: str, extra: str) -> None:
 
 @pytest.mark.parametrize("kind", ["cpu", "gpu"])
 def test_images_copy_every_package_of_the_wheel(kind: str) -> None:
-    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
-    packages = sorted({p.rstrip("*") for p in patterns["include"]})
+    folders = sorted(
+        set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
+    )
     copies = {args for keyword, args in instructions(DOCKERFILES[kind]) if keyword == "COPY"}
-    for package in packages:
-        assert (REPO / package / "__init__.py").exists()
-        assert f"{package}/ {package}/" in copies, f"{DOCKERFILES[kind].name} does not COPY {package}/"
+    for folder in folders:
+        assert (REPO / folder / "__init__.py").exists()
+        assert f"{folder}/ {folder}/" in copies, f"{DOCKERFILES[kind].name} does not COPY {folder}/"
 
 
 def _ignored(path: str, patterns: list[str]) -> bool:
@@ -274,8 +283,11 @@ def _ignored(path: str, patterns: list[str]) -> bool:
 
 
 def test_dockerignore_drops_local_state_but_keeps_what_the_images_copy() -> None:
-    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     for local in (".venv", ".git", "runs/teacher/model.safetensors", "tests/conftest.py", "kdserve.egg-info"):
         assert _ignored(local, patterns), f"{local} would be sent to the Docker daemon"
     for path in ALL_DOCKERFILES[:2]:
@@ -422,7 +434,11 @@ def test_service_autoscaler_and_budget_target_the_deployment() -> None:
     assert docs["Service"]["spec"]["selector"].items() <= labels.items()
     assert docs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
     hpa = docs["HorizontalPodAutoscaler"]["spec"]
-    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment["metadata"]["name"]}
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
     assert [m["resource"]["name"] for m in hpa["metrics"]] == ["cpu"]
     assert hpa["minReplicas"] >= 2, "one replica cannot survive a disruption"
     assert docs["PodDisruptionBudget"]["spec"]["maxUnavailable"] < hpa["minReplicas"]
@@ -433,16 +449,16 @@ def _settings_env_names() -> set[str] | None:
     import importlib
     import pkgutil
 
-    import serve
+    import kdserve.serve
 
     try:
         from pydantic_settings import BaseSettings
     except ImportError:
         return None
     names: set[str] = set()
-    for module_info in pkgutil.iter_modules(serve.__path__):
+    for module_info in pkgutil.iter_modules(kdserve.serve.__path__):
         try:
-            module = importlib.import_module(f"serve.{module_info.name}")
+            module = importlib.import_module(f"kdserve.serve.{module_info.name}")
         except Exception:  # noqa: BLE001 - a module still being written is not this test's subject
             continue
         for value in vars(module).values():
@@ -453,8 +469,12 @@ def _settings_env_names() -> set[str] | None:
 
 
 def test_env_names_are_server_settings() -> None:
-    used = set(re.findall(r"\bKDSERVE_[A-Z0-9_]+", " ".join(
-        [p.read_text() for p in DOCKERFILES.values()] + [p.read_text() for p in K8S.glob("*.yaml")])))
+    used = set(
+        re.findall(
+            r"\bKDSERVE_[A-Z0-9_]+",
+            " ".join([p.read_text() for p in DOCKERFILES.values()] + [p.read_text() for p in K8S.glob("*.yaml")]),
+        )
+    )
     assert {"KDSERVE_PORT", "KDSERVE_INTRA_OP_THREADS", "KDSERVE_ADMIN_TOKEN"} <= used
     known = _settings_env_names()
     if known is None:
@@ -527,8 +547,11 @@ def test_image_install_steps_give_a_torch_free_working_server(tmp_path: Path, ti
     wheel = next((tmp_path / "dist").glob("kdserve-*.whl"))
     run(*pip, "install", "--no-index", f"{wheel}[serve]")
     run(*pip, "check")
-    frozen = {canonicalize_name(line.split("==")[0]): line.split("==")[1]
-              for line in run(*pip, "freeze", "--all").stdout.splitlines() if "==" in line}
+    frozen = {
+        canonicalize_name(line.split("==")[0]): line.split("==")[1]
+        for line in run(*pip, "freeze", "--all").stdout.splitlines()
+        if "==" in line
+    }
     for not_locked in ("kdserve", "pip", "setuptools", "wheel"):
         frozen.pop(not_locked, None)
     assert frozen == read_lock(LOCKS["serve"])
@@ -542,7 +565,14 @@ def test_image_install_steps_give_a_torch_free_working_server(tmp_path: Path, ti
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
     env.update(KDSERVE_PORT=str(port), HF_HUB_OFFLINE="1", PATH=f"{venv / 'bin'}:{env.get('PATH', '')}")
-    command = [str(venv / "bin" / entrypoint[0]), *entrypoint[1:], "--bundles", str(tiny_bundles), "--host", "127.0.0.1"]
+    command = [
+        str(venv / "bin" / entrypoint[0]),
+        *entrypoint[1:],
+        "--bundles",
+        str(tiny_bundles),
+        "--host",
+        "127.0.0.1",
+    ]
     log = tmp_path / "server.log"
     with log.open("wb") as sink:
         server = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT)
@@ -554,8 +584,10 @@ def test_image_install_steps_give_a_torch_free_working_server(tmp_path: Path, ti
         healthcheck = json.loads(one(stage, "HEALTHCHECK").split(" CMD ", 1)[1])
         assert subprocess.run([python, *healthcheck[1:]], env=env, timeout=30).returncode == 0
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/classify", data=json.dumps({"texts": ["the movie was great ."]}).encode(),
-            headers={"content-type": "application/json"})
+            f"http://127.0.0.1:{port}/classify",
+            data=json.dumps({"texts": ["the movie was great ."]}).encode(),
+            headers={"content-type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=10) as answer:
             body = json.loads(answer.read())
         assert [r["label"] for r in body["results"]] == ["positive"]

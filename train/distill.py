@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from kdserve.errors import ConfigError, DataError
-from train.data import DatasetSpec
+from kdserve.core.data import DatasetSpec
+from kdserve.core.errors import ConfigError, DataError
 
 log = logging.getLogger("kdserve.train")
 
@@ -68,7 +68,7 @@ class DistillConfig:
     augment: str = "all"
     n_iter: int = 10
     glove: bool = True
-    #: BiLSTM/TextCNN: word vectors from the teacher's input embeddings (``train.teacher_vectors``;
+    #: BiLSTM/TextCNN: word vectors from the teacher's input embeddings (``kdserve.train.teacher_vectors``;
     #: 384-d for MiniLM) instead of GloVe-50d
     teacher_embeddings: bool = False
     vocab_size: int = 30_000
@@ -104,7 +104,7 @@ class DistillConfig:
     evals_per_epoch: int = 1
 
     def __post_init__(self) -> None:
-        from train.losses import make_alpha_schedule
+        from kdserve.train.losses import make_alpha_schedule
 
         if self.student not in STUDENTS:
             raise ConfigError(f"unknown student {self.student!r}; choose one of {', '.join(STUDENTS)}")
@@ -118,7 +118,10 @@ class DistillConfig:
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.evals_per_epoch >= 1, f"evals_per_epoch must be >= 1, got {self.evals_per_epoch}"),
             (0 < self.lr < 10, f"lr must be in (0, 10), got {self.lr}"),
-            (self.lr_schedule in ("constant", "linear"), f"lr_schedule must be constant or linear, got {self.lr_schedule!r}"),
+            (
+                self.lr_schedule in ("constant", "linear"),
+                f"lr_schedule must be constant or linear, got {self.lr_schedule!r}",
+            ),
             (self.metric_for_best in ("accuracy", "macro_f1"), f"unknown metric {self.metric_for_best!r}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (4 <= self.max_length <= 512, f"max_length must be in [4, 512], got {self.max_length}"),
@@ -142,7 +145,10 @@ class DistillConfig:
                 self.intermediate_weight == 0 or (self.student == "transformer" and not self.no_teacher),
                 "intermediate-layer distillation needs the transformer student and a teacher",
             ),
-            (not (self.teacher_embeddings and self.glove), "teacher_embeddings replaces GloVe: drop glove (--no-glove)"),
+            (
+                not (self.teacher_embeddings and self.glove),
+                "teacher_embeddings replaces GloVe: drop glove (--no-glove)",
+            ),
             (
                 not self.teacher_embeddings or self.student != "transformer",
                 "teacher_embeddings is for the BiLSTM and TextCNN (a Transformer from the teacher has its embeddings)",
@@ -164,19 +170,25 @@ class DistillConfig:
 
     def _check_student_options(self) -> None:
         """Fail before any data is read: unknown keys, values the student config refuses."""
-        from train.student_configs import BiLSTMConfig, TextCNNConfig, TransformerStudentConfig
+        from kdserve.train.student_configs import BiLSTMConfig, TextCNNConfig, TransformerStudentConfig
 
         if self.student == "transformer" and self.init_from_teacher:
-            raise ConfigError("student options do not apply to a Transformer initialised from the teacher "
-                              "(its shape is the teacher's)")
+            raise ConfigError(
+                "student options do not apply to a Transformer initialised from the teacher "
+                "(its shape is the teacher's)"
+            )
         if self.glove and self.student_options.get("embedding_dim", 50) != 50:
             raise ConfigError("GloVe vectors are 50-d: embedding_dim must be 50 with --glove (or use --no-glove)")
-        cls: Any = {"bilstm": BiLSTMConfig, "textcnn": TextCNNConfig, "transformer": TransformerStudentConfig}[self.student]
+        cls: Any = {"bilstm": BiLSTMConfig, "textcnn": TextCNNConfig, "transformer": TransformerStudentConfig}[
+            self.student
+        ]
         allowed = {f.name for f in dataclasses.fields(cls)} - {"vocab_size", "num_classes"}
         unknown = sorted(set(self.student_options) - allowed)
         if unknown:
-            raise ConfigError(f"unknown {self.student} student option(s) {', '.join(unknown)}; "
-                              f"choose from {', '.join(sorted(allowed))}")
+            raise ConfigError(
+                f"unknown {self.student} student option(s) {', '.join(unknown)}; "
+                f"choose from {', '.join(sorted(allowed))}"
+            )
         try:
             cls(vocab_size=10, num_classes=2, **self.student_options)
         except TypeError as exc:
@@ -204,8 +216,8 @@ def predict_student(model: Any, ids: list[list[int]], batch_size: int, device: A
     import numpy as np
     import torch
 
-    from train.batching import sorted_batches
-    from train.common import pad_batch
+    from kdserve.train.batching import sorted_batches
+    from kdserve.train.common import pad_batch
 
     model.eval()
     out: np.ndarray | None = None
@@ -225,10 +237,15 @@ def _transfer_set(config: DistillConfig, rows: list[tuple[str, int]]) -> list[tu
     p_mask, p_pos, p_ng = AUGMENT_LEVELS[config.augment]
     if config.no_teacher or config.augment == "none" or config.n_iter == 0:
         return list(rows)  # augmented copies carry no gold label: only a teacher can label them
-    from train.augment import AugmentConfig, Augmenter, spacy_tagger, whitespace_tagger
+    from kdserve.train.augment import AugmentConfig, Augmenter, spacy_tagger, whitespace_tagger
 
-    augment_config = AugmentConfig(p_mask=p_mask, p_pos=p_pos, p_ng=p_ng, n_iter=config.n_iter,
-                                   seed=config.seed if config.augment_seed is None else config.augment_seed)
+    augment_config = AugmentConfig(
+        p_mask=p_mask,
+        p_pos=p_pos,
+        p_ng=p_ng,
+        n_iter=config.n_iter,
+        seed=config.seed if config.augment_seed is None else config.augment_seed,
+    )
     tagger = spacy_tagger() if p_pos > 0 else whitespace_tagger
     start = time.perf_counter()
     transfer = Augmenter(augment_config, tagger).transfer_set(rows)
@@ -242,18 +259,25 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     import torch
     from tqdm.auto import tqdm
 
-    from train.batching import bucketed_batches
-    from train.checkpoint import read_labels
-    from train.common import (
-        DevPasses, WeightAverage, eval_points, pad_batch, progress_kwargs, resolve_device, set_seed, write_json,
+    from kdserve.core.data import load_dataset
+    from kdserve.train.batching import bucketed_batches
+    from kdserve.train.checkpoint import read_labels
+    from kdserve.train.common import (
+        DevPasses,
+        WeightAverage,
+        eval_points,
+        pad_batch,
+        progress_kwargs,
+        resolve_device,
+        set_seed,
+        write_json,
     )
-    from train.data import load_dataset
-    from train.distill_setup import FixedColumns, build_student_for, build_tokenizer, intermediate_layer_loss
-    from train.evaluate import score_logits
-    from train.losses import distillation_loss, make_alpha_schedule
-    from train.student_tokenizers import encode_batch, save_tokenizer
-    from train.students import count_parameters, save_student
-    from train.transfer import teacher_logits
+    from kdserve.train.distill_setup import FixedColumns, build_student_for, build_tokenizer, intermediate_layer_loss
+    from kdserve.train.evaluate import score_logits
+    from kdserve.train.losses import distillation_loss, make_alpha_schedule
+    from kdserve.train.student_tokenizers import encode_batch, save_tokenizer
+    from kdserve.train.students import count_parameters, save_student
+    from kdserve.train.transfer import teacher_logits
 
     started = time.perf_counter()
     if config.threads:
@@ -273,8 +297,13 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     texts = [t for t, _ in transfer]
     targets = None
     if not config.no_teacher:
-        raw = teacher_logits(config.teacher_bundle or config.teacher or "", texts, config.max_length,
-                             config.cache_dir, device=config.device)
+        raw = teacher_logits(
+            config.teacher_bundle or config.teacher or "",
+            texts,
+            config.max_length,
+            config.cache_dir,
+            device=config.device,
+        )
         order = [teacher_labels.index(name) for name in data.labels]  # teacher columns -> dataset order
         targets = torch.from_numpy(np.ascontiguousarray(raw[:, order]))
     tokenizer = build_tokenizer(config, [t for t, _ in rows])
@@ -294,7 +323,9 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     steps_per_epoch = -(-len(ids) // config.batch_size)  # bucketed batches hold at most batch_size rows
     total_steps = max(1, steps_per_epoch * config.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, (lambda step: max(0.0, 1.0 - step / total_steps)) if config.lr_schedule == "linear" else (lambda step: 1.0))
+        optimizer,
+        (lambda step: max(0.0, 1.0 - step / total_steps)) if config.lr_schedule == "linear" else (lambda step: 1.0),
+    )
     schedule = make_alpha_schedule("constant:1.0" if config.no_teacher else config.alpha)
     rng = random.Random(config.seed)
     out = Path(config.output_dir)
@@ -367,14 +398,26 @@ def distill(config: DistillConfig) -> dict[str, Any]:
                 eval_seconds += time.perf_counter() - eval_start
         bar.close()
         epoch_seconds = time.perf_counter() - epoch_start - eval_seconds
-        history.append({
-            "epoch": epoch, "alpha": alpha, "train_loss": running, "epoch_seconds": epoch_seconds,
-            "lr_at_end": scheduler.get_last_lr()[0],
-            "train_examples_per_s": seen / epoch_seconds,
-            "validation_accuracy": metrics.accuracy, "validation_macro_f1": metrics.macro_f1,
-        })
-        log.info("epoch %d: loss %.4f, validation accuracy %.2f%%, macro-F1 %.2f%% (%.0f s)",
-                 epoch, running or 0.0, metrics.accuracy * 100, metrics.macro_f1 * 100, epoch_seconds)
+        history.append(
+            {
+                "epoch": epoch,
+                "alpha": alpha,
+                "train_loss": running,
+                "epoch_seconds": epoch_seconds,
+                "lr_at_end": scheduler.get_last_lr()[0],
+                "train_examples_per_s": seen / epoch_seconds,
+                "validation_accuracy": metrics.accuracy,
+                "validation_macro_f1": metrics.macro_f1,
+            }
+        )
+        log.info(
+            "epoch %d: loss %.4f, validation accuracy %.2f%%, macro-F1 %.2f%% (%.0f s)",
+            epoch,
+            running or 0.0,
+            metrics.accuracy * 100,
+            metrics.macro_f1 * 100,
+            epoch_seconds,
+        )
 
     best = passes.best
     assert best is not None

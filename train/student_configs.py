@@ -1,7 +1,7 @@
 """Typed configs of the three students: validated in ``__post_init__``, JSON round trip, no torch.
 
-Kept apart from ``train.students`` (the modules) so a config can be read, checked and written
-without importing torch; ``train.students`` re-exports every name here.
+Kept apart from ``kdserve.train.students`` (the modules) so a config can be read, checked and written
+without importing torch; ``kdserve.train.students`` re-exports every name here.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, Self
 
-from kdserve.errors import ConfigError
+from kdserve.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from transformers import BertConfig
@@ -74,8 +74,9 @@ class BiLSTMConfig(_StudentConfig):
     freeze_embeddings: bool = False
 
     def __post_init__(self) -> None:
-        _check_common(self, {"vocab_size": 2, "num_classes": 2, "embedding_dim": 1, "hidden_size": 1,
-                             "classifier_hidden": 1})
+        _check_common(
+            self, {"vocab_size": 2, "num_classes": 2, "embedding_dim": 1, "hidden_size": 1, "classifier_hidden": 1}
+        )
         if self.pooling not in POOLINGS:
             raise ConfigError(f"BiLSTMConfig.pooling must be one of {list(POOLINGS)}, got {self.pooling!r}")
 
@@ -126,8 +127,18 @@ class TransformerStudentConfig(_StudentConfig):
     def __post_init__(self) -> None:
         owner = type(self).__name__
         _check(owner, "num_layers", self.num_layers, 1, MAX_TRANSFORMER_LAYERS + 1)
-        _check_common(self, {"vocab_size": 2, "num_classes": 2, "hidden_size": 1, "num_heads": 1,
-                             "intermediate_size": 1, "max_position_embeddings": 1, "type_vocab_size": 1})
+        _check_common(
+            self,
+            {
+                "vocab_size": 2,
+                "num_classes": 2,
+                "hidden_size": 1,
+                "num_heads": 1,
+                "intermediate_size": 1,
+                "max_position_embeddings": 1,
+                "type_vocab_size": 1,
+            },
+        )
         if self.hidden_size % self.num_heads:
             raise ConfigError(f"{owner}.hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if not isinstance(self.hidden_act, str):
@@ -136,7 +147,9 @@ class TransformerStudentConfig(_StudentConfig):
             _check(owner, name, getattr(self, name), 1e-30, integer=False)
         if self.teacher_layers is not None:
             if not isinstance(self.teacher_layers, (list, tuple)) or len(self.teacher_layers) != self.num_layers:
-                raise ConfigError(f"{owner}.teacher_layers must list {self.num_layers} indices, got {self.teacher_layers!r}")
+                raise ConfigError(
+                    f"{owner}.teacher_layers must list {self.num_layers} indices, got {self.teacher_layers!r}"
+                )
             for index in self.teacher_layers:
                 _check(owner, "teacher_layers", index, 0)
             self.teacher_layers = list(self.teacher_layers)
@@ -147,10 +160,18 @@ class TransformerStudentConfig(_StudentConfig):
         # Eager attention: forward_with_states needs attention maps (SDPA cannot return them)
         # and the eager graph exports to ONNX with no fused-kernel surprises.
         return BertConfig(
-            vocab_size=self.vocab_size, hidden_size=self.hidden_size, num_hidden_layers=self.num_layers,
-            num_attention_heads=self.num_heads, intermediate_size=self.intermediate_size,
-            max_position_embeddings=self.max_position_embeddings, type_vocab_size=self.type_vocab_size,
-            hidden_act=self.hidden_act, layer_norm_eps=self.layer_norm_eps,
-            hidden_dropout_prob=self.dropout, attention_probs_dropout_prob=self.dropout,
-            initializer_range=self.initializer_range, pad_token_id=PAD_ID, attn_implementation="eager",
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            intermediate_size=self.intermediate_size,
+            max_position_embeddings=self.max_position_embeddings,
+            type_vocab_size=self.type_vocab_size,
+            hidden_act=self.hidden_act,
+            layer_norm_eps=self.layer_norm_eps,
+            hidden_dropout_prob=self.dropout,
+            attention_probs_dropout_prob=self.dropout,
+            initializer_range=self.initializer_range,
+            pad_token_id=PAD_ID,
+            attn_implementation="eager",
         )

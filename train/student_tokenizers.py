@@ -25,8 +25,8 @@ from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 from tokenizers.trainers import WordLevelTrainer
 
-from kdserve.errors import ConfigError, KdserveError
-from train.checkpoint import resolve_model_source
+from kdserve.core.errors import ConfigError, KdserveError
+from kdserve.train.checkpoint import resolve_model_source
 
 TOKENIZER_FILE = "tokenizer.json"
 PAD_TOKEN, UNK_TOKEN, MASK_TOKEN = "[PAD]", "[UNK]", "[MASK]"

@@ -4,7 +4,7 @@ Every student is a plain ``nn.Module`` with the same call signature,
 ``forward(input_ids: LongTensor[B, L], attention_mask: LongTensor[B, L]) -> FloatTensor[B, C]``
 (logits), so training, ONNX export and serving treat them alike. Inputs are right-padded
 (``attention_mask`` is 1 for the first n_b positions of row b and 0 after), as
-``train.common.pad_batch`` and the server produce them; under that contract each student's
+``kdserve.train.common.pad_batch`` and the server produce them; under that contract each student's
 logits for a text do not depend on how much padding its batch adds (tested to 1e-5).
 
 * ``bilstm`` - Tang et al. 2019: one BiLSTM layer, masked pooling, ReLU MLP.
@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdserve.errors import ConfigError, KdserveError
-from train.checkpoint import resolve_model_source
-from train.student_configs import (
+from kdserve.core.errors import ConfigError, KdserveError
+from kdserve.train.checkpoint import resolve_model_source
+from kdserve.train.student_configs import (
     MAX_TRANSFORMER_LAYERS,
     PAD_ID,
     POOLINGS,
@@ -80,7 +80,7 @@ def _positions(attention_mask: Tensor) -> Tensor:
 
 
 def init_embeddings(model: nn.Module, matrix: Tensor | np.ndarray, freeze: bool | None = None) -> None:
-    """Copy ``matrix`` [V, E] (e.g. from ``train.glove.load_glove``) into ``model.embedding``.
+    """Copy ``matrix`` [V, E] (e.g. from ``kdserve.train.glove.load_glove``) into ``model.embedding``.
 
     Row ``PAD_ID`` is set to zeros, as ``nn.Embedding(padding_idx=0)`` keeps it. With
     ``freeze`` given, the embedding's ``requires_grad`` and the config's ``freeze_embeddings``
@@ -206,7 +206,7 @@ def select_teacher_layers(teacher_layers: int, num_layers: int, selection: str |
     """0-based teacher encoder layers to copy into student layers 0..num_layers-1.
 
     "uniform" is PKD-skip, every k-th layer with k = teacher_layers // num_layers, the same
-    map as ``train.losses.uniform_layer_map`` so intermediate-layer losses pair each student
+    map as ``kdserve.train.losses.uniform_layer_map`` so intermediate-layer losses pair each student
     layer with the layer it was copied from: (6, 2) -> [2, 5]. "first" -> [0, 1, ...].
     """
     _check("layer selection", "num_layers", num_layers, 1)
@@ -218,8 +218,9 @@ def select_teacher_layers(teacher_layers: int, num_layers: int, selection: str |
     if selection == "first":
         return list(range(num_layers))
     if isinstance(selection, str) or not isinstance(selection, Sequence):
-        raise ConfigError(f"layer_selection must be {' | '.join(LAYER_SELECTIONS)} or a list of layer indices, "
-                          f"got {selection!r}")
+        raise ConfigError(
+            f"layer_selection must be {' | '.join(LAYER_SELECTIONS)} or a list of layer indices, got {selection!r}"
+        )
     picked = list(selection)
     if len(picked) != num_layers or any(
         isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < teacher_layers for i in picked
@@ -259,8 +260,11 @@ class TransformerStudent(nn.Module):
         With ``states=False`` both tuples are empty (plain ``forward``). Token types are all 0.
         """
         output = self.bert(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids),
-            output_hidden_states=states, output_attentions=states,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=torch.zeros_like(input_ids),
+            output_hidden_states=states,
+            output_attentions=states,
         )
         logits = self.classifier(self.dropout(output.last_hidden_state[:, 0]))
         return logits, tuple(output.hidden_states or ()), tuple(output.attentions or ())
@@ -283,16 +287,29 @@ class TransformerStudent(nn.Module):
         """
         base = _teacher_base(teacher)
         tc = base.config
-        if getattr(tc, "model_type", None) != "bert" or getattr(tc, "position_embedding_type", "absolute") != "absolute":
-            raise ConfigError(f"from_teacher needs a BERT teacher with absolute positions, got "
-                              f"{getattr(tc, 'model_type', type(base).__name__)!r}")
+        if (
+            getattr(tc, "model_type", None) != "bert"
+            or getattr(tc, "position_embedding_type", "absolute") != "absolute"
+        ):
+            raise ConfigError(
+                f"from_teacher needs a BERT teacher with absolute positions, got "
+                f"{getattr(tc, 'model_type', type(base).__name__)!r}"
+            )
         indices = select_teacher_layers(tc.num_hidden_layers, num_layers, layer_selection)
         config = TransformerStudentConfig(
-            vocab_size=tc.vocab_size, num_classes=num_classes, num_layers=num_layers, hidden_size=tc.hidden_size,
-            num_heads=tc.num_attention_heads, intermediate_size=tc.intermediate_size,
-            max_position_embeddings=tc.max_position_embeddings, type_vocab_size=tc.type_vocab_size,
-            dropout=dropout, hidden_act=tc.hidden_act, layer_norm_eps=tc.layer_norm_eps,
-            initializer_range=tc.initializer_range, teacher_layers=indices,
+            vocab_size=tc.vocab_size,
+            num_classes=num_classes,
+            num_layers=num_layers,
+            hidden_size=tc.hidden_size,
+            num_heads=tc.num_attention_heads,
+            intermediate_size=tc.intermediate_size,
+            max_position_embeddings=tc.max_position_embeddings,
+            type_vocab_size=tc.type_vocab_size,
+            dropout=dropout,
+            hidden_act=tc.hidden_act,
+            layer_norm_eps=tc.layer_norm_eps,
+            initializer_range=tc.initializer_range,
+            teacher_layers=indices,
         )
         student = cls(config)
         # load_state_dict copies values, so the student shares no storage with the teacher.
@@ -321,7 +338,9 @@ def _teacher_base(teacher: str | Path | nn.Module) -> nn.Module:
             hf_logging.set_verbosity(previous)
     prefix = getattr(teacher, "base_model_prefix", "")
     base = getattr(teacher, prefix, teacher) if prefix else teacher
-    if not (hasattr(base, "embeddings") and hasattr(getattr(base, "encoder", None), "layer") and hasattr(base, "config")):
+    if not (
+        hasattr(base, "embeddings") and hasattr(getattr(base, "encoder", None), "layer") and hasattr(base, "config")
+    ):
         raise ConfigError(f"{type(teacher).__name__} is not a BERT-style model (embeddings + encoder.layer)")
     return base
 
@@ -381,7 +400,7 @@ def load_student(folder: str | Path, device: str | torch.device = "cpu") -> tupl
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise StudentError(f"{folder / CONFIG_FILE}: unreadable JSON ({exc})") from None
     if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict) or "kind" not in saved:
-        raise StudentError(f"{folder / CONFIG_FILE} must hold {{\"kind\": ..., \"config\": {{...}}}}")
+        raise StudentError(f'{folder / CONFIG_FILE} must hold {{"kind": ..., "config": {{...}}}}')
     config_cls, model_cls = _kind_classes(saved["kind"])
     config = config_cls.from_dict(saved["config"])
     model = model_cls(config)  # type: ignore[call-arg]

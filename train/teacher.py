@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from kdserve.errors import ConfigError
-from train.checkpoint import DEFAULT_TEACHER
-from train.data import DatasetSpec
+from kdserve.core.data import DatasetSpec
+from kdserve.core.errors import ConfigError
+from kdserve.train.checkpoint import DEFAULT_TEACHER
 
 log = logging.getLogger("kdserve.train")
 
@@ -146,11 +146,19 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    from train.batching import bucketed_batches
-    from train.checkpoint import load_classifier, save_classifier
-    from train.common import DevPasses, eval_points, pad_batch, progress_kwargs, resolve_device, set_seed, write_json
-    from train.data import load_dataset
-    from train.evaluate import predict_logits, score_logits
+    from kdserve.core.data import load_dataset
+    from kdserve.train.batching import bucketed_batches
+    from kdserve.train.checkpoint import load_classifier, save_classifier
+    from kdserve.train.common import (
+        DevPasses,
+        eval_points,
+        pad_batch,
+        progress_kwargs,
+        resolve_device,
+        set_seed,
+        write_json,
+    )
+    from kdserve.train.evaluate import predict_logits, score_logits
 
     started = time.perf_counter()
     if config.threads:
@@ -184,11 +192,16 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, Any]] = []
-    passes = DevPasses(config.metric_for_best, lambda: save_classifier(model, tokenizer, data.labels, out),
-                       log_each=config.evals_per_epoch > 1)
+    passes = DevPasses(
+        config.metric_for_best,
+        lambda: save_classifier(model, tokenizer, data.labels, out),
+        log_each=config.evals_per_epoch > 1,
+    )
 
     def evaluate(epoch: int, at: float) -> Any:
-        logits, eval_rate = predict_logits(model, tokenizer, val_texts, config.max_length, config.eval_batch_size, device)
+        logits, eval_rate = predict_logits(
+            model, tokenizer, val_texts, config.max_length, config.eval_batch_size, device
+        )
         metrics = score_logits(logits, val_labels, data.labels, eval_rate)
         passes.record(epoch, at, metrics)
         model.train()
@@ -233,7 +246,12 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
         history.append(record)
         log.info(
             "epoch %d: loss %.4f, validation accuracy %.2f%%, macro-F1 %.2f%% (%.0f s, %.0f examples/s)",
-            epoch, running or 0.0, metrics.accuracy * 100, metrics.macro_f1 * 100, epoch_seconds, seen / epoch_seconds,
+            epoch,
+            running or 0.0,
+            metrics.accuracy * 100,
+            metrics.macro_f1 * 100,
+            epoch_seconds,
+            seen / epoch_seconds,
         )
 
     best = passes.best

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kdserve.errors import KdserveError
-from train.student_tokenizers import MASK_TOKEN, PAD_TOKEN, UNK_TOKEN, teacher_wordpiece
+from kdserve.core.errors import KdserveError
+from kdserve.train.student_tokenizers import MASK_TOKEN, PAD_TOKEN, UNK_TOKEN, teacher_wordpiece
 
 _WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 
@@ -26,7 +26,7 @@ def teacher_embedding_table(teacher_folder: str | Path) -> np.ndarray:
     """The teacher's WordPiece input-embedding matrix float32 [teacher vocab, H]."""
     from safetensors import safe_open
 
-    from train.checkpoint import resolve_model_source
+    from kdserve.train.checkpoint import resolve_model_source
 
     folder = Path(resolve_model_source(str(teacher_folder)))
     for path in sorted(folder.glob("*.safetensors")):

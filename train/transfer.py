@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdserve.errors import KdserveError
+from kdserve.core.errors import KdserveError
 
 log = logging.getLogger("kdserve.train")
 
@@ -72,7 +72,7 @@ def teacher_logits(
 
     start = time.perf_counter()
     if (Path(teacher_folder) / "manifest.json").is_file():
-        from export.bundle import BundleModel
+        from kdserve.core.bundle import BundleModel
 
         bundle = BundleModel(teacher_folder)
         if bundle.manifest.max_length != max_length:
@@ -80,9 +80,9 @@ def teacher_logits(
         logits = bundle.predict(list(texts), batch_size)
         rate = len(texts) / max(time.perf_counter() - start, 1e-9)
     else:
-        from train.checkpoint import load_classifier
-        from train.common import resolve_device
-        from train.evaluate import predict_logits
+        from kdserve.train.checkpoint import load_classifier
+        from kdserve.train.common import resolve_device
+        from kdserve.train.evaluate import predict_logits
 
         model, tokenizer = load_classifier(str(teacher_folder))
         torch_device = resolve_device(device)

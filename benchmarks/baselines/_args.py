@@ -7,8 +7,12 @@ import os
 from collections.abc import Sequence
 
 
-def parse(description: str, folder_help: str, argv: Sequence[str] | None = None,
-          extra: dict[str, tuple[type, object, str]] | None = None) -> argparse.Namespace:
+def parse(
+    description: str,
+    folder_help: str,
+    argv: Sequence[str] | None = None,
+    extra: dict[str, tuple[type, object, str]] | None = None,
+) -> argparse.Namespace:
     """``FOLDER [--port P] [--host H]``; FOLDER defaults to $BUNDLE (or $CHECKPOINT), the port to $PORT or 8000."""
     parser = argparse.ArgumentParser(description=description)
     default = os.environ.get("BUNDLE") or os.environ.get("CHECKPOINT")

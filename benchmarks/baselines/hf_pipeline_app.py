@@ -4,7 +4,7 @@ The path of least resistance from a fine-tuned checkpoint: ``pipeline("text-clas
 on the checkpoint folder, called once per request from a plain ``def`` endpoint. Needs torch and
 transformers (the ``train`` extra). Access logging is off, as in the other baselines.
 
-Run: ``python -m benchmarks.baselines.hf_pipeline_app CHECKPOINT_DIR --port 8003``.
+Run: ``python -m kdserve.bench.baselines.hf_pipeline_app CHECKPOINT_DIR --port 8003``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from benchmarks.baselines._args import parse
+from kdserve.bench.baselines._args import parse
 
 
 class ClassifyRequest(BaseModel):
@@ -45,10 +45,15 @@ def build_app(folder: str | Path, max_length: int) -> FastAPI:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse(__doc__.splitlines()[0], "checkpoint folder (default $CHECKPOINT)", argv,
-                 {"max-length": (int, 128, "truncate inputs to this many tokens, as the bundle does")})
-    uvicorn.run(build_app(args.folder, args.max_length), host=args.host, port=args.port, log_level="warning",
-                access_log=False)
+    args = parse(
+        __doc__.splitlines()[0],
+        "checkpoint folder (default $CHECKPOINT)",
+        argv,
+        {"max-length": (int, 128, "truncate inputs to this many tokens, as the bundle does")},
+    )
+    uvicorn.run(
+        build_app(args.folder, args.max_length), host=args.host, port=args.port, log_level="warning", access_log=False
+    )
     return 0
 
 

@@ -5,7 +5,7 @@ LitServe (``--max-batch-size``, ``--batch-timeout`` seconds), run with one ``ses
 batch and answered one by one. LitServe answers ``GET /ready`` (its health check, moved to the
 path the harness polls) only once the worker has finished ``setup``.
 
-Run: ``python -m benchmarks.baselines.litserve_app BUNDLE_DIR --port 8002``.
+Run: ``python -m kdserve.bench.baselines.litserve_app BUNDLE_DIR --port 8002``.
 """
 
 # No `from __future__ import annotations`: LitServe builds its FastAPI endpoint from the real
@@ -20,7 +20,7 @@ import litserve as ls
 import numpy as np
 from pydantic import BaseModel
 
-from benchmarks.baselines._args import parse
+from kdserve.bench.baselines._args import parse
 
 
 class ClassifyRequest(BaseModel):
@@ -70,9 +70,15 @@ class BundleAPI(ls.LitAPI):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse(__doc__.splitlines()[0], "bundle folder (default $BUNDLE)", argv,
-                 {"max-batch-size": (int, 32, "LitServe max_batch_size"),
-                  "batch-timeout": (float, 0.005, "LitServe batch_timeout, seconds")})
+    args = parse(
+        __doc__.splitlines()[0],
+        "bundle folder (default $BUNDLE)",
+        argv,
+        {
+            "max-batch-size": (int, 32, "LitServe max_batch_size"),
+            "batch-timeout": (float, 0.005, "LitServe batch_timeout, seconds"),
+        },
+    )
     api = BundleAPI(args.folder, args.max_batch_size, args.batch_timeout)
     server = ls.LitServer(api, accelerator="cpu", devices=1, workers_per_device=1, healthcheck_path="/ready")
     server.run(host=args.host, port=args.port, log_level="warning", generate_client_file=False, num_api_servers=1)

@@ -5,7 +5,7 @@ One ``InferenceSession`` with default options, the bundle's ``tokenizers`` token
 its docs advise for blocking code). No batching, no admission control. Access logging is off so
 that the comparison is about serving, not about writing log lines.
 
-Run: ``python -m benchmarks.baselines.naive_fastapi BUNDLE_DIR --port 8001 [--intra-op-threads N]``.
+Run: ``python -m kdserve.bench.baselines.naive_fastapi BUNDLE_DIR --port 8001 [--intra-op-threads N]``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from tokenizers import Tokenizer
 
-from benchmarks.baselines._args import parse
+from kdserve.bench.baselines._args import parse
 
 
 class ClassifyRequest(BaseModel):
@@ -63,9 +63,19 @@ def build_app(folder: str | Path, intra_op_threads: int = 0) -> FastAPI:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse(__doc__.splitlines()[0], "bundle folder (default $BUNDLE)", argv,
-                 {"intra-op-threads": (int, 0, "ONNX Runtime intra-op threads (default 0: its default)")})
-    uvicorn.run(build_app(args.folder, args.intra_op_threads), host=args.host, port=args.port, log_level="warning", access_log=False)
+    args = parse(
+        __doc__.splitlines()[0],
+        "bundle folder (default $BUNDLE)",
+        argv,
+        {"intra-op-threads": (int, 0, "ONNX Runtime intra-op threads (default 0: its default)")},
+    )
+    uvicorn.run(
+        build_app(args.folder, args.intra_op_threads),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+    )
     return 0
 
 

@@ -21,6 +21,6 @@ def text_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for i in range(60):
         label = i % 2
         chunk = [t for t, y in sentiment_texts(24, seed=100 + i) if y == label]
-        rows.append(f"\"{' '.join(chunk)}\",{names[label]}\n")
+        rows.append(f'"{" ".join(chunk)}",{names[label]}\n')
     (folder / "long.csv").write_text("text,label\n" + "".join(rows))
     return {"short": folder / "short.csv", "long": folder / "long.csv"}

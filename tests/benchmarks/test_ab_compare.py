@@ -7,19 +7,38 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.ab import ABConfig, parse_answer, run_ab
-from benchmarks.servers import ServerProcess, free_port, server_command
+from kdserve.bench.ab import ABConfig, parse_answer, run_ab
+from kdserve.bench.servers import ServerProcess, free_port, server_command
 from kdserve.cli import main
 
 
 def test_parse_answer_reads_the_classify_response() -> None:
-    body = {"request_id": "r1", "route": "exp", "variant": "tiny-teacher", "shadowed": False,
-            "models": {"tiny-teacher": "abc"},
-            "results": [{"label": "positive", "score": 0.93, "scores": None, "model": "tiny-teacher",
-                         "checksum": "abc", "escalated": True}]}
+    body = {
+        "request_id": "r1",
+        "route": "exp",
+        "variant": "tiny-teacher",
+        "shadowed": False,
+        "models": {"tiny-teacher": "abc"},
+        "results": [
+            {
+                "label": "positive",
+                "score": 0.93,
+                "scores": None,
+                "model": "tiny-teacher",
+                "checksum": "abc",
+                "escalated": True,
+            }
+        ],
+    }
     assert parse_answer(json.dumps(body).encode()) == {
-        "label": "positive", "score": 0.93, "model": "tiny-teacher", "variant": "tiny-teacher", "route": "exp",
-        "escalated": True, "shadowed": False}
+        "label": "positive",
+        "score": 0.93,
+        "model": "tiny-teacher",
+        "variant": "tiny-teacher",
+        "route": "exp",
+        "escalated": True,
+        "shadowed": False,
+    }
     baseline = parse_answer(b'{"model": "m", "results": [{"label": "a", "score": 1}]}')  # the baselines' shape
     assert baseline is not None and baseline["model"] == "m" and baseline["variant"] is None
     for bad in (b"", b"{}", b'{"results": []}', b"<html>", None):
@@ -28,25 +47,38 @@ def test_parse_answer_reads_the_classify_response() -> None:
 
 def _serve_available() -> None:
     try:
-        import serve.app  # noqa: F401
+        import kdserve.serve.app  # noqa: F401
     except ImportError as exc:
         pytest.skip(f"kdserve serve is not importable here: {exc}")
 
 
-def test_ab_replay_scores_each_variant_and_every_model(tiny_bundles: Path, text_files: dict[str, Path],
-                                                       tmp_path: Path) -> None:
+def test_ab_replay_scores_each_variant_and_every_model(
+    tiny_bundles: Path, text_files: dict[str, Path], tmp_path: Path
+) -> None:
     _serve_available()
-    from export.bundle import BundleModel
-    from train.data import load_dataset
+    from kdserve.core.bundle import BundleModel
+    from kdserve.core.data import load_dataset
 
     routing = tmp_path / "routing.json"
-    routing.write_text(json.dumps({"routes": {"exp": {"policy": "ab", "variants": {"tiny-textcnn": 1.0,
-                                                                                   "tiny-teacher": 1.0}}}}))
+    routing.write_text(
+        json.dumps({"routes": {"exp": {"policy": "ab", "variants": {"tiny-textcnn": 1.0, "tiny-teacher": 1.0}}}})
+    )
     port = free_port()
-    command = server_command("kdserve", port, bundles_root=tiny_bundles, model="tiny-textcnn,tiny-teacher",
-                             extra=["--routing-file", str(routing)])
-    config = ABConfig(target=f"http://127.0.0.1:{port}", data=str(text_files["short"]), split="train", limit=60,
-                      route="exp", concurrency=4)
+    command = server_command(
+        "kdserve",
+        port,
+        bundles_root=tiny_bundles,
+        model="tiny-textcnn,tiny-teacher",
+        extra=["--routing-file", str(routing)],
+    )
+    config = ABConfig(
+        target=f"http://127.0.0.1:{port}",
+        data=str(text_files["short"]),
+        split="train",
+        limit=60,
+        route="exp",
+        concurrency=4,
+    )
     with ServerProcess("kdserve", command, port, start_timeout_s=120, log_path=tmp_path / "serve.log"):
         result = run_ab(config)
         again = run_ab(config)
@@ -83,14 +115,24 @@ def test_ab_label_mismatch_is_explained(tiny_bundles: Path, tmp_path: Path) -> N
     port = free_port()
     command = server_command("kdserve", port, bundles_root=tiny_bundles, model="tiny-textcnn")
     with ServerProcess("kdserve", command, port, start_timeout_s=120, log_path=tmp_path / "serve.log"):
-        from benchmarks.common import BenchError
+        from kdserve.bench.common import BenchError
 
         with pytest.raises(BenchError, match="give --label-names"):
-            run_ab(ABConfig(target=f"http://127.0.0.1:{port}", data=str(tmp_path / "ids.csv"), split="train",
-                            agreement=False))
-        fixed = run_ab(ABConfig(target=f"http://127.0.0.1:{port}", data=str(tmp_path / "ids.csv"), split="train",
-                                agreement=False, label_names=["negative", "positive"]))
-    from train.data import load_dataset
+            run_ab(
+                ABConfig(
+                    target=f"http://127.0.0.1:{port}", data=str(tmp_path / "ids.csv"), split="train", agreement=False
+                )
+            )
+        fixed = run_ab(
+            ABConfig(
+                target=f"http://127.0.0.1:{port}",
+                data=str(tmp_path / "ids.csv"),
+                split="train",
+                agreement=False,
+                label_names=["negative", "positive"],
+            )
+        )
+    from kdserve.core.data import load_dataset
 
     train_rows = len(load_dataset(str(tmp_path / "ids.csv")).train)
     assert fixed["examples"] == fixed["answered"] == train_rows and set(fixed["variants"]) == {"tiny-textcnn"}
@@ -103,16 +145,47 @@ def test_compare_end_to_end(server: str, tiny_bundles: Path, text_files: dict[st
         _serve_available()
     pytest.importorskip("matplotlib")
     out = tmp_path / "out"
-    code = main(["bench", "compare", "--bundles", str(tiny_bundles), "--models", "tiny-teacher,tiny-textcnn",
-                 "--server", server, "--short-data", str(text_files["short"]), "--long-data", str(text_files["long"]),
-                 "--texts", "40", "--latency-iterations", "20", "--concurrency", "1,4", "--duration", "0.5",
-                 "--warmup", "0.1", "--no-ceiling", "--baselines", "naive,hf", "--baseline-rounds", "2",
-                 "--teacher-batch-sizes", "4,1",
-                 "--output", str(out)])
+    code = main(
+        [
+            "bench",
+            "compare",
+            "--bundles",
+            str(tiny_bundles),
+            "--models",
+            "tiny-teacher,tiny-textcnn",
+            "--server",
+            server,
+            "--short-data",
+            str(text_files["short"]),
+            "--long-data",
+            str(text_files["long"]),
+            "--texts",
+            "40",
+            "--latency-iterations",
+            "20",
+            "--concurrency",
+            "1,4",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.1",
+            "--no-ceiling",
+            "--baselines",
+            "naive,hf",
+            "--baseline-rounds",
+            "2",
+            "--teacher-batch-sizes",
+            "4,1",
+            "--output",
+            str(out),
+        ]
+    )
     assert code == 0
     result = json.loads((out / "result.json").read_text())
     teacher, student = result["models"]
-    assert (teacher["name"], student["name"]) == ("tiny-teacher", "tiny-textcnn") and result["teacher"] == "tiny-teacher"
+    assert (teacher["name"], student["name"]) == ("tiny-teacher", "tiny-textcnn") and result[
+        "teacher"
+    ] == "tiny-teacher"
     assert teacher["speedup"] == {"short_b1": 1.0, "long_b1": 1.0, "throughput": 1.0}
     assert student["speedup_vs"] == "tiny-teacher" and student["inprocess"] is None
     served = teacher["inprocess"]

@@ -8,18 +8,33 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.common import BenchError
-from benchmarks.footprint import FootprintConfig, run_footprint
+from kdserve.bench.common import BenchError
+from kdserve.bench.footprint import FootprintConfig, run_footprint
 from kdserve.cli import main
-from kdserve.errors import ConfigError
+from kdserve.core.errors import ConfigError
 
 
-def test_footprint_times_ready_reads_memory_and_answers_every_model(tiny_bundles: Path, text_files: dict[str, Path],
-                                                                    tmp_path: Path) -> None:
-    pytest.importorskip("serve.app")
+def test_footprint_times_ready_reads_memory_and_answers_every_model(
+    tiny_bundles: Path, text_files: dict[str, Path], tmp_path: Path
+) -> None:
+    pytest.importorskip("kdserve.serve.app")
     out = tmp_path / "out"
-    code = main(["bench", "footprint", "--bundles", str(tiny_bundles), "--models", "tiny-textcnn,tiny-bilstm",
-                 "--data", str(text_files["short"]), "--requests", "15", "--output", str(out)])
+    code = main(
+        [
+            "bench",
+            "footprint",
+            "--bundles",
+            str(tiny_bundles),
+            "--models",
+            "tiny-textcnn,tiny-bilstm",
+            "--data",
+            str(text_files["short"]),
+            "--requests",
+            "15",
+            "--output",
+            str(out),
+        ]
+    )
     assert code == 0
     result = json.loads((out / "result.json").read_text())
     assert [m["name"] for m in result["models"]] == ["tiny-bilstm", "tiny-textcnn"]  # find_bundles' order

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.http_bench import measure_ceiling
-from benchmarks.loadgen import Target, probe, run_async
-from benchmarks.servers import start_server
+from kdserve.bench.http_bench import measure_ceiling
+from kdserve.bench.loadgen import Target, probe, run_async
+from kdserve.bench.servers import start_server
 from kdserve.cli import main
 
 
@@ -17,13 +17,36 @@ def ask(target: Target, body: dict[str, str]) -> tuple[int, bytes | None]:
     return run_async(lambda: probe(target, json.dumps(body).encode()))
 
 
-def test_bench_http_cli_sweeps_a_running_server(tmp_path: Path, text_files: dict[str, Path],
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_http_cli_sweeps_a_running_server(
+    tmp_path: Path, text_files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     pytest.importorskip("matplotlib")
     with start_server("trivial", start_timeout_s=30) as server:
-        code = main(["bench", "http", "--target", server.url, "--data", str(text_files["short"]), "--texts", "50",
-                     "--concurrency", "1,4", "--rate-fractions", "0.1", "--duration", "1.0", "--warmup", "0.3",
-                     "--no-ceiling", "--label", "trivial", "--output", str(tmp_path)])
+        code = main(
+            [
+                "bench",
+                "http",
+                "--target",
+                server.url,
+                "--data",
+                str(text_files["short"]),
+                "--texts",
+                "50",
+                "--concurrency",
+                "1,4",
+                "--rate-fractions",
+                "0.1",
+                "--duration",
+                "1.0",
+                "--warmup",
+                "0.3",
+                "--no-ceiling",
+                "--label",
+                "trivial",
+                "--output",
+                str(tmp_path),
+            ]
+        )
     assert code == 0
     result = json.loads((tmp_path / "result.json").read_text())
     sweep = result["sweep"]
@@ -40,7 +63,7 @@ def test_bench_http_cli_sweeps_a_running_server(tmp_path: Path, text_files: dict
 
 
 def test_bench_http_unreachable_target_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    from benchmarks.servers import free_port
+    from kdserve.bench.servers import free_port
 
     port = free_port()
     assert main(["bench", "http", "--target", f"http://127.0.0.1:{port}", "--no-ceiling"]) == 1
@@ -48,11 +71,14 @@ def test_bench_http_unreachable_target_is_one_line(capsys: pytest.CaptureFixture
     assert err.startswith(f"kdserve: error: cannot connect to http://127.0.0.1:{port}/classify") and "\n" not in err
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["--body-template", '{"inputs": "x"}'], "must contain {text}"),
-    (["--concurrency", "0"], "--concurrency must be integers >= 1"),
-    (["--target", "https://x"], "only plain http"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--body-template", '{"inputs": "x"}'], "must contain {text}"),
+        (["--concurrency", "0"], "--concurrency must be integers >= 1"),
+        (["--target", "https://x"], "only plain http"),
+    ],
+)
 def test_bench_http_bad_flags_are_one_line(args: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "http", "--target", "http://127.0.0.1:9", "--no-ceiling", *args]) in (1, 2)
     err = capsys.readouterr().err.strip()
@@ -67,7 +93,7 @@ def test_generator_ceiling_against_the_trivial_server() -> None:
 
 
 def test_naive_baseline_answers_like_the_bundle(tiny_bundles: Path) -> None:
-    from export.bundle import BundleModel, softmax
+    from kdserve.core.bundle import BundleModel, softmax
 
     bundle = tiny_bundles / "tiny-textcnn"
     model = BundleModel(bundle)
@@ -89,7 +115,7 @@ def test_naive_baseline_answers_like_the_bundle(tiny_bundles: Path) -> None:
 def test_naive_baseline_thread_option_answers_the_same(tiny_bundles: Path) -> None:
     from fastapi.testclient import TestClient
 
-    from benchmarks.baselines.naive_fastapi import build_app, main
+    from kdserve.bench.baselines.naive_fastapi import build_app, main
 
     answers = []
     for threads in (0, 1):
@@ -102,7 +128,7 @@ def test_naive_baseline_thread_option_answers_the_same(tiny_bundles: Path) -> No
 
 def test_litserve_baseline_batches_and_answers_like_the_bundle(tiny_bundles: Path) -> None:
     pytest.importorskip("litserve")
-    from export.bundle import BundleModel, softmax
+    from kdserve.core.bundle import BundleModel, softmax
 
     bundle = tiny_bundles / "tiny-bilstm"
     model = BundleModel(bundle)

@@ -12,10 +12,10 @@ from contextlib import contextmanager
 
 import pytest
 
-from benchmarks.common import BenchError
-from benchmarks.http_bench import check_target, render_bodies, summarize_run
-from benchmarks.http_client import _dechunk
-from benchmarks.loadgen import (
+from kdserve.bench.common import BenchError
+from kdserve.bench.http_bench import check_target, render_bodies, summarize_run
+from kdserve.bench.http_client import _dechunk
+from kdserve.bench.loadgen import (
     NOT_SENT,
     TIMEOUT,
     Target,
@@ -25,8 +25,8 @@ from benchmarks.loadgen import (
     replay,
     run_async,
 )
-from benchmarks.servers import ServerProcess, free_port, start_server
-from kdserve.errors import ConfigError
+from kdserve.bench.servers import ServerProcess, free_port, start_server
+from kdserve.core.errors import ConfigError
 
 BODY = b'{"text": "a film"}'
 
@@ -68,8 +68,9 @@ def test_open_loop_charges_a_stall_to_every_request_it_delayed() -> None:
     a closed loop with one connection sees one slow request and a clean p90."""
     pause = ("--pause-after-ms", "200", "--pause-for-ms", "400")
     with trivial(*pause) as target:
-        open_run = run_async(lambda: open_loop(target, [target.request(BODY)], rate=100.0, duration_s=1.0,
-                                               connections=16))
+        open_run = run_async(
+            lambda: open_loop(target, [target.request(BODY)], rate=100.0, duration_s=1.0, connections=16)
+        )
     with trivial(*pause) as target:
         closed_run = run_async(lambda: closed_loop(target, [target.request(BODY)], 1, duration_s=1.0))
     opened, closed = summarize_run(open_run), summarize_run(closed_run)
@@ -80,7 +81,7 @@ def test_open_loop_charges_a_stall_to_every_request_it_delayed() -> None:
     assert max(finish) - min(finish) < 60e6  # every delayed request completes when the pause ends
     assert opened["latency_ms"]["max"] > 330 and opened["latency_ms"]["p90"] > 200
     assert closed["latency_ms"]["max"] > 330  # the one request caught in the pause ...
-    assert closed["latency_ms"]["p90"] < 50    # ... and a closed loop hides the rest
+    assert closed["latency_ms"]["p90"] < 50  # ... and a closed loop hides the rest
 
 
 def test_overloaded_server_gives_growing_latency_not_a_flat_line() -> None:
@@ -91,7 +92,7 @@ def test_overloaded_server_gives_growing_latency_not_a_flat_line() -> None:
         run = run_async(lambda: open_loop(target, [target.request(BODY)], rate=200.0, duration_s=1.0, connections=4))
     records = sorted(run.records, key=lambda r: r.intended)
     assert len(records) == 200 and all(r.status == 200 for r in records)
-    fifths = [records[i * 40:(i + 1) * 40] for i in range(5)]
+    fifths = [records[i * 40 : (i + 1) * 40] for i in range(5)]
     means = [sum(r.done - r.intended for r in part) / len(part) / 1e6 for part in fifths]
     assert all(b > a for a, b in zip(means, means[1:])), means  # rising, fifth after fifth
     assert means[-1] - means[0] > 500, means
@@ -129,8 +130,11 @@ def test_timeouts_are_counted_as_errors() -> None:
 
 def test_open_loop_gives_up_on_requests_it_could_not_send_in_time() -> None:
     with trivial("--delay-ms", "300", "--serial") as target:
-        run = run_async(lambda: open_loop(target, [target.request(BODY)], rate=50.0, duration_s=0.2, connections=1,
-                                          drain_s=0.1, timeout_s=5))
+        run = run_async(
+            lambda: open_loop(
+                target, [target.request(BODY)], rate=50.0, duration_s=0.2, connections=1, drain_s=0.1, timeout_s=5
+            )
+        )
     statuses = [r.status for r in sorted(run.records, key=lambda r: r.intended)]
     assert len(statuses) == 10 and statuses[0] == 200 and NOT_SENT in statuses
     assert summarize_run(run)["errors"]["not_sent"] == statuses.count(NOT_SENT)
@@ -176,7 +180,10 @@ def test_chunked_bodies_are_reassembled() -> None:
 
 def test_body_template_is_json_escaped_and_validated() -> None:
     bodies = render_bodies(['say "hi"\n', "café"], '{"text": {text}, "model": {m}}', {"m": "tiny"})
-    assert [json.loads(b) for b in bodies] == [{"text": 'say "hi"\n', "model": "tiny"}, {"text": "café", "model": "tiny"}]
+    assert [json.loads(b) for b in bodies] == [
+        {"text": 'say "hi"\n', "model": "tiny"},
+        {"text": "café", "model": "tiny"},
+    ]
     with pytest.raises(ConfigError, match="must contain"):
         render_bodies(["x"], '{"inputs": "x"}')
     with pytest.raises(ConfigError, match="valid JSON"):

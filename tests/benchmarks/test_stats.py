@@ -7,25 +7,28 @@ import random
 
 import pytest
 
-from benchmarks.stats import percentile, summarize
+from kdserve.bench.stats import percentile, summarize
 
 
-@pytest.mark.parametrize(("values", "q", "expected"), [
-    (list(range(1, 11)), 0, 1.0),
-    (list(range(1, 11)), 50, 5.5),          # h = 4.5: halfway between 5 and 6
-    (list(range(1, 11)), 90, 9.1),          # h = 8.1
-    (list(range(1, 11)), 99, 9.91),         # h = 8.91
-    (list(range(1, 11)), 99.9, 9.991),      # h = 8.991: p99.9 of 10 samples sits between the two largest
-    (list(range(1, 11)), 100, 10.0),
-    (list(range(1, 101)), 99, 99.01),       # h = 98.01
-    (list(range(1, 101)), 99.9, 99.901),    # h = 98.901
-    ([float(i) for i in range(1001)], 99.9, 999.0),  # h = 999 exactly: an observed value, no float noise
-    ([float(i) for i in range(1001)], 99, 990.0),
-    ([5.0], 99.9, 5.0),                     # one sample: every percentile is it
-    ([1.0, 2.0], 99.9, 1.999),
-    ([1.0, 2.0, 3.0, 10.0], 25, 1.75),
-    ([1.0, 2.0, 3.0, 10.0], 99.9, 9.979),   # h = 2.997: 3 + 0.997 * 7
-])
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [
+        (list(range(1, 11)), 0, 1.0),
+        (list(range(1, 11)), 50, 5.5),  # h = 4.5: halfway between 5 and 6
+        (list(range(1, 11)), 90, 9.1),  # h = 8.1
+        (list(range(1, 11)), 99, 9.91),  # h = 8.91
+        (list(range(1, 11)), 99.9, 9.991),  # h = 8.991: p99.9 of 10 samples sits between the two largest
+        (list(range(1, 11)), 100, 10.0),
+        (list(range(1, 101)), 99, 99.01),  # h = 98.01
+        (list(range(1, 101)), 99.9, 99.901),  # h = 98.901
+        ([float(i) for i in range(1001)], 99.9, 999.0),  # h = 999 exactly: an observed value, no float noise
+        ([float(i) for i in range(1001)], 99, 990.0),
+        ([5.0], 99.9, 5.0),  # one sample: every percentile is it
+        ([1.0, 2.0], 99.9, 1.999),
+        ([1.0, 2.0, 3.0, 10.0], 25, 1.75),
+        ([1.0, 2.0, 3.0, 10.0], 99.9, 9.979),  # h = 2.997: 3 + 0.997 * 7
+    ],
+)
 def test_percentile_exact_values(values: list[float], q: float, expected: float) -> None:
     assert percentile(values, q) == pytest.approx(expected, abs=1e-12)
 
@@ -54,5 +57,13 @@ def test_summarize_scales_rounds_and_counts() -> None:
 
 
 def test_summarize_of_nothing_has_no_numbers() -> None:
-    assert summarize([]) == {"count": 0, "mean": None, "min": None, "max": None,
-                             "p50": None, "p90": None, "p99": None, "p99.9": None}
+    assert summarize([]) == {
+        "count": 0,
+        "mean": None,
+        "min": None,
+        "max": None,
+        "p50": None,
+        "p90": None,
+        "p99": None,
+        "p99.9": None,
+    }

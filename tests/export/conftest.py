@@ -19,8 +19,13 @@ STUDENT_KINDS = ("bilstm", "textcnn", "transformer")
 TINY_STUDENTS: dict[str, dict[str, Any]] = {
     "bilstm": {"embedding_dim": 16, "hidden_size": 16, "classifier_hidden": 16},
     "textcnn": {"embedding_dim": 16, "num_filters": 8},
-    "transformer": {"num_layers": 1, "hidden_size": 16, "num_heads": 2, "intermediate_size": 32,
-                    "max_position_embeddings": 64},
+    "transformer": {
+        "num_layers": 1,
+        "hidden_size": 16,
+        "num_heads": 2,
+        "intermediate_size": 32,
+        "max_position_embeddings": 64,
+    },
 }
 
 
@@ -37,7 +42,7 @@ def _one_thread() -> Any:
 @pytest.fixture(scope="session")
 def sentiment_data(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A separable negative/positive CSV: 200 rows, 20 held out as validation."""
-    from train.data import DatasetSpec
+    from kdserve.core.data import DatasetSpec
 
     path = write_sentiment_csv(tmp_path_factory.mktemp("data") / "sentiment.csv", 200)
     return DatasetSpec(str(path))
@@ -64,7 +69,7 @@ def _fit(model: Any, batches: list[tuple[Any, ...]], steps: int = 60, lr: float 
 def _batches(ids: list[list[int]], labels: list[int], pad: int, types: bool = False) -> list[tuple[Any, ...]]:
     import torch
 
-    from train.common import pad_batch
+    from kdserve.train.common import pad_batch
 
     out = []
     for start in range(0, len(ids), 32):
@@ -84,8 +89,8 @@ def tiny_teacher_dir(tiny_bert_dir: Path, sentiment_data: Any, tmp_path_factory:
     """The shared 2-layer hidden-32 BERT with a 2-label head, briefly fine-tuned, saved as a teacher."""
     import torch
 
-    from train.checkpoint import load_classifier, save_classifier
-    from train.data import load_dataset
+    from kdserve.core.data import load_dataset
+    from kdserve.train.checkpoint import load_classifier, save_classifier
 
     torch.manual_seed(0)
     model, tokenizer = load_classifier(str(tiny_bert_dir), labels=LABELS)
@@ -102,14 +107,14 @@ def make_student(kind: str, folder: Path, spec: Any, train: bool = True, seed: i
     """A tiny student of ``kind`` with a word tokenizer trained on the data, saved like kdserve distill does."""
     import torch
 
-    from train.data import load_dataset
-    from train.student_tokenizers import (
+    from kdserve.core.data import load_dataset
+    from kdserve.train.student_tokenizers import (
         encode_batch,
         save_tokenizer,
         train_word_tokenizer,
     )
-    from train.students import STUDENT_KINDS as KINDS
-    from train.students import build_student, save_student
+    from kdserve.train.students import STUDENT_KINDS as KINDS
+    from kdserve.train.students import build_student, save_student
 
     rows = load_dataset(spec).train
     tokenizer = train_word_tokenizer([t for t, _ in rows], vocab_size=100)
@@ -135,7 +140,7 @@ def student_dirs(sentiment_data: Any, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="session")
 def export_config() -> Callable[..., Any]:
     """ExportConfig with test-sized defaults (small parity and calibration sets, avx2 preset fixed)."""
-    from export.config import ExportConfig
+    from kdserve.export.config import ExportConfig
 
     def make(checkpoint: Path, output: Path, **overrides: Any) -> Any:
         values = {"parity_texts": 16, "calibration_examples": 32, "quant_preset": "avx512_vnni", "batch_size": 16}
@@ -147,11 +152,13 @@ def export_config() -> Callable[..., Any]:
 
 @pytest.fixture(scope="session")
 def bundles(
-    tiny_teacher_dir: Path, student_dirs: dict[str, Path], export_config: Callable[..., Any],
+    tiny_teacher_dir: Path,
+    student_dirs: dict[str, Path],
+    export_config: Callable[..., Any],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, list[Path]]:
     """kind -> [fp32 bundle, int8 bundle] for the teacher and every student kind, exported once."""
-    from export.pipeline import export_checkpoint
+    from kdserve.export.pipeline import export_checkpoint
 
     out = tmp_path_factory.mktemp("bundles")
     result = {"teacher": export_checkpoint(export_config(tiny_teacher_dir, out, name="teacher"))}

@@ -14,12 +14,13 @@ VOCAB, CLASSES = 40, 3
 
 
 def _student(pooling: str) -> torch.nn.Module:
-    from train.student_configs import BiLSTMConfig
-    from train.students import BiLSTMStudent
+    from kdserve.train.student_configs import BiLSTMConfig
+    from kdserve.train.students import BiLSTMStudent
 
     torch.manual_seed(0)
-    config = BiLSTMConfig(vocab_size=VOCAB, num_classes=CLASSES, embedding_dim=8, hidden_size=6,
-                          classifier_hidden=10, pooling=pooling)
+    config = BiLSTMConfig(
+        vocab_size=VOCAB, num_classes=CLASSES, embedding_dim=8, hidden_size=6, classifier_hidden=10, pooling=pooling
+    )
     model = BiLSTMStudent(config).eval()
     with torch.no_grad():  # non-zero biases, so a gate-order mistake cannot hide behind zeros
         for name, param in model.named_parameters():
@@ -49,7 +50,7 @@ def test_graph_matches_pytorch_on_mixed_lengths_and_an_empty_row(pooling: str, t
     each row reversed within its own length, and the empty row must behave as the module's."""
     import onnx
 
-    from export.bilstm_graph import build_bilstm_graph
+    from kdserve.export.bilstm_graph import build_bilstm_graph
 
     model = _student(pooling)
     facts = build_bilstm_graph(model, tmp_path / "m.onnx", 18)
@@ -65,8 +66,11 @@ def test_graph_matches_pytorch_on_mixed_lengths_and_an_empty_row(pooling: str, t
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
     # each row alone gives its batched logits: padding changes nothing
     for row in range(3):
-        alone = _run(tmp_path / "m.onnx", ids[row : row + 1, : max(int(mask[row].sum()), 1)],
-                     mask[row : row + 1, : max(int(mask[row].sum()), 1)])
+        alone = _run(
+            tmp_path / "m.onnx",
+            ids[row : row + 1, : max(int(mask[row].sum()), 1)],
+            mask[row : row + 1, : max(int(mask[row].sum()), 1)],
+        )
         np.testing.assert_allclose(alone[0], got[row], atol=1e-5, rtol=0)
 
 
@@ -75,9 +79,9 @@ def test_graph_is_one_lstm_op_and_quantizes_to_one_int8_lstm(tmp_path: Path) -> 
     and dynamic int8 turns that op into DynamicQuantizeLSTM with the logits close to fp32."""
     import onnx
 
-    from export.bilstm_graph import build_bilstm_graph
-    from export.onnx_export import export_student
-    from export.quantize import int8_nodes, quantize_dynamic_int8
+    from kdserve.export.bilstm_graph import build_bilstm_graph
+    from kdserve.export.onnx_export import export_student
+    from kdserve.export.quantize import int8_nodes, quantize_dynamic_int8
 
     model = _student("max")
     build_bilstm_graph(model, tmp_path / "graph.onnx", 18)
@@ -88,8 +92,9 @@ def test_graph_is_one_lstm_op_and_quantizes_to_one_int8_lstm(tmp_path: Path) -> 
     assert len(lstms) == 1 and len(lstms[0].input) == 5  # X, W, R, B, sequence_lens
     assert any(a.name == "direction" and a.s == b"bidirectional" for a in lstms[0].attribute)
     assert len(graph) < len(traced) / 2
-    facts = quantize_dynamic_int8(tmp_path / "graph.onnx", tmp_path / "int8.onnx", "avx512_vnni",
-                                  ("MatMul", "LSTM", "Gather"))
+    facts = quantize_dynamic_int8(
+        tmp_path / "graph.onnx", tmp_path / "int8.onnx", "avx512_vnni", ("MatMul", "LSTM", "Gather")
+    )
     assert facts["int8_nodes"]["DynamicQuantizeLSTM"] == 1 == int8_nodes(tmp_path / "int8.onnx")["DynamicQuantizeLSTM"]
     ids, mask = _batch([5, 3], 5)
     fp32, int8 = _run(tmp_path / "graph.onnx", ids, mask), _run(tmp_path / "int8.onnx", ids, mask)

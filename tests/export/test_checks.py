@@ -11,9 +11,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from export import onnx_export
-from export.bundle import BundleModel, read_manifest, verify_bundle, write_manifest
-from export.checks import (
+from kdserve.core.bundle import BundleModel, read_manifest, verify_bundle, write_manifest
+from kdserve.export import onnx_export
+from kdserve.export.checks import (
     AccuracyGateError,
     ExportError,
     ParityError,
@@ -30,7 +30,7 @@ def _student_reference(folder: Path) -> Any:
 
 
 def _validation_texts(spec: Any) -> list[str]:
-    from train.data import load_dataset
+    from kdserve.core.data import load_dataset
 
     return [t for t, _ in load_dataset(spec).validation]
 
@@ -45,8 +45,9 @@ def _perturb_initializer(model_path: Path, name_part: str, delta: float) -> str:
     return init.name
 
 
-def test_parity_passes_on_the_real_export(bundles: dict[str, list[Path]], student_dirs: dict[str, Path],
-                                          sentiment_data: Any) -> None:
+def test_parity_passes_on_the_real_export(
+    bundles: dict[str, list[Path]], student_dirs: dict[str, Path], sentiment_data: Any
+) -> None:
     texts = parity_texts(_validation_texts(sentiment_data), 16)
     report = check_parity(_student_reference(student_dirs["bilstm"]), BundleModel(bundles["bilstm"][0]), texts, 1e-4)
     assert report.texts == 16 and report.max_abs_diff <= 1e-5
@@ -82,11 +83,14 @@ def test_parity_fails_when_the_bundle_tokenizer_differs(
 
 
 def test_export_of_a_wrong_model_is_refused_and_nothing_is_written(
-    student_dirs: dict[str, Path], sentiment_data: Any, export_config: Callable[..., Any], tmp_path: Path,
+    student_dirs: dict[str, Path],
+    sentiment_data: Any,
+    export_config: Callable[..., Any],
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The exporter writes a student with other weights (same architecture): parity must catch it."""
-    from export.pipeline import export_checkpoint
+    from kdserve.export.pipeline import export_checkpoint
 
     other = onnx_export.load_student(make_student("bilstm", tmp_path / "other", sentiment_data, train=False, seed=7))
     real_export = onnx_export.export_student
@@ -130,7 +134,7 @@ def test_gate_refuses_a_negative_tolerance_and_force_overrides(
 ) -> None:
     """int8 equals fp32 here (drop 0), so demanding a 1-point gain (-1) must refuse it: the
     default mode tries dynamic, then static, and names both refusals."""
-    from export.pipeline import export_checkpoint
+    from kdserve.export.pipeline import export_checkpoint
 
     out = tmp_path / "refused"
     with pytest.raises(AccuracyGateError) as info:
@@ -146,8 +150,9 @@ def test_gate_refuses_a_negative_tolerance_and_force_overrides(
     attempts = verify_bundle(out / "cnn-fp32").extra["quantization_attempts"]
     assert [(a["precision"], a["passed"]) for a in attempts] == [("int8", False), ("int8-static", False)]
 
-    forced = export_checkpoint(export_config(student_dirs["textcnn"], tmp_path / "forced", name="cnn",
-                                             max_accuracy_drop=-1.0, force=True))
+    forced = export_checkpoint(
+        export_config(student_dirs["textcnn"], tmp_path / "forced", name="cnn", max_accuracy_drop=-1.0, force=True)
+    )
     assert [p.name for p in forced] == ["cnn-fp32", "cnn-int8"]
     assert verify_bundle(forced[1]).extra["accuracy_gate"]["forced"] is True
     assert "overridden with --force" in (forced[1] / "README.md").read_text()
@@ -155,7 +160,7 @@ def test_gate_refuses_a_negative_tolerance_and_force_overrides(
 
 def _damage_dynamic_int8(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make dynamic quantization damage the output layer (class 0 always wins: 50 points lost)."""
-    from export import quantize
+    from kdserve.export import quantize
 
     real = quantize.quantize_dynamic_int8
 
@@ -176,7 +181,7 @@ def test_gate_refuses_a_damaged_int8_model_at_the_default_tolerance(
     student_dirs: dict[str, Path], export_config: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """--quantize dynamic has no fallback: a 50-point loss is refused and only fp32 is written."""
-    from export.pipeline import export_checkpoint
+    from kdserve.export.pipeline import export_checkpoint
 
     _damage_dynamic_int8(monkeypatch)
     out = tmp_path / "out"
@@ -194,7 +199,7 @@ def test_auto_quantization_falls_back_to_static_when_dynamic_is_refused(
 ) -> None:
     """The default mode: the damaged dynamic model is refused, static int8 is calibrated and kept,
     and both attempts are on record in both manifests."""
-    from export.pipeline import export_checkpoint
+    from kdserve.export.pipeline import export_checkpoint
 
     _damage_dynamic_int8(monkeypatch)
     out = tmp_path / "out"
@@ -206,9 +211,16 @@ def test_auto_quantization_falls_back_to_static_when_dynamic_is_refused(
     assert static.metrics["int8"]["accuracy"] == 0.5 and static.metrics["int8-static"]["accuracy"] == 1.0
     attempts = static.extra["quantization_attempts"]
     assert [(a["precision"], a["drop_points"], a["passed"]) for a in attempts] == [
-        ("int8", pytest.approx(50.0), False), ("int8-static", 0.0, True)]
+        ("int8", pytest.approx(50.0), False),
+        ("int8-static", 0.0, True),
+    ]
     assert verify_bundle(paths[0]).extra["quantization_attempts"] == attempts
-    assert static.extra["accuracy_gate"] == {"drop_points": 0.0, "max_drop_points": 1.0, "passed": True, "forced": False}
+    assert static.extra["accuracy_gate"] == {
+        "drop_points": 0.0,
+        "max_drop_points": 1.0,
+        "passed": True,
+        "forced": False,
+    }
     assert "parity" not in static.extra  # parity is the fp32 graph's, recorded in its own manifest
 
 
@@ -217,7 +229,7 @@ def test_auto_quantization_keeps_the_refusal_when_static_cannot_run(
 ) -> None:
     """LSTM has no static (QDQ) form: with only LSTM to quantize the fallback cannot be made, and
     the export ends as a refusal naming both reasons, not as a failed export."""
-    from export.pipeline import export_checkpoint
+    from kdserve.export.pipeline import export_checkpoint
 
     _damage_dynamic_int8(monkeypatch)
     out = tmp_path / "out"

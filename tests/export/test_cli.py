@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from export.bundle import read_manifest
 from kdserve.cli import main
+from kdserve.core.bundle import read_manifest
 from tests.conftest import REPO
 
 FAST = ["--parity-texts", "8", "--calibration-examples", "16"]
@@ -32,20 +32,35 @@ def test_export_cli_writes_both_bundles(
     student_dirs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    code, stdout, err = _run(capsys, "export", "--checkpoint", str(student_dirs["bilstm"]), "--output", str(out),
-                             "--name", "lstm", "--quant-preset", "avx2", *FAST)
+    code, stdout, err = _run(
+        capsys,
+        "export",
+        "--checkpoint",
+        str(student_dirs["bilstm"]),
+        "--output",
+        str(out),
+        "--name",
+        "lstm",
+        "--quant-preset",
+        "avx2",
+        *FAST,
+    )
     assert code == 0, err
     lines = stdout.splitlines()
     assert len(lines) == 2
-    assert lines[0].startswith(f"wrote {out / 'lstm-fp32'}: bilstm fp32, ") and "validation accuracy 100.00% on 20" in lines[0]
+    assert (
+        lines[0].startswith(f"wrote {out / 'lstm-fp32'}: bilstm fp32, ")
+        and "validation accuracy 100.00% on 20" in lines[0]
+    )
     assert "parity max |diff|" in lines[0]
     assert lines[1].startswith(f"wrote {out / 'lstm-int8'}: bilstm int8, ") and "+0.00 points vs fp32" in lines[1]
     quant = read_manifest(out / "lstm-int8").extra["quantization"]
     assert (quant["preset"], quant["reduce_range"], quant["per_channel"]) == ("avx2", True, True)
 
     # Existing output without --overwrite: a clear refusal, nothing touched.
-    code, _, err = _run(capsys, "export", "--checkpoint", str(student_dirs["bilstm"]), "--output", str(out),
-                        "--name", "lstm", *FAST)
+    code, _, err = _run(
+        capsys, "export", "--checkpoint", str(student_dirs["bilstm"]), "--output", str(out), "--name", "lstm", *FAST
+    )
     assert code == 1
     _one_line_error(err)
     assert f"{out / 'lstm-fp32'} already exists (pass --overwrite to replace it)" in err
@@ -91,7 +106,9 @@ def test_export_cli_rejects_what_is_not_a_checkpoint(
 def test_export_cli_bad_option_values_exit_2(
     args: list[str], needle: str, student_dirs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = _run(capsys, "export", "--checkpoint", str(student_dirs["textcnn"]), "--output", str(tmp_path), *args)
+    code, _, err = _run(
+        capsys, "export", "--checkpoint", str(student_dirs["textcnn"]), "--output", str(tmp_path), *args
+    )
     assert code == 2
     _one_line_error(err)
     assert needle in err
@@ -109,8 +126,16 @@ def test_export_cli_data_whose_labels_the_model_lacks(
 ) -> None:
     data = tmp_path / "spam.csv"
     data.write_text("text,label\n" + "".join(f"msg {i},{'spam' if i % 2 else 'ham'}\n" for i in range(40)))
-    code, _, err = _run(capsys, "export", "--checkpoint", str(student_dirs["textcnn"]), "--output", str(tmp_path / "o"),
-                        "--data", str(data))
+    code, _, err = _run(
+        capsys,
+        "export",
+        "--checkpoint",
+        str(student_dirs["textcnn"]),
+        "--output",
+        str(tmp_path / "o"),
+        "--data",
+        str(data),
+    )
     assert code == 1
     _one_line_error(err)
     assert "dataset label(s) 'ham', 'spam' not among the model's labels (negative, positive)" in err
@@ -134,8 +159,9 @@ def test_eval_bundle_scores_like_the_manifest(
     bundles: dict[str, list[Path]], sentiment_data: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bundle = bundles["transformer"][1]
-    code, stdout, err = _run(capsys, "eval", "--bundle", str(bundle), "--data", sentiment_data.source,
-                             "--output", str(tmp_path / "m.json"))
+    code, stdout, err = _run(
+        capsys, "eval", "--bundle", str(bundle), "--data", sentiment_data.source, "--output", str(tmp_path / "m.json")
+    )
     assert code == 0, err
     assert stdout.splitlines()[0] == f"{bundle} (int8) on {read_manifest(bundle).metrics['int8']['data']} [validation]"
     assert "accuracy 100.00%  macro-F1 100.00%  examples 20" in stdout
@@ -161,8 +187,10 @@ sys.meta_path.insert(0, Block())
 
 
 def test_cli_registration_imports_only_the_standard_library() -> None:
-    code = ("import sys, export.cli; heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-            "{'torch', 'onnxruntime', 'optimum', 'transformers', 'numpy', 'onnx', 'tokenizers'}); print(heavy)")
+    code = (
+        "import sys, kdserve.export.cli; heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'torch', 'onnxruntime', 'optimum', 'transformers', 'numpy', 'onnx', 'tokenizers'}); print(heavy)"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -170,15 +198,18 @@ def test_cli_registration_imports_only_the_standard_library() -> None:
 
 def test_bundle_side_runs_without_torch(bundles: dict[str, list[Path]], sentiment_data: Any) -> None:
     """verify, load, predict and evaluate a bundle with torch, transformers and optimum unimportable."""
-    code = BLOCK_HEAVY + f"""
-from train.data import DatasetSpec
-from export.bundle import BundleModel, verify_bundle
-from export.evaluate import evaluate_bundle
-import export.checks, export.config, export.triton, export.card
-verify_bundle({str(bundles['bilstm'][1])!r})
-print(BundleModel({str(bundles['bilstm'][1])!r}).predict(['good']).shape)
-print(evaluate_bundle({str(bundles['bilstm'][1])!r}, DatasetSpec({sentiment_data.source!r})).metrics.accuracy)
+    code = (
+        BLOCK_HEAVY
+        + f"""
+from kdserve.core.data import DatasetSpec
+from kdserve.core.bundle import BundleModel, verify_bundle
+from kdserve.export.evaluate import evaluate_bundle
+import kdserve.export.checks, kdserve.export.config, kdserve.export.triton, kdserve.export.card
+verify_bundle({str(bundles["bilstm"][1])!r})
+print(BundleModel({str(bundles["bilstm"][1])!r}).predict(['good']).shape)
+print(evaluate_bundle({str(bundles["bilstm"][1])!r}, DatasetSpec({sentiment_data.source!r})).metrics.accuracy)
 """
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["(1,", "2)", "1.0"]

@@ -6,14 +6,14 @@ from typing import Any
 
 import pytest
 
-from export.config import (
+from kdserve.core.errors import ConfigError
+from kdserve.export.config import (
     DEFAULT_QUANTIZE_OPS,
     PRESETS,
     QUANT_PRESETS,
     ExportConfig,
     detect_quant_preset,
 )
-from kdserve.errors import ConfigError
 
 
 def make(**overrides: Any) -> ExportConfig:
@@ -23,7 +23,11 @@ def make(**overrides: Any) -> ExportConfig:
 def test_defaults() -> None:
     config = make()
     assert (config.format, config.quantization, config.optimization, config.exporter) == (
-        "bundle", "auto", "O2", "auto")
+        "bundle",
+        "auto",
+        "O2",
+        "auto",
+    )
     assert config.parity_tolerance == 1e-4 and config.max_accuracy_drop == 1.0 and config.opset == 18
     assert config.quantize_ops == DEFAULT_QUANTIZE_OPS and "Conv" not in config.quantize_ops
     assert config.quantization_modes == ("dynamic", "static")

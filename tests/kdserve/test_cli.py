@@ -71,7 +71,15 @@ def test_bad_config_value_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_missing_model_folder_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = write_sentiment_csv(tmp_path / "s.csv", 20)
     code, err = _run(
-        capsys, "train", "teacher", "--data", str(data), "--output", str(tmp_path / "o"), "--model", str(tmp_path / "nomodel")
+        capsys,
+        "train",
+        "teacher",
+        "--data",
+        str(data),
+        "--output",
+        str(tmp_path / "o"),
+        "--model",
+        str(tmp_path / "nomodel"),
     )
     assert code == 1 and "model folder not found" in err and "nomodel" in err
 
@@ -79,7 +87,7 @@ def test_missing_model_folder_is_a_clear_error(tmp_path: Path, capsys: pytest.Ca
 def test_eval_rejects_a_dataset_whose_labels_the_model_lacks(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_bert_dir: Path
 ) -> None:
-    from train.checkpoint import load_classifier, save_classifier
+    from kdserve.train.checkpoint import load_classifier, save_classifier
 
     model, tok = load_classifier(str(tiny_bert_dir), labels=("spam", "ham"))
     save_classifier(model, tok, ("spam", "ham"), tmp_path / "ckpt")
@@ -97,7 +105,7 @@ def test_later_stages_give_usage_errors_not_tracebacks(stage: str, capsys: pytes
         code = exc.code
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
-    assert ("required" in err or "invalid choice" in err or "usage:" in err), err
+    assert "required" in err or "invalid choice" in err or "usage:" in err, err
 
 
 def test_unknown_preset_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -111,12 +119,14 @@ def test_eval_writes_json_and_prints_a_table(
 ) -> None:
     import json
 
-    from train.checkpoint import load_classifier, save_classifier
+    from kdserve.train.checkpoint import load_classifier, save_classifier
 
     model, tok = load_classifier(str(tiny_bert_dir), labels=("negative", "positive"))
     save_classifier(model, tok, ("negative", "positive"), tmp_path / "ckpt")
     data = write_sentiment_csv(tmp_path / "s.csv", 60)
-    code = main(["eval", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(data), "--output", str(tmp_path / "m.json")])
+    code = main(
+        ["eval", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(data), "--output", str(tmp_path / "m.json")]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "macro-F1" in out and "confusion matrix" in out
     payload = json.loads((tmp_path / "m.json").read_text())
@@ -126,7 +136,16 @@ def test_eval_writes_json_and_prints_a_table(
 
 def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "kdserve", "eval", "--checkpoint", str(tmp_path), "--data", str(tmp_path / "missing.csv")],
+        [
+            sys.executable,
+            "-m",
+            "kdserve",
+            "eval",
+            "--checkpoint",
+            str(tmp_path),
+            "--data",
+            str(tmp_path / "missing.csv"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

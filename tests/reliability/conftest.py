@@ -23,7 +23,7 @@ from tests.serve.conftest import serving  # noqa: F401 (re-exported for the reli
 def hold_queue() -> dict[str, Any]:
     """Settings that make every request wait ``max_wait_ms`` for company, even a lone one: tests that
     need requests to sit in the queue (to batch them together or to fill it) pass these."""
-    from serve.config import Settings
+    from kdserve.serve.config import Settings
 
     # adaptive_wait runs a lone request at once; it is a newer setting, absent from older trees
     return {"adaptive_wait": False} if "adaptive_wait" in Settings.model_fields else {}
@@ -49,7 +49,7 @@ def build_fragile_bundle(source: Path, folder: Path, ok_tokens: int = 8) -> Path
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from export.bundle import MODEL_FILE, read_manifest, write_manifest
+    from kdserve.core.bundle import MODEL_FILE, read_manifest, write_manifest
 
     shutil.copytree(source, folder)
     manifest = read_manifest(folder)
@@ -62,11 +62,15 @@ def build_fragile_bundle(source: Path, folder: Path, ok_tokens: int = 8) -> Path
         helper.make_node("Gather", ["table", "tokens"], ["logits"], axis=0),
     ]
     graph = helper.make_graph(
-        nodes, "fragile",
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "length"]),
-         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "length"])],
+        nodes,
+        "fragile",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "length"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "length"]),
+        ],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
-        initializer=[numpy_helper.from_array(table, "table")])
+        initializer=[numpy_helper.from_array(table, "table")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)

@@ -20,8 +20,8 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks.http_bench import render_bodies
-from benchmarks.loadgen import Target, open_loop, run_async
+from kdserve.bench.http_bench import render_bodies
+from kdserve.bench.loadgen import Target, open_loop, run_async
 from tests.bundles import sentiment_texts
 
 
@@ -32,10 +32,15 @@ def main(argv: list[str]) -> int:
     texts = [t for t, _ in sentiment_texts(2000, seed=13)]
     requests = [target.request(body) for body in render_bodies(texts)]
     # drain_s=0: the overload stops when its schedule does; what could not be sent by then never is
-    run = run_async(lambda: open_loop(target, requests, rate, seconds, warmup_s=ramp, connections=connections, timeout_s=15,
-                                      drain_s=0))
+    run = run_async(
+        lambda: open_loop(
+            target, requests, rate, seconds, warmup_s=ramp, connections=connections, timeout_s=15, drain_s=0
+        )
+    )
     began = run.start - int(ramp * 1e9)
-    out.write_text(json.dumps({"began": began, "start": run.start, "end": run.end, "records": [list(r) for r in run.records]}))
+    out.write_text(
+        json.dumps({"began": began, "start": run.start, "end": run.end, "records": [list(r) for r in run.records]})
+    )
     return 0
 
 

@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from export.bundle import BundleModel, softmax
+from kdserve.core.bundle import BundleModel, softmax
 from tests.reliability.conftest import error_of, v2_body
 from tests.serve.conftest import real_server
 
@@ -68,8 +68,11 @@ def test_a_one_megabyte_text(http: httpx.Client) -> None:
         assert (status, code) == (413, "payload_too_large") and "max_body_bytes = 1048576" in message
     # a million characters fit in the body: then the per-text limit answers, naming it
     status, code, message = error_of(http.post("/classify", json={"text": "a" * 1_000_000}))
-    assert (status, code, message) == (422, "invalid_request",
-                                       "text has 1000000 characters, over max_text_chars (20000)")
+    assert (status, code, message) == (
+        422,
+        "invalid_request",
+        "text has 1000000 characters, over max_text_chars (20000)",
+    )
 
 
 def test_ten_thousand_texts_in_one_request(http: httpx.Client) -> None:
@@ -77,7 +80,11 @@ def test_ten_thousand_texts_in_one_request(http: httpx.Client) -> None:
     for route in ROUTES:
         body = body_for(route, texts)
         status, code, message = error_of(http.post(route, json=body))
-        assert (status, code, message) == (422, "invalid_request", "too many texts: 10000 > max_texts_per_request (256)")
+        assert (status, code, message) == (
+            422,
+            "invalid_request",
+            "too many texts: 10000 > max_texts_per_request (256)",
+        )
 
 
 @pytest.mark.parametrize("route", ROUTES)
@@ -141,12 +148,21 @@ def test_wrong_json_types_on_classify(http: httpx.Client, body: Any, message: st
         ("/", {"inputs": "great", "parameters": {"top_k": "2"}}, "parameters.top_k: Input should be a valid integer"),
         ("/", {"inputs": "great", "parameters": {"function_to_apply": "relu"}}, "parameters.function_to_apply"),
         (f"/v2/models/{MODEL}/infer", {"inputs": "great"}, "inputs: Input should be a valid array"),
-        (f"/v2/models/{MODEL}/infer", {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [5]}]},
-         "input 'text' data must be a list of strings"),
-        (f"/v2/models/{MODEL}/infer", {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a"]}]},
-         "input 'text' has 1 elements but shape [2]"),
-        (f"/v2/models/{MODEL}/infer", {"inputs": [{"name": "text", "shape": [1], "datatype": "FP32", "data": [1.0]}]},
-         "input 'text' must have datatype BYTES, got FP32"),
+        (
+            f"/v2/models/{MODEL}/infer",
+            {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [5]}]},
+            "input 'text' data must be a list of strings",
+        ),
+        (
+            f"/v2/models/{MODEL}/infer",
+            {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a"]}]},
+            "input 'text' has 1 elements but shape [2]",
+        ),
+        (
+            f"/v2/models/{MODEL}/infer",
+            {"inputs": [{"name": "text", "shape": [1], "datatype": "FP32", "data": [1.0]}]},
+            "input 'text' must have datatype BYTES, got FP32",
+        ),
     ],
 )
 def test_wrong_json_types_on_the_standard_protocols(http: httpx.Client, route: str, body: Any, message: str) -> None:
@@ -169,9 +185,14 @@ def test_unknown_fields(http: httpx.Client, route: str, body: Any, message: str)
 
 def test_unknown_model_on_every_protocol(http: httpx.Client) -> None:
     assert error_of(http.post("/models/nope", json={"inputs": "great"})) == (
-        404, "unknown_model", "unknown model or route 'nope'; valid names: default, student, tiny-bilstm, tiny-textcnn")
+        404,
+        "unknown_model",
+        "unknown model or route 'nope'; valid names: default, student, tiny-bilstm, tiny-textcnn",
+    )
     status, code, message = error_of(http.post("/v2/models/nope/infer", json=v2_body(["great"])))
-    assert (status, code) == (404, "not_found") and message.startswith("no model 'nope'; V2 model names are bundle names")
+    assert (status, code) == (404, "not_found") and message.startswith(
+        "no model 'nope'; V2 model names are bundle names"
+    )
     assert error_of(http.get("/v2/models/nope"))[:2] == (404, "not_found")
     assert error_of(http.get("/models/nope"))[:2] == (404, "not_found")
 
@@ -179,9 +200,10 @@ def test_unknown_model_on_every_protocol(http: httpx.Client) -> None:
 @pytest.mark.parametrize("route", ROUTES)
 def test_a_lone_surrogate_is_refused_not_a_500(http: httpx.Client, route: str) -> None:
     # JSON's \ud800 escape decodes to a lone surrogate: not Unicode, and the tokenizer raises on it
-    raw = {"/classify": b'{"texts": ["fine", "bad \\ud800 text"]}',
-           f"/models/{MODEL}": b'{"inputs": ["fine", "bad \\ud800 text"]}',
-           }.get(route, b'{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["bad \\ud800"]}]}')
+    raw = {
+        "/classify": b'{"texts": ["fine", "bad \\ud800 text"]}',
+        f"/models/{MODEL}": b'{"inputs": ["fine", "bad \\ud800 text"]}',
+    }.get(route, b'{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["bad \\ud800"]}]}')
     status, code, message = error_of(http.post(route, content=raw, headers=JSON))
     assert (status, code) == (422, "invalid_request")
     if route.startswith("/v2"):

@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 import pytest
 
-from export.bundle import BundleError, BundleModel, Encoded, read_manifest, softmax, write_manifest
+from kdserve.core.bundle import BundleError, BundleModel, Encoded, read_manifest, softmax, write_manifest
 from tests.conftest import REPO
 from tests.reliability.conftest import build_fragile_bundle, error_of, hold_queue, serving
 from tests.serve.conftest import free_port, make_settings, ready_client, wait_process_ready, wait_ready
@@ -50,21 +50,32 @@ def _garbage_onnx_rehashed(folder: Path) -> None:
 CORRUPTIONS: list[tuple[str, Callable[[Path], None], str, str]] = [
     ("model.onnx truncated", lambda f: _truncate(f / "model.onnx"), "model.onnx", "size"),
     ("model.onnx missing", lambda f: (f / "model.onnx").unlink(), "model.onnx", "listed in the manifest but missing"),
-    ("tokenizer.json missing", lambda f: (f / "tokenizer.json").unlink(), "tokenizer.json", "listed in the manifest but missing"),
+    (
+        "tokenizer.json missing",
+        lambda f: (f / "tokenizer.json").unlink(),
+        "tokenizer.json",
+        "listed in the manifest but missing",
+    ),
     ("manifest.json half-written", lambda f: _truncate(f / "manifest.json"), "manifest.json", "unreadable JSON"),
-    ("manifest.json edited", lambda f: (f / "manifest.json").write_text(
-        (f / "manifest.json").read_text().replace('"max_length": 32', '"max_length": 64')),
-     "manifest.json", "sha256 does not match its manifest_sha256"),
+    (
+        "manifest.json edited",
+        lambda f: (f / "manifest.json").write_text(
+            (f / "manifest.json").read_text().replace('"max_length": 32', '"max_length": 64')
+        ),
+        "manifest.json",
+        "sha256 does not match its manifest_sha256",
+    ),
     ("consistent but not ONNX", _garbage_onnx_rehashed, "model.onnx", "ONNX Runtime cannot load it"),
 ]
 
 
 @pytest.mark.parametrize(("name", "corrupt", "file", "why"), CORRUPTIONS[:5], ids=[c[0] for c in CORRUPTIONS[:5]])
-def test_a_corrupted_bundle_at_start_is_refused_naming_the_file(tiny_bundles: Path, tmp_path: Path, name: str,
-                                                                  corrupt: Callable[[Path], None], file: str, why: str) -> None:
+def test_a_corrupted_bundle_at_start_is_refused_naming_the_file(
+    tiny_bundles: Path, tmp_path: Path, name: str, corrupt: Callable[[Path], None], file: str, why: str
+) -> None:
     """Building the app verifies every bundle before anything is served (the CLI builds it before
     binding the port; the case of a consistent bundle ONNX Runtime cannot open is in test_config)."""
-    from serve.app import create_app
+    from kdserve.serve.app import create_app
 
     root = tmp_path / "bundles"
     shutil.copytree(tiny_bundles / "tiny-textcnn", root / "tiny-textcnn")
@@ -77,7 +88,9 @@ def test_a_corrupted_bundle_at_start_is_refused_naming_the_file(tiny_bundles: Pa
     assert "\n" not in message
 
 
-def test_a_corrupted_or_missing_bundle_on_reload_keeps_the_old_version_serving(tiny_bundles: Path, tmp_path: Path) -> None:
+def test_a_corrupted_or_missing_bundle_on_reload_keeps_the_old_version_serving(
+    tiny_bundles: Path, tmp_path: Path
+) -> None:
     root = tmp_path / "bundles"
     pristine = tmp_path / "pristine"
     for model in ("tiny-textcnn", "tiny-bilstm"):
@@ -85,7 +98,12 @@ def test_a_corrupted_or_missing_bundle_on_reload_keeps_the_old_version_serving(t
     shutil.copytree(pristine, root)
     breakages = [(n, c, str(root / "tiny-bilstm" / f), w) for n, c, f, w in CORRUPTIONS]
     breakages += [
-        ("bundle folder gone", lambda f: shutil.rmtree(f), str(root), "no bundle tiny-bilstm any more, but it is being served"),
+        (
+            "bundle folder gone",
+            lambda f: shutil.rmtree(f),
+            str(root),
+            "no bundle tiny-bilstm any more, but it is being served",
+        ),
         ("bundles root gone", lambda f: shutil.rmtree(root), f"bundles folder not found: {root}", ""),
     ]
     with ready_client(root, admin_token=TOKEN) as client:
@@ -107,13 +125,14 @@ def test_a_corrupted_or_missing_bundle_on_reload_keeps_the_old_version_serving(t
         assert client.post("/admin/reload", headers=AUTH).status_code == 200
 
 
-def test_an_inference_error_fails_only_the_requests_it_affects(tiny_bundles: Path, tmp_path: Path,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_an_inference_error_fails_only_the_requests_it_affects(
+    tiny_bundles: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A real ONNX graph that fails at run time for inputs over 8 tokens: the long text gets a JSON
     500, a short text batched with it in the same batch still gets its answer, the server keeps serving."""
     from fastapi.testclient import TestClient
 
-    from serve.app import create_app
+    from kdserve.serve.app import create_app
 
     build_fragile_bundle(tiny_bundles / "tiny-textcnn", tmp_path / "bundles" / "fragile")
     short, long = "the movie was great .", " ".join(["the movie was great ."] * 4)
@@ -125,7 +144,10 @@ def test_an_inference_error_fails_only_the_requests_it_affects(tiny_bundles: Pat
         wait_ready(client.get)
         assert client.post("/classify", json={"text": short}).status_code == 200
         assert error_of(client.post("/classify", json={"text": long})) == (
-            500, "internal_error", "internal server error; see the server log")
+            500,
+            "internal_error",
+            "internal server error; see the server log",
+        )
         answers: dict[str, Any] = {}
 
         def ask(text: str) -> None:
@@ -166,7 +188,7 @@ class _PoisonTokenizer:
 
 
 def test_a_tokenizer_error_fails_only_that_request(tiny_bundles: Path) -> None:
-    from serve.batching import BatchConfig, Batcher
+    from kdserve.serve.batching import BatchConfig, Batcher
 
     model = BundleModel(tiny_bundles / "tiny-textcnn")
     # all three requests in one pool: every one waits the full 0.3 s for company
@@ -201,12 +223,22 @@ def test_a_slow_model_honours_timeouts_and_bounds_the_queue(tiny_bundles: Path) 
     """0.4 s per batch of 2, a 1 s deadline, 8 queued texts at most, 30 requests at once: some are
     answered, the queue overflows into 429s, the ones left waiting past the deadline get 503; each
     answer comes within the deadline (plus scheduling slack) and the queue never exceeds its bound."""
-    from benchmarks.loadgen import Target, closed_loop, run_async
-    from serve.app import create_app
+    from kdserve.bench.loadgen import Target, closed_loop, run_async
+    from kdserve.serve.app import create_app
 
     timeout, queue_limit = 1.0, 8
-    app = create_app(make_settings(tiny_bundles, models=["tiny-textcnn"], request_timeout_s=timeout, max_wait_ms=0,
-                                   max_batch_size=2, max_queue_texts=queue_limit, max_texts_per_request=2, retry_after_s=2))
+    app = create_app(
+        make_settings(
+            tiny_bundles,
+            models=["tiny-textcnn"],
+            request_timeout_s=timeout,
+            max_wait_ms=0,
+            max_batch_size=2,
+            max_queue_texts=queue_limit,
+            max_texts_per_request=2,
+            retry_after_s=2,
+        )
+    )
     with serving(app) as url:
         batcher = app.state.service.slots["tiny-textcnn"].batcher
         batcher.model = _Slow(batcher.model, 0.4)
@@ -223,7 +255,9 @@ def test_a_slow_model_honours_timeouts_and_bounds_the_queue(tiny_bundles: Path) 
         target = Target.parse(url, "/classify")
         requests = [target.request(f'{{"text": "the movie was great {i} ."}}'.encode()) for i in range(30)]
         try:
-            run = run_async(lambda: closed_loop(target, requests, concurrency=30, duration_s=0, total_requests=30, timeout_s=10))
+            run = run_async(
+                lambda: closed_loop(target, requests, concurrency=30, duration_s=0, total_requests=30, timeout_s=10)
+            )
         finally:
             stop.set()
             watcher.join()
@@ -248,13 +282,15 @@ def test_a_slow_model_honours_timeouts_and_bounds_the_queue(tiny_bundles: Path) 
         assert r.status_code == 200 and batcher.queue_depth == 0
 
 
-def test_the_deadline_counts_from_admission_not_from_inference(tiny_bundles: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_deadline_counts_from_admission_not_from_inference(
+    tiny_bundles: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """request_timeout_s covers the server's time from reading the request, so a request delayed
     before inference (an event loop busy with other requests, as under overload) is answered 503
     instead of a late 200: 0.6 s of delay after admission against a 0.5 s deadline."""
     from fastapi.testclient import TestClient
 
-    from serve.app import create_app
+    from kdserve.serve.app import create_app
 
     app = create_app(make_settings(tiny_bundles, models=["tiny-textcnn"], request_timeout_s=0.5))
     with TestClient(app) as client:
@@ -284,17 +320,38 @@ def test_sigterm_under_load_loses_no_accepted_request(tiny_bundles: Path, tmp_pa
     serve``; SIGTERM lands mid-load. The server logs each request its handler accepts (``--log-texts``);
     every one of them must get its 200 answer, the process must exit 0 after draining, and the
     requests refused once it stopped listening must fail without an answer (never a wrong one)."""
-    from benchmarks.loadgen import CONNECTION_ERROR, Target, replay, run_async
+    from kdserve.bench.loadgen import CONNECTION_ERROR, Target, replay, run_async
 
     port = free_port()
     env = {**os.environ, "KDSERVE_WARMUP_BATCH_SIZES": "1", "KDSERVE_WARMUP_LENGTHS": "8"}
-    log_path = tmp_path / "server.log"  # a file, not a pipe: thousands of log lines would fill a pipe and stall the server
+    log_path = (
+        tmp_path / "server.log"
+    )  # a file, not a pipe: thousands of log lines would fill a pipe and stall the server
     with log_path.open("w") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "kdserve", "serve", "--bundles", str(tiny_bundles), "--models", "tiny-textcnn",
-             # every batch waits 20 ms (no adaptive wait), so requests are surely in flight at SIGTERM
-             "--port", str(port), "--log-texts", "--max-wait-ms", "20", "--no-adaptive-wait"],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log_file, text=True)
+            [
+                sys.executable,
+                "-m",
+                "kdserve",
+                "serve",
+                "--bundles",
+                str(tiny_bundles),
+                "--models",
+                "tiny-textcnn",
+                # every batch waits 20 ms (no adaptive wait), so requests are surely in flight at SIGTERM
+                "--port",
+                str(port),
+                "--log-texts",
+                "--max-wait-ms",
+                "20",
+                "--no-adaptive-wait",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            text=True,
+        )
     url = f"http://127.0.0.1:{port}"
     n = 20_000
     try:
@@ -333,5 +390,8 @@ def test_sigterm_under_load_loses_no_accepted_request(tiny_bundles: Path, tmp_pa
     # what the server did not accept failed as a connection error, not as some other answer
     assert set(statuses) <= {200, CONNECTION_ERROR}, Counter(statuses)
     assert 0 < len(answered) < n
-    print(f"\nSIGTERM under load: {len(answered)} requests answered 200 (all {len(accepted)} the server accepted), "
-          f"{len(after)} of them in flight at SIGTERM; {statuses.count(CONNECTION_ERROR)} refused after it stopped listening")
+    print(
+        f"\nSIGTERM under load: {len(answered)} requests answered 200 (all {len(accepted)} the server accepted), "
+        f"{len(after)} of them in flight at SIGTERM; "
+        f"{statuses.count(CONNECTION_ERROR)} refused after it stopped listening"
+    )

@@ -29,9 +29,14 @@ from schemathesis import checks as st_checks  # noqa: E402
 
 from tests.serve.conftest import real_server  # noqa: E402
 
-CHECKS = [st_checks.not_a_server_error, st_checks.status_code_conformance, st_checks.content_type_conformance,
-          st_checks.response_schema_conformance, st_checks.response_headers_conformance,
-          st_checks.negative_data_rejection]
+CHECKS = [
+    st_checks.not_a_server_error,
+    st_checks.status_code_conformance,
+    st_checks.content_type_conformance,
+    st_checks.response_schema_conformance,
+    st_checks.response_headers_conformance,
+    st_checks.negative_data_rejection,
+]
 
 
 @dataclass
@@ -45,19 +50,30 @@ class FuzzReport:
         return sum(self.cases.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {"cases": self.total, "server_errors": sum(n for s, n in self.statuses.items() if s >= 500),
-                "failures": len(self.failures), "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
-                "per_operation": dict(sorted(self.cases.items()))}
+        return {
+            "cases": self.total,
+            "server_errors": sum(n for s, n in self.statuses.items() if s >= 500),
+            "failures": len(self.failures),
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "per_operation": dict(sorted(self.cases.items())),
+        }
 
 
-def fuzz_operation(operation: Any, mode: Any, examples: int, derandomize: bool, models: list[str],
-                   report: FuzzReport) -> None:
+def fuzz_operation(
+    operation: Any, mode: Any, examples: int, derandomize: bool, models: list[str], report: FuzzReport
+) -> None:
     """Up to ``examples`` cases of one operation in one generation mode, counted into ``report``."""
     key = f"{operation.label} {mode.value}"
 
     # the server is shared and the machine busy: no deadline; no example database on disk
-    @settings(max_examples=examples, deadline=None, derandomize=derandomize, database=None,
-              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=derandomize,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: Any) -> None:
         report.cases[key] += 1

@@ -30,13 +30,14 @@ from tests.serve.conftest import make_settings, ready_client, real_server
 
 # ------------------------------------------------------------------ no pickle
 
-LOAD_PATH = sorted((REPO / "serve").rglob("*.py")) + [REPO / "export" / "bundle.py"]
+LOAD_PATH = sorted((REPO / "serve").rglob("*.py")) + sorted((REPO / "core").rglob("*.py"))
 # Ways Python code turns bytes into arbitrary objects: pickle and its wrappers, torch.load (pickle
 # inside), numpy's pickled object arrays, YAML's unsafe loaders, marshal and shelve.
 FORBIDDEN = re.compile(
     r"\bimport\s+(c?pickle|dill|joblib|cloudpickle|shelve|marshal)\b|\bfrom\s+(c?pickle|dill|joblib|cloudpickle|shelve|marshal)\b"
     r"|\bpickle\.|\btorch\.load\b|allow_pickle\s*=\s*True|\byaml\.(load|unsafe_load|full_load)\s*\("
-    r"|Loader\s*=\s*yaml\.(Loader|UnsafeLoader|FullLoader)\b")
+    r"|Loader\s*=\s*yaml\.(Loader|UnsafeLoader|FullLoader)\b"
+)
 NUMPY_LOAD = re.compile(r"\b(np|numpy)\.load\s*\(")
 
 
@@ -51,12 +52,19 @@ def forbidden_lines(source: str) -> list[str]:
 
 
 def test_the_scanner_finds_what_it_looks_for() -> None:
-    planted = ("import pickle\nfrom joblib import load\nx = torch.load(path)\nnp.load(p, allow_pickle=True)\n"
-               "np.load(p)\nyaml.load(text, Loader=yaml.FullLoader)\nok = np.load(p, allow_pickle=False)\n"
-               "# pickle.loads in a comment is fine\nyaml.safe_load(text)\n")
-    assert forbidden_lines(planted) == ["import pickle", "from joblib import load", "x = torch.load(path)",
-                                        "np.load(p, allow_pickle=True)", "np.load(p)",
-                                        "yaml.load(text, Loader=yaml.FullLoader)"]
+    planted = (
+        "import pickle\nfrom joblib import load\nx = torch.load(path)\nnp.load(p, allow_pickle=True)\n"
+        "np.load(p)\nyaml.load(text, Loader=yaml.FullLoader)\nok = np.load(p, allow_pickle=False)\n"
+        "# pickle.loads in a comment is fine\nyaml.safe_load(text)\n"
+    )
+    assert forbidden_lines(planted) == [
+        "import pickle",
+        "from joblib import load",
+        "x = torch.load(path)",
+        "np.load(p, allow_pickle=True)",
+        "np.load(p)",
+        "yaml.load(text, Loader=yaml.FullLoader)",
+    ]
 
 
 def test_no_pickle_in_the_load_path_source() -> None:
@@ -65,7 +73,9 @@ def test_no_pickle_in_the_load_path_source() -> None:
     assert {k: v for k, v in hits.items() if v} == {}
 
 
-def test_loading_and_serving_never_unpickles(tiny_bundles: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_loading_and_serving_never_unpickles(
+    tiny_bundles: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """Start, serve, reload and run a YAML routing file with every unpickler raising: they are never called."""
     calls: list[str] = []
 
@@ -73,13 +83,16 @@ def test_loading_and_serving_never_unpickles(tiny_bundles: Path, monkeypatch: py
         def raiser(*args: Any, **kwargs: Any) -> Any:
             calls.append(name)
             raise AssertionError(f"{name} called on the load path")
+
         return raiser
 
     for name in ("load", "loads", "Unpickler"):
         monkeypatch.setattr(pickle, name, trap(f"pickle.{name}"))
     routing = tmp_path / "routing.yaml"
     routing.write_text("routes:\n  exp:\n    policy: ab\n    variants: {tiny-textcnn: 0.5, tiny-bilstm: 0.5}\n")
-    with ready_client(tiny_bundles, models=["tiny-textcnn", "tiny-bilstm"], admin_token="t", routing_file=routing) as client:
+    with ready_client(
+        tiny_bundles, models=["tiny-textcnn", "tiny-bilstm"], admin_token="t", routing_file=routing
+    ) as client:
         assert client.post("/classify", json={"text": "great", "model": "exp", "routing_key": "u"}).status_code == 200
         assert client.post("/admin/reload", headers={"Authorization": "Bearer t"}).status_code == 200
         assert client.post("/", json={"inputs": ["great", "dull"]}).status_code == 200
@@ -93,16 +106,23 @@ SECRET = "the acting was secretly wonderful ."
 SECRET_PARTS = (SECRET, "secretly")
 
 
-def test_texts_are_not_logged_on_any_protocol_or_error_path(tiny_bundles: Path, tmp_path: Path,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
-    from serve.app import create_app
+def test_texts_are_not_logged_on_any_protocol_or_error_path(
+    tiny_bundles: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from kdserve.serve.app import create_app
 
     root = tmp_path / "bundles"
     shutil.copytree(tiny_bundles / "tiny-textcnn", root / "tiny-textcnn")
     build_fragile_bundle(tiny_bundles / "tiny-textcnn", root / "fragile")  # fails over 8 tokens: a 500
     routing, shadow_log = tmp_path / "routing.json", tmp_path / "shadow.jsonl"
-    write_json(routing, {"routes": {"mirror": {"policy": "shadow", "primary": "tiny-textcnn", "shadow": "fragile",
-                                               "sample_rate": 1.0}}})
+    write_json(
+        routing,
+        {
+            "routes": {
+                "mirror": {"policy": "shadow", "primary": "tiny-textcnn", "shadow": "fragile", "sample_rate": 1.0}
+            }
+        },
+    )
     app = create_app(make_settings(root, routing_file=routing, shadow_log=shadow_log, max_text_chars=1000))
     long_secret = " ".join([SECRET] * 8)  # 48 tokens: over tiny-textcnn's 32
     with caplog.at_level("DEBUG"), serving(app) as url, httpx.Client(base_url=url, timeout=15) as http:
@@ -116,8 +136,11 @@ def test_texts_are_not_logged_on_any_protocol_or_error_path(tiny_bundles: Path, 
             http.post("/classify", json={"text": SECRET, "modle": "x"}),  # validation error
             http.post("/models/tiny-textcnn", json={"inputs": [SECRET]}),
             http.post("/v2/models/tiny-textcnn/infer", json=v2_body([SECRET])),
-            http.post("/v2/models/tiny-textcnn/infer", content=_binary_v2(SECRET),
-                      headers={"Inference-Header-Content-Length": str(len(_binary_v2_header(SECRET)))}),
+            http.post(
+                "/v2/models/tiny-textcnn/infer",
+                content=_binary_v2(SECRET),
+                headers={"Inference-Header-Content-Length": str(len(_binary_v2_header(SECRET)))},
+            ),
         ]
         deadline = time.monotonic() + 5  # shadow calls finish after the answers
         while "kdserve_shadow" not in http.get("/metrics").text and time.monotonic() < deadline:
@@ -136,7 +159,11 @@ def test_texts_are_not_logged_on_any_protocol_or_error_path(tiny_bundles: Path, 
 
 def _binary_v2_header(text: str) -> bytes:
     payload = struct.pack("<I", len(text.encode())) + text.encode()
-    header = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": len(payload)}}]}
+    header = {
+        "inputs": [
+            {"name": "text", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": len(payload)}}
+        ]
+    }
     return json.dumps(header).encode()
 
 
@@ -181,8 +208,10 @@ def _raw_exchange(url: str, head: bytes, body_chunks: list[bytes], read_timeout:
 def test_the_body_limit_holds_on_a_raw_socket(tiny_bundles: Path) -> None:
     with real_server(tiny_bundles, models=["tiny-textcnn"], max_body_bytes=1000) as url:
         # a 10 GB Content-Length and no body: refused from the header alone, at once
-        head = (b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b"Content-Length: 10000000000\r\n\r\n")
+        head = (
+            b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 10000000000\r\n\r\n"
+        )
         answer, seconds = _raw_exchange(url, head, [])
         assert answer.startswith(b"HTTP/1.1 413 ") and b"connection: close" in answer.lower() and seconds < 2
         # a chunked body that never ends: refused once past the limit, not after reading "everything"
@@ -204,6 +233,8 @@ def test_admin_is_absent_from_the_schema_without_a_token(tiny_bundles: Path) -> 
 
 def test_no_cors_header_on_a_plain_cross_origin_request(tiny_bundles: Path) -> None:
     with real_server(tiny_bundles, models=["tiny-textcnn"]) as url:
-        r = httpx.post(url + "/classify", json={"text": "great"}, headers={"Origin": "https://evil.example"}, timeout=10)
+        r = httpx.post(
+            url + "/classify", json={"text": "great"}, headers={"Origin": "https://evil.example"}, timeout=10
+        )
         assert r.status_code == 200
         assert not [h for h in r.headers if h.lower().startswith("access-control-")]

@@ -18,7 +18,7 @@ pytest.importorskip("onnxruntime")
 
 
 def make_settings(bundles: Path, **overrides: Any) -> Any:
-    from serve.config import load_settings
+    from kdserve.serve.config import load_settings
 
     # small warm-up: the tests do not measure latency, and the machine is shared
     base: dict[str, Any] = {"bundles": bundles, "warmup_batch_sizes": [1], "warmup_lengths": [8]}
@@ -54,7 +54,7 @@ def ready_client(bundles: Path, **overrides: Any) -> Iterator[Any]:
     """A TestClient over a fresh app, after start-up finished (models loaded and warm)."""
     from fastapi.testclient import TestClient
 
-    from serve.app import create_app
+    from kdserve.serve.app import create_app
 
     app = create_app(make_settings(bundles, **overrides))
     with TestClient(app) as client:
@@ -71,7 +71,7 @@ def free_port() -> int:
 @contextmanager
 def real_server(bundles: Path, **overrides: Any) -> Iterator[str]:
     """A real uvicorn serving a fresh app on a free loopback port, in a thread; yields its URL."""
-    from serve.app import create_app
+    from kdserve.serve.app import create_app
 
     with serving(create_app(make_settings(bundles, **overrides))) as url:
         yield url
@@ -82,12 +82,15 @@ def serving(app: Any) -> Iterator[str]:
     """A real uvicorn serving ``app`` on a free loopback port, in a thread; yields its URL once ready."""
     import uvicorn
 
-    from serve.cli import _http_protocol
+    from kdserve.serve.cli import _http_protocol
 
     port = free_port()
     # the server's own HTTP protocol (one write per response), as `kdserve serve` runs it
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on",
-                                           http=_http_protocol(), ws="none"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, lifespan="on", http=_http_protocol(), ws="none"
+        )
+    )
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

@@ -28,8 +28,14 @@ def test_admin_auth(bundles: Path) -> None:
     with ready_client(bundles, admin_token=TOKEN) as client:
         r = client.post("/admin/reload")
         assert error_of(r)[:2] == (401, "unauthorized") and r.headers["www-authenticate"] == "Bearer"
-        assert error_of(client.post("/admin/reload", headers={"Authorization": "Basic abc"}))[:2] == (401, "unauthorized")
-        assert error_of(client.post("/admin/reload", headers={"Authorization": "Bearer wrong"}))[:2] == (403, "forbidden")
+        assert error_of(client.post("/admin/reload", headers={"Authorization": "Basic abc"}))[:2] == (
+            401,
+            "unauthorized",
+        )
+        assert error_of(client.post("/admin/reload", headers={"Authorization": "Bearer wrong"}))[:2] == (
+            403,
+            "forbidden",
+        )
         # the token is checked before the body is read
         r = client.put("/admin/routing", content=b"{nope", headers={"Authorization": "Bearer wrong"})
         assert error_of(r)[:2] == (403, "forbidden")
@@ -43,7 +49,9 @@ def test_reload_swaps_in_a_new_version(bundles: Path) -> None:
     from tests.bundles import build_tiny_bundle
 
     with ready_client(bundles, admin_token=TOKEN) as client:
-        before = client.post("/classify", json={"text": "great", "model": "tiny-textcnn"}).json()["results"][0]["checksum"]
+        before = client.post("/classify", json={"text": "great", "model": "tiny-textcnn"}).json()["results"][0][
+            "checksum"
+        ]
         # a retrained model, written in place
         shutil.rmtree(bundles / "tiny-textcnn")
         build_tiny_bundle(bundles / "tiny-textcnn", name="tiny-textcnn", kind="textcnn", seed=5, train_steps=30)
@@ -51,7 +59,9 @@ def test_reload_swaps_in_a_new_version(bundles: Path) -> None:
         assert r.status_code == 200, r.text
         change = r.json()["reloaded"]["tiny-textcnn"]
         assert change["old"] == before and change["new"] != before
-        after = client.post("/classify", json={"text": "great", "model": "tiny-textcnn"}).json()["results"][0]["checksum"]
+        after = client.post("/classify", json={"text": "great", "model": "tiny-textcnn"}).json()["results"][0][
+            "checksum"
+        ]
         assert after == change["new"]
         assert client.get("/models/tiny-textcnn").json()["checksum"] == after
         assert client.get("/ready").json()["models"]["tiny-textcnn"] == after
@@ -65,8 +75,10 @@ def test_failed_reload_keeps_the_old_version_serving(bundles: Path) -> None:
         labels.write_text(labels.read_text().replace("negative", "NEGATIVE"))
         status, code, message = error_of(client.post("/admin/reload", headers=AUTH))
         assert (status, code) == (409, "reload_failed")
-        assert message == (f"reload failed, still serving the previous bundles: {labels}: sha256 does not match "
-                           f"the manifest (corrupted or modified)")
+        assert message == (
+            f"reload failed, still serving the previous bundles: {labels}: sha256 does not match "
+            f"the manifest (corrupted or modified)"
+        )
         r = client.post("/classify", json={"text": "great", "model": "teacher"})
         assert r.status_code == 200 and r.json()["results"][0]["checksum"] == before
         assert client.get("/ready").status_code == 200
@@ -84,19 +96,28 @@ def test_reload_refused_when_a_route_loses_its_model(bundles: Path) -> None:
 
 
 def test_put_routing_changes_routes_live(bundles: Path) -> None:
-    routing: dict[str, Any] = {"routes": {"exp": {"policy": "ab", "variants": {"tiny-textcnn": 1.0, "tiny-teacher": 1e-9}}}}
+    routing: dict[str, Any] = {
+        "routes": {"exp": {"policy": "ab", "variants": {"tiny-textcnn": 1.0, "tiny-teacher": 1e-9}}}
+    }
     with ready_client(bundles, admin_token=TOKEN) as client:
         assert error_of(client.post("/classify", json={"text": "great", "model": "exp"}))[:2] == (404, "unknown_model")
         r = client.put("/admin/routing", content=json.dumps(routing), headers=AUTH)
         assert r.status_code == 200 and "exp" in r.json()["routes"]
         body = client.post("/classify", json={"text": "great", "model": "exp", "routing_key": "user-1"}).json()
-        assert body["route"] == "exp" and body["variant"] == "tiny-textcnn" and body["results"][0]["model"] == "tiny-textcnn"
+        assert (
+            body["route"] == "exp"
+            and body["variant"] == "tiny-textcnn"
+            and body["results"][0]["model"] == "tiny-textcnn"
+        )
         bad = {"routes": {"exp": {"policy": "ab", "variants": {"missing-model": 1.0}}}}
         status, code, message = error_of(client.put("/admin/routing", json=bad, headers=AUTH))
         assert (status, code) == (422, "invalid_routing") and "missing-model" in message
         assert error_of(client.put("/admin/routing", content=b"[1]", headers=AUTH))[:2] == (422, "invalid_request")
         # the bad config changed nothing
-        assert client.post("/classify", json={"text": "great", "model": "exp", "routing_key": "u"}).json()["variant"] == "tiny-textcnn"
+        assert (
+            client.post("/classify", json={"text": "great", "model": "exp", "routing_key": "u"}).json()["variant"]
+            == "tiny-textcnn"
+        )
 
 
 def test_reload_does_not_drop_requests_in_flight(bundles: Path) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from export.bundle import BundleModel, softmax
-from serve.runtime import parallelism_for
+from kdserve.core.bundle import BundleModel, softmax
+from kdserve.serve.runtime import parallelism_for
 from tests.serve.conftest import make_settings, ready_client, wait_ready
 
 POSITIVE = "the movie was really wonderful ."
@@ -40,12 +40,19 @@ def test_classify_answers_like_the_bundle(tiny_bundles: Path) -> None:
             assert res["model"] == "tiny-textcnn" and res["checksum"] == checksum and res["escalated"] is False
             assert res["score"] == pytest.approx(float(probs.max()), abs=1e-6)
             assert {s["label"]: s["score"] for s in res["scores"]} == pytest.approx(
-                {"negative": float(probs[0]), "positive": float(probs[1])}, abs=1e-6)
+                {"negative": float(probs[0]), "positive": float(probs[1])}, abs=1e-6
+            )
         # top_k=1: one score; no scoring option: none; a request id given is echoed in body and header
-        r = client.post("/classify", json={"text": POSITIVE, "model": "tiny-textcnn", "top_k": 1, "request_id": "abc-1"})
-        assert r.json()["results"][0]["scores"] == [{"label": "positive", "score": pytest.approx(float(expected[0, 1]), abs=1e-6)}]
+        r = client.post(
+            "/classify", json={"text": POSITIVE, "model": "tiny-textcnn", "top_k": 1, "request_id": "abc-1"}
+        )
+        assert r.json()["results"][0]["scores"] == [
+            {"label": "positive", "score": pytest.approx(float(expected[0, 1]), abs=1e-6)}
+        ]
         assert r.json()["request_id"] == "abc-1" and r.headers["x-request-id"] == "abc-1"
-        r = client.post("/classify", json={"text": POSITIVE, "model": "tiny-textcnn"}, headers={"X-Request-ID": "hdr-7"})
+        r = client.post(
+            "/classify", json={"text": POSITIVE, "model": "tiny-textcnn"}, headers={"X-Request-ID": "hdr-7"}
+        )
         assert r.json()["results"][0]["scores"] is None and r.json()["request_id"] == "hdr-7"
         # aliases route to a model of that role
         r = client.post("/classify", json={"text": POSITIVE, "model": "teacher"})
@@ -60,7 +67,12 @@ def test_classify_answers_like_the_bundle(tiny_bundles: Path) -> None:
         ({"texts": "hi"}, 422, "invalid_request", "texts: Input should be a valid list"),
         ({"text": "a", "texts": ["b"]}, 422, "invalid_request", "give exactly one of 'text'"),
         ({}, 422, "invalid_request", "give exactly one of 'text'"),
-        ({"text": "a", "top_k": 2, "all_scores": True}, 422, "invalid_request", "at most one of 'top_k' and 'all_scores'"),
+        (
+            {"text": "a", "top_k": 2, "all_scores": True},
+            422,
+            "invalid_request",
+            "at most one of 'top_k' and 'all_scores'",
+        ),
         ({"text": "a", "top_k": 0}, 422, "invalid_request", "top_k: Input should be greater than or equal to 1"),
         ({"text": "a", "truncate": "no"}, 422, "invalid_request", "truncate: Input should be a valid boolean"),
         ({"text": "   \n"}, 422, "invalid_request", "text is empty or whitespace-only"),
@@ -83,7 +95,9 @@ def test_errors_are_json_everywhere(tiny_bundles: Path) -> None:
         assert error_of(client.get("/nope"))[:2] == (404, "not_found")
         status, code, message = error_of(client.get("/classify"))
         assert (status, code) == (405, "method_not_allowed") and "GET" in message
-        status, code, message = error_of(client.post("/classify", content=b"{not json", headers={"Content-Type": "application/json"}))
+        status, code, message = error_of(
+            client.post("/classify", content=b"{not json", headers={"Content-Type": "application/json"})
+        )
         assert (status, code) == (422, "invalid_request") and "JSON" in message
         assert error_of(client.get("/models/nope"))[:2] == (404, "not_found")
         assert error_of(client.post("/admin/reload"))[:2] == (404, "not_found")  # no token configured
@@ -96,11 +110,15 @@ def test_errors_are_json_everywhere(tiny_bundles: Path) -> None:
 def test_body_limit_before_parsing(tiny_bundles: Path) -> None:
     with ready_client(tiny_bundles, models=["tiny-textcnn"], max_body_bytes=200) as client:
         big = b'{"text": "' + b"a" * 300 + b'"}'
-        status, code, message = error_of(client.post("/classify", content=big, headers={"Content-Type": "application/json"}))
+        status, code, message = error_of(
+            client.post("/classify", content=big, headers={"Content-Type": "application/json"})
+        )
         assert (status, code) == (413, "payload_too_large") and "max_body_bytes = 200" in message
         # no Content-Length (chunked): refused while reading, whatever the JSON would have said
         chunks = iter([b'{"text": "', b"a" * 150, b"a" * 150, b'"}'])
-        status, code, _ = error_of(client.post("/classify", content=chunks, headers={"Content-Type": "application/json"}))
+        status, code, _ = error_of(
+            client.post("/classify", content=chunks, headers={"Content-Type": "application/json"})
+        )
         assert (status, code) == (413, "payload_too_large")
         # not even valid JSON: still 413, so the limit came first
         assert error_of(client.post("/classify", content=b"x" * 500))[0] == 413
@@ -110,7 +128,9 @@ def test_body_limit_before_parsing(tiny_bundles: Path) -> None:
 def test_truncate_false_names_the_text(tiny_bundles: Path) -> None:
     long_text = " ".join(["great"] * 40)  # > 32 tokens, under max_text_chars
     with ready_client(tiny_bundles, models=["tiny-textcnn"]) as client:
-        status, code, message = error_of(client.post("/classify", json={"texts": ["good", long_text], "truncate": False}))
+        status, code, message = error_of(
+            client.post("/classify", json={"texts": ["good", long_text], "truncate": False})
+        )
         assert (status, code) == (413, "text_too_long")
         assert message.startswith("texts[1] is longer than 32 tokens, the limit of model 'tiny-textcnn'")
         r = client.post("/classify", json={"texts": ["good", long_text]})
@@ -119,10 +139,19 @@ def test_truncate_false_names_the_text(tiny_bundles: Path) -> None:
 
 def test_queue_full_is_429_with_retry_after(tiny_bundles: Path) -> None:
     # a long batching wait keeps the first request queued: the queue (2 texts) is then full
-    with ready_client(tiny_bundles, models=["tiny-textcnn"], max_queue_texts=2, max_texts_per_request=2,
-                      max_wait_ms=800, retry_after_s=3, adaptive_wait=False) as client:
+    with ready_client(
+        tiny_bundles,
+        models=["tiny-textcnn"],
+        max_queue_texts=2,
+        max_texts_per_request=2,
+        max_wait_ms=800,
+        retry_after_s=3,
+        adaptive_wait=False,
+    ) as client:
         first: dict[str, Any] = {}
-        thread = threading.Thread(target=lambda: first.update(r=client.post("/classify", json={"texts": ["good", "bad"]})))
+        thread = threading.Thread(
+            target=lambda: first.update(r=client.post("/classify", json={"texts": ["good", "bad"]}))
+        )
         thread.start()
         deadline = time.monotonic() + 5
         service = client.app.state.service
@@ -140,7 +169,9 @@ def test_queue_full_is_429_with_retry_after(tiny_bundles: Path) -> None:
 
 
 def test_timeout_is_503_and_the_text_never_runs(tiny_bundles: Path) -> None:
-    with ready_client(tiny_bundles, models=["tiny-textcnn"], request_timeout_s=0.2, max_wait_ms=1000, adaptive_wait=False) as client:
+    with ready_client(
+        tiny_bundles, models=["tiny-textcnn"], request_timeout_s=0.2, max_wait_ms=1000, adaptive_wait=False
+    ) as client:
         slot = client.app.state.service.slots["tiny-textcnn"]
         started = time.monotonic()
         r = client.post("/classify", json={"text": "great"})
@@ -159,17 +190,17 @@ def test_timeout_is_503_and_the_text_never_runs(tiny_bundles: Path) -> None:
 def test_ready_is_503_until_warm(tiny_bundles: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from fastapi.testclient import TestClient
 
-    import serve.service
-    from serve.app import create_app
+    import kdserve.serve.service
+    from kdserve.serve.app import create_app
 
     gate = threading.Event()
-    real_warm_up = serve.service.warm_up
+    real_warm_up = kdserve.serve.service.warm_up
 
     def slow_warm_up(*args: Any, **kw: Any) -> None:
         assert gate.wait(20)
         real_warm_up(*args, **kw)
 
-    monkeypatch.setattr(serve.service, "warm_up", slow_warm_up)
+    monkeypatch.setattr(kdserve.serve.service, "warm_up", slow_warm_up)
     app = create_app(make_settings(tiny_bundles, models=["tiny-textcnn"]))
     with TestClient(app) as client:
         assert client.get("/health").json() == {"status": "alive"}
@@ -194,16 +225,24 @@ def test_models_and_metrics(tiny_bundles: Path) -> None:
             assert client.post("/classify", json={"texts": ["good", "bad"], "model": "tiny-bilstm"}).status_code == 200
         client.post("/classify", json={"text": "a", "model": "nope"})
         models = client.get("/models").json()
-        assert models["ready"] is True and [m["name"] for m in models["models"]] == ["tiny-bilstm", "tiny-teacher", "tiny-textcnn"]
+        assert models["ready"] is True and [m["name"] for m in models["models"]] == [
+            "tiny-bilstm",
+            "tiny-teacher",
+            "tiny-textcnn",
+        ]
         assert "routes" in models["routing"]
         one = client.get("/models/tiny-bilstm").json()
         assert one["role"] == "student" and one["model_kind"] == "bilstm" and one["labels"] == ["negative", "positive"]
-        assert one["manifest"]["name"] == "tiny-bilstm" and one["checksum"] == one["manifest"]["files"]["model.onnx"]["sha256"]
+        assert (
+            one["manifest"]["name"] == "tiny-bilstm"
+            and one["checksum"] == one["manifest"]["files"]["model.onnx"]["sha256"]
+        )
         assert one["providers"] == ["CPUExecutionProvider"]
         # auto threads (the tests' settings may pin them): a BiLSTM gets one unless a number was set
         settings = client.app.state.settings
-        assert (one["intra_op_threads"], one["workers"]) == parallelism_for("bilstm", settings.intra_op_threads,
-                                                                            settings.model_workers)
+        assert (one["intra_op_threads"], one["workers"]) == parallelism_for(
+            "bilstm", settings.intra_op_threads, settings.model_workers
+        )
         c = one["counters"]
         assert (c["requests"], c["texts"], c["errors"], c["queue_depth"]) == (3, 6, 0, 0)
         assert c["batches"] >= 3 and c["mean_batch_size"] == pytest.approx(6 / c["batches"])
@@ -219,7 +258,14 @@ def test_models_and_metrics(tiny_bundles: Path) -> None:
 
 
 def test_concurrent_requests_are_batched_and_answer_as_alone(tiny_bundles: Path) -> None:
-    texts = ["great", "the plot was very boring and the acting was quite awful .", "dull", POSITIVE, NEGATIVE, "excellent"]
+    texts = [
+        "great",
+        "the plot was very boring and the acting was quite awful .",
+        "dull",
+        POSITIVE,
+        NEGATIVE,
+        "excellent",
+    ]
     model = BundleModel(tiny_bundles / "tiny-bilstm")
     alone = {t: softmax(model.run(model.encode([t])))[0] for t in texts}
     with ready_client(tiny_bundles, models=["tiny-bilstm"], max_wait_ms=300, adaptive_wait=False) as client:
@@ -275,11 +321,14 @@ def test_batched_probabilities_match_numpy_softmax(tiny_bundles: Path) -> None:
         r2 = client.post("/", json={"inputs": "great"})
     probs = softmax(np.array([[logits["negative"], logits["positive"]]], dtype=np.float32))[0]
     assert {d["label"]: d["score"] for d in r2.json()[0]} == pytest.approx(
-        {"negative": float(probs[0]), "positive": float(probs[1])}, abs=1e-6)
+        {"negative": float(probs[0]), "positive": float(probs[1])}, abs=1e-6
+    )
 
 
 def test_inflight_limit_is_503_but_probes_still_answer(tiny_bundles: Path) -> None:
-    with ready_client(tiny_bundles, models=["tiny-textcnn"], max_inflight_requests=1, max_wait_ms=600, adaptive_wait=False) as client:
+    with ready_client(
+        tiny_bundles, models=["tiny-textcnn"], max_inflight_requests=1, max_wait_ms=600, adaptive_wait=False
+    ) as client:
         first: dict[str, Any] = {}
         thread = threading.Thread(target=lambda: first.update(r=client.post("/classify", json={"text": "good"})))
         thread.start()
@@ -304,11 +353,12 @@ def test_inflight_limit_is_503_but_probes_still_answer(tiny_bundles: Path) -> No
         assert 'kdserve_http_requests_total{endpoint="/classify",method="POST",status="503"} 1.0' in metrics
 
 
-def test_unexpected_errors_are_json_500_without_internals(tiny_bundles: Path, monkeypatch: pytest.MonkeyPatch,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_unexpected_errors_are_json_500_without_internals(
+    tiny_bundles: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     from fastapi.testclient import TestClient
 
-    from serve.app import create_app
+    from kdserve.serve.app import create_app
 
     app = create_app(make_settings(tiny_bundles, models=["tiny-textcnn"]))
     with TestClient(app, raise_server_exceptions=False) as client:

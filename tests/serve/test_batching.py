@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.bundle import BundleModel, Encoded, softmax
-from serve.batching import BatchConfig, Batcher, BatchStats, Scores
-from serve.errors import InferenceFailed, NotReady, QueueFull, TextTooLong
+from kdserve.core.bundle import BundleModel, Encoded, softmax
+from kdserve.serve.batching import BatchConfig, Batcher, BatchStats, Scores
+from kdserve.serve.errors import InferenceFailed, NotReady, QueueFull, TextTooLong
 
 MIXED = [
     "great .",
@@ -50,8 +50,9 @@ class Recording:
 
 def config(model: BundleModel, **kw: object) -> BatchConfig:
     # Fixed-window batching unless a test asks otherwise: pooling must not depend on arrival gaps.
-    base: dict[str, object] = dict(pad_id=model.manifest.pad_id, max_length=model.manifest.max_length,
-                                   adaptive_wait=False)
+    base: dict[str, object] = dict(
+        pad_id=model.manifest.pad_id, max_length=model.manifest.max_length, adaptive_wait=False
+    )
     base.update(kw)
     return BatchConfig(**base)  # type: ignore[arg-type]
 
@@ -121,8 +122,9 @@ def test_cancelled_requests_are_dropped_before_inference(tiny_bundles: Path) -> 
 
 
 @pytest.mark.parametrize(("wait", "low", "high"), [(0.0, 0.0, 1.0), (1.2, 1.15, 5.0)])
-def test_a_lone_request_waits_max_wait_and_zero_disables_it(tiny_bundles: Path, wait: float, low: float,
-                                                            high: float) -> None:
+def test_a_lone_request_waits_max_wait_and_zero_disables_it(
+    tiny_bundles: Path, wait: float, low: float, high: float
+) -> None:
     model = BundleModel(tiny_bundles / "tiny-textcnn")
     batcher = Batcher("m", model, config(model, max_wait_s=wait))  # batch of 32: never fills here
     try:
@@ -306,7 +308,9 @@ def test_submit_async_answers_a_batch_in_one_loop_wake_up(tiny_bundles: Path) ->
     logits = np.concatenate([a.logits for a in answers])
     np.testing.assert_allclose(logits, alone, atol=1e-5, rtol=0)
     np.testing.assert_allclose(np.concatenate([a.probabilities for a in answers]), softmax(alone), atol=1e-6, rtol=0)
-    assert [a.logits.shape[0] for a in answers] == [3, 2, 2] and all(a.probabilities.dtype == np.float32 for a in answers)
+    assert [a.logits.shape[0] for a in answers] == [3, 2, 2] and all(
+        a.probabilities.dtype == np.float32 for a in answers
+    )
     # one batch of 7 texts from three requests: their answers reach the loop together
     assert rec.rows_seen == [7] and wake_ups == [3]
 
@@ -345,6 +349,7 @@ def test_answers_for_a_closed_loop_are_dropped_and_the_worker_goes_on(tiny_bundl
     batcher = Batcher("m", Recording(model, gate), config(model, max_wait_s=0.0))
     loop = asyncio.new_event_loop()
     try:
+
         async def submit() -> asyncio.Future[Scores]:
             return batcher.submit_async(["great"])
 

@@ -9,9 +9,9 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from serve.app import KdserveApp, create_app
-from serve.middleware import ServeMiddleware
-from serve.schemas import ClassifyResponse, TextResult
+from kdserve.serve.app import KdserveApp, create_app
+from kdserve.serve.middleware import ServeMiddleware
+from kdserve.serve.schemas import ClassifyResponse, TextResult
 from tests.serve.conftest import make_settings, wait_ready
 
 LONG = " ".join(["word"] * 400)
@@ -25,7 +25,12 @@ BODIES: list[Any] = [
     {"text": "   ", "request_id": "e2"},
     {"texts": ["ok", LONG], "model": "tiny-teacher", "truncate": False, "request_id": "e3"},
     # invalid bodies: the direct path hands these on to FastAPI
-    {"text": "hi", "extra": 1}, {"text": 5}, {"texts": "hi"}, {"text": "a", "top_k": 0}, {}, [1, 2],
+    {"text": "hi", "extra": 1},
+    {"text": 5},
+    {"texts": "hi"},
+    {"text": "a", "top_k": 0},
+    {},
+    [1, 2],
 ]
 RAW: list[tuple[bytes, str]] = [
     (b'{"text": "ok", "request_id": "c1"}', "application/json; charset=utf-8"),

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kdserve.errors import ConfigError
-from serve.config import Settings, add_flags, load_settings, settings_from_args
+from kdserve.core.errors import ConfigError
+from kdserve.serve.config import Settings, add_flags, load_settings, settings_from_args
 
 
 def parse(*argv: str) -> Settings:
@@ -36,8 +36,18 @@ def test_flags_override_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     monkeypatch.setenv("KDSERVE_BUNDLES", "/from/env")
     monkeypatch.setenv("KDSERVE_MAX_WAIT_MS", "9")
     monkeypatch.setenv("KDSERVE_LOG_TEXTS", "true")
-    s = parse("--bundles", str(tmp_path), "--max-wait-ms", "0", "--no-log-texts", "--cors-origins",
-              "http://a.example,http://b.example", "--device", "cuda", "--intra-op-spinning")
+    s = parse(
+        "--bundles",
+        str(tmp_path),
+        "--max-wait-ms",
+        "0",
+        "--no-log-texts",
+        "--cors-origins",
+        "http://a.example,http://b.example",
+        "--device",
+        "cuda",
+        "--intra-op-spinning",
+    )
     assert s.bundles == tmp_path and s.max_wait_ms == 0.0 and s.log_texts is False and s.intra_op_spinning is True
     assert s.cors_origins == ["http://a.example", "http://b.example"] and s.device == "cuda"
     # a flag not given leaves the env value
@@ -63,8 +73,9 @@ def test_every_field_is_a_flag() -> None:
         ({"bundles": "x", "no_such_setting": 1}, "no_such_setting: Extra inputs are not permitted"),
     ],
 )
-def test_bad_settings_are_one_line_config_errors(kw: dict[str, object], message: str,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_settings_are_one_line_config_errors(
+    kw: dict[str, object], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("KDSERVE_BUNDLES", raising=False)
     with pytest.raises(ConfigError) as exc:
         load_settings(**kw)
@@ -82,32 +93,46 @@ def test_cli_refuses_a_corrupted_bundle_naming_the_file(tiny_bundles: Path, tmp_
     shutil.copytree(tiny_bundles / "tiny-bilstm", root / "tiny-bilstm")
     tokenizer = root / "tiny-bilstm" / "tokenizer.json"
     tokenizer.write_text(tokenizer.read_text().replace("great", "grate"))
-    proc = subprocess.run([sys.executable, "-m", "kdserve", "serve", "--bundles", str(root), "--port", "0"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kdserve", "serve", "--bundles", str(root), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"kdserve: error: {tokenizer}: sha256 does not match the manifest (corrupted or modified)")
+        f"kdserve: error: {tokenizer}: sha256 does not match the manifest (corrupted or modified)"
+    )
     assert "Traceback" not in proc.stderr
 
 
 def test_cli_bad_setting_exits_2(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "kdserve", "serve", "--bundles", str(tmp_path), "--max-batch-size", "-1"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kdserve", "serve", "--bundles", str(tmp_path), "--max-batch-size", "-1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "kdserve: error: invalid server settings: max_batch_size: Input should be greater than or equal to 1"]
+        "kdserve: error: invalid server settings: max_batch_size: Input should be greater than or equal to 1"
+    ]
 
 
 def test_cli_exits_nonzero_when_a_verified_bundle_cannot_load(tiny_bundles: Path, tmp_path: Path) -> None:
     """Checksums match, but ONNX Runtime cannot open the model: the server stops, exit 1, one line."""
-    from export.bundle import read_manifest, write_manifest
+    from kdserve.core.bundle import read_manifest, write_manifest
 
     folder = tmp_path / "bundles" / "tiny-textcnn"
     shutil.copytree(tiny_bundles / "tiny-textcnn", folder)
     (folder / "model.onnx").write_bytes(b"not an onnx model")
     write_manifest(folder, read_manifest(folder))  # re-hash: a consistent but broken bundle
-    proc = subprocess.run([sys.executable, "-m", "kdserve", "serve", "--bundles", str(folder.parent), "--port", "0"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kdserve", "serve", "--bundles", str(folder.parent), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"kdserve: error: start-up failed: {folder / 'model.onnx'}: ONNX Runtime cannot load it")

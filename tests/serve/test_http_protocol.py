@@ -8,8 +8,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from serve.cli import _http_protocol
-from serve.http_protocol import CoalescingHttpToolsProtocol, CoalescingTransport
+from kdserve.serve.cli import _http_protocol
+from kdserve.serve.http_protocol import CoalescingHttpToolsProtocol, CoalescingTransport
 from tests.serve.conftest import real_server
 
 
@@ -60,8 +60,12 @@ def test_the_server_uses_it_and_answers_keep_alive_requests_whole(tiny_bundles: 
     with real_server(tiny_bundles, models=["tiny-textcnn"]) as url:
         port = int(url.rsplit(":", 1)[1])
         body = json.dumps({"text": "great"}).encode()
-        request = (b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
-                   + str(len(body)).encode() + b"\r\n\r\n" + body)
+        request = (
+            b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             answers = []
             for _ in range(3):  # one connection, several requests: each answer complete and in order

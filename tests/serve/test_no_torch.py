@@ -14,9 +14,10 @@ SCRIPT = textwrap.dedent("""
     sys.modules["torch"] = None          # any `import torch` now raises ImportError
     sys.modules["transformers"] = None
     from fastapi.testclient import TestClient
-    import serve.app, serve.cli, serve.service, serve.batching, serve.runtime, export.bundle
-    from serve.config import load_settings
-    app = serve.app.create_app(load_settings(bundles=sys.argv[1], warmup_batch_sizes=[1], warmup_lengths=[8]))
+    import kdserve.serve.app, kdserve.serve.cli, kdserve.serve.service, kdserve.serve.batching
+    import kdserve.serve.runtime, kdserve.core.bundle
+    from kdserve.serve.config import load_settings
+    app = kdserve.serve.app.create_app(load_settings(bundles=sys.argv[1], warmup_batch_sizes=[1], warmup_lengths=[8]))
     with TestClient(app) as client:
         for _ in range(500):
             if client.get("/ready").status_code == 200:
@@ -30,7 +31,8 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_serve_runs_without_torch(tiny_bundles: Path) -> None:
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tiny_bundles)], capture_output=True, text=True,
-                          timeout=180, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tiny_bundles)], capture_output=True, text=True, timeout=180, cwd=REPO
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "['positive', 'negative']"

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from export.bundle import BundleModel, softmax
+from kdserve.core.bundle import BundleModel, softmax
 from tests.serve.conftest import real_server
 
 TEXTS = ["the movie was really wonderful .", "the plot was very dull .", "great"]
@@ -50,18 +50,23 @@ def test_huggingface_inference_client(server: str, tiny_bundles: Path, hf_loopba
     probs = expected(tiny_bundles, "tiny-bilstm", TEXTS[:1])[0]
     out = client.text_classification(TEXTS[0])
     assert [(o.label, round(o.score, 5)) for o in out] == [
-        ("positive", round(float(probs[1]), 5)), ("negative", round(float(probs[0]), 5))]
+        ("positive", round(float(probs[1]), 5)),
+        ("negative", round(float(probs[0]), 5)),
+    ]
     top = client.text_classification(TEXTS[1], top_k=1)
     assert [o.label for o in top] == ["negative"]
     # a model by name, as the HF serverless URL /models/{name}
     named = hf.InferenceClient(model=f"{server}/models/tiny-textcnn", timeout=30)
     probs = expected(tiny_bundles, "tiny-textcnn", TEXTS[2:])[0]
     out = named.text_classification(TEXTS[2], function_to_apply="softmax")
-    assert {o.label: o.score for o in out} == pytest.approx({"negative": float(probs[0]), "positive": float(probs[1])}, abs=1e-6)
+    assert {o.label: o.score for o in out} == pytest.approx(
+        {"negative": float(probs[0]), "positive": float(probs[1])}, abs=1e-6
+    )
     logits = BundleModel(tiny_bundles / "tiny-textcnn").predict(TEXTS[2:])[0]
     sig = named.text_classification(TEXTS[2], function_to_apply="sigmoid")
     assert {o.label: o.score for o in sig} == pytest.approx(
-        {"negative": float(1 / (1 + np.exp(-logits[0]))), "positive": float(1 / (1 + np.exp(-logits[1])))}, abs=1e-6)
+        {"negative": float(1 / (1 + np.exp(-logits[0]))), "positive": float(1 / (1 + np.exp(-logits[1])))}, abs=1e-6
+    )
 
 
 def test_huggingface_shape_for_a_list_and_errors(server: str) -> None:
@@ -90,15 +95,20 @@ def test_tritonclient_http(server: str, tiny_bundles: Path, binary: bool) -> Non
         assert client.get_server_metadata()["name"] == "kdserve"
         text = triton.InferInput("text", [len(TEXTS)], "BYTES")
         text.set_data_from_numpy(np.array(TEXTS, dtype=object), binary_data=binary)
-        outputs = [triton.InferRequestedOutput("probabilities", binary_data=binary),
-                   triton.InferRequestedOutput("label", binary_data=binary)]
+        outputs = [
+            triton.InferRequestedOutput("probabilities", binary_data=binary),
+            triton.InferRequestedOutput("label", binary_data=binary),
+        ]
         result = client.infer("tiny-textcnn", [text], outputs=outputs, request_id="r-1")
         probs = result.as_numpy("probabilities")
         assert probs.dtype == np.float32 and probs.shape == (3, 2)
         want = expected(tiny_bundles, "tiny-textcnn", TEXTS)
         np.testing.assert_allclose(probs, want, atol=1e-6)
         labels = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("label")]
-        assert labels == [["negative", "positive"][i] for i in want.argmax(axis=1)] and labels[:2] == ["positive", "negative"]
+        assert labels == [["negative", "positive"][i] for i in want.argmax(axis=1)] and labels[:2] == [
+            "positive",
+            "negative",
+        ]
         assert result.get_response()["id"] == "r-1"
         # no outputs named: the client asks for binary_data_output and gets both tensors
         default = client.infer("tiny-textcnn", [text])
@@ -114,11 +124,22 @@ def test_tritonclient_http(server: str, tiny_bundles: Path, binary: bool) -> Non
 def test_v2_json_errors(server: str) -> None:
     url = server + "/v2/models/tiny-textcnn/infer"
     cases = [
-        ({"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": ["a"]}]}, "exactly one input named 'text'"),
+        (
+            {"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": ["a"]}]},
+            "exactly one input named 'text'",
+        ),
         ({"inputs": [{"name": "text", "datatype": "FP32", "shape": [1], "data": [1.0]}]}, "datatype BYTES"),
-        ({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["a"]}]}, "has 1 elements but shape [2]"),
-        ({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"]}], "outputs": [{"name": "z"}]},
-         "unknown output(s) ['z']"),
+        (
+            {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["a"]}]},
+            "has 1 elements but shape [2]",
+        ),
+        (
+            {
+                "inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"]}],
+                "outputs": [{"name": "z"}],
+            },
+            "unknown output(s) ['z']",
+        ),
         ({"inputs": []}, "exactly one input"),
     ]
     for body, message in cases:
@@ -137,8 +158,10 @@ def test_disconnected_client_is_dropped_before_inference(tiny_bundles: Path) -> 
         port = int(url.rsplit(":", 1)[1])
         body = json.dumps({"text": "great"}).encode()
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            sock.sendall(b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            sock.sendall(
+                b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
             deadline = time.monotonic() + 5
             while 'kdserve_queue_depth{model="tiny-textcnn"} 1.0' not in httpx.get(url + "/metrics").text:
                 assert time.monotonic() < deadline, "the request was never queued"

@@ -15,12 +15,20 @@ import numpy as np
 import prometheus_client as prom
 import pytest
 
-from serve.routing import ModelInfo, RoutedAnswer, Router, RoutingError, UnknownModel, load_config
+from kdserve.serve.routing import ModelInfo, RoutedAnswer, Router, RoutingError, UnknownModel, load_config
 from tests.conftest import REPO
 
 TEXTS = [
-    "the movie was great .", "the film was awful .", "the plot was", "good but bad",
-    "the acting was quite dull .", "not good", "the", "wonderful boring film", "a", "really excellent",
+    "the movie was great .",
+    "the film was awful .",
+    "the plot was",
+    "good but bad",
+    "the acting was quite dull .",
+    "not good",
+    "the",
+    "wonderful boring film",
+    "a",
+    "really excellent",
 ]
 
 
@@ -41,7 +49,7 @@ class RealInfer:
         self.calls: list[tuple[str, list[str]]] = []
 
     async def __call__(self, model: str, texts: list[str], truncate: bool) -> np.ndarray:
-        from export.bundle import softmax
+        from kdserve.core.bundle import softmax
 
         self.calls.append((model, list(texts)))
         if model in self.gates:
@@ -55,7 +63,7 @@ class RealInfer:
 def bundles(tiny_bundles: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The three tiny bundles plus ``tiny-contrarian``: tiny-textcnn's network with its two label
     names swapped, a real model that disagrees with tiny-textcnn on every text."""
-    from export.bundle import BundleModel, read_manifest, write_manifest
+    from kdserve.core.bundle import BundleModel, read_manifest, write_manifest
 
     folder = tmp_path_factory.mktemp("contrarian") / "tiny-contrarian"
     shutil.copytree(tiny_bundles / "tiny-textcnn", folder)
@@ -74,7 +82,7 @@ def models(bundles: dict) -> dict[str, ModelInfo]:
 
 
 def probs(bundles: dict, model: str, texts: list[str]) -> np.ndarray:
-    from export.bundle import softmax
+    from kdserve.core.bundle import softmax
 
     return softmax(bundles[model].predict(texts))
 
@@ -99,8 +107,9 @@ def test_default_aliases_and_model_names(bundles: dict, models: dict) -> None:
     answer = asyncio.run(router.classify(TEXTS[:3], None, None, infer))
     assert (answer.route, answer.variant, answer.shadowed) == ("default", None, False)
     assert [a.model for a in answer.answers] == ["tiny-bilstm"] * 3
-    np.testing.assert_array_equal(np.stack([a.probabilities for a in answer.answers]),
-                                  probs(bundles, "tiny-bilstm", TEXTS[:3]))
+    np.testing.assert_array_equal(
+        np.stack([a.probabilities for a in answer.answers]), probs(bundles, "tiny-bilstm", TEXTS[:3])
+    )
     by_name = asyncio.run(router.classify(TEXTS[:2], "tiny-textcnn", None, infer))
     assert (by_name.route, [a.model for a in by_name.answers]) == ("tiny-textcnn", ["tiny-textcnn"] * 2)
     teacher = asyncio.run(router.classify(TEXTS[:1], "teacher", None, infer))
@@ -108,10 +117,19 @@ def test_default_aliases_and_model_names(bundles: dict, models: dict) -> None:
     assert infer.calls == [("tiny-bilstm", TEXTS[:3]), ("tiny-textcnn", TEXTS[:2]), ("tiny-teacher", TEXTS[:1])]
     with pytest.raises(UnknownModel) as info:
         asyncio.run(router.classify(TEXTS[:1], "bert-large", None, infer))
-    assert info.value.valid == ["default", "student", "teacher", "tiny-bilstm", "tiny-contrarian", "tiny-teacher",
-                                "tiny-textcnn"]
-    assert str(info.value) == ("unknown model or route 'bert-large'; valid names: default, student, teacher, "
-                               "tiny-bilstm, tiny-contrarian, tiny-teacher, tiny-textcnn")
+    assert info.value.valid == [
+        "default",
+        "student",
+        "teacher",
+        "tiny-bilstm",
+        "tiny-contrarian",
+        "tiny-teacher",
+        "tiny-textcnn",
+    ]
+    assert str(info.value) == (
+        "unknown model or route 'bert-large'; valid names: default, student, teacher, "
+        "tiny-bilstm, tiny-contrarian, tiny-teacher, tiny-textcnn"
+    )
     assert asyncio.run(router.classify([], None, None, infer)) == RoutedAnswer("default", [])
     assert len(infer.calls) == 3  # an empty request runs no model
 
@@ -120,9 +138,13 @@ def test_default_is_teacher_without_students_and_config_overrides(models: dict) 
     only_teacher = Router({"tiny-teacher": models["tiny-teacher"]})
     assert sorted(only_teacher.describe()["routes"]) == ["default", "teacher"]
     assert only_teacher.resolve(None)[1].model == "tiny-teacher"  # type: ignore[union-attr]
-    config = {"routes": {"default": {"policy": "fixed", "model": "tiny-textcnn"},
-                         "student": {"policy": "fixed", "model": "tiny-contrarian"},
-                         "fast": {"policy": "fixed", "model": "tiny-textcnn"}}}
+    config = {
+        "routes": {
+            "default": {"policy": "fixed", "model": "tiny-textcnn"},
+            "student": {"policy": "fixed", "model": "tiny-contrarian"},
+            "fast": {"policy": "fixed", "model": "tiny-textcnn"},
+        }
+    }
     router = Router(models, config)
     routes = router.describe()["routes"]
     assert (routes["default"]["model"], routes["default"]["source"]) == ("tiny-textcnn", "config")
@@ -143,11 +165,13 @@ def test_default_follows_a_configured_student_route(models: dict) -> None:
     # one user, one variant, whichever name reaches the route
     assert all(router.pick_variant("default", f"u{i}") == router.pick_variant("student", f"u{i}") for i in range(200))
     teacher_route = {"policy": "cascade", "student": "tiny-textcnn", "teacher": "tiny-teacher", "threshold": 0.5}
-    with_student = Router({n: models[n] for n in ("tiny-teacher", "tiny-textcnn")},
-                          {"routes": {"teacher": teacher_route}})
+    with_student = Router(
+        {n: models[n] for n in ("tiny-teacher", "tiny-textcnn")}, {"routes": {"teacher": teacher_route}}
+    )
     assert with_student.resolve(None)[1].policy == "fixed"  # a student exists: default follows "student"
-    no_students = Router({"tiny-teacher": models["tiny-teacher"]},
-                         {"routes": {"teacher": {"policy": "fixed", "model": "tiny-teacher"}}})
+    no_students = Router(
+        {"tiny-teacher": models["tiny-teacher"]}, {"routes": {"teacher": {"policy": "fixed", "model": "tiny-teacher"}}}
+    )
     assert no_students.describe()["routes"]["default"]["alias_of"] == "teacher"
 
 
@@ -183,15 +207,21 @@ def test_ab_stable_across_processes(models: dict) -> None:
     config = {"routes": {"ab": {"policy": "ab", "variants": {"tiny-teacher": 0.5, "tiny-bilstm": 0.5}}}}
     here = [Router(models, config).pick_variant("ab", f"u{i}") for i in range(50)]
     code = (
-        "import json; from serve.routing import Router, ModelInfo\n"
+        "import json; from kdserve.serve.routing import Router, ModelInfo\n"
         "m = {n: ModelInfo(n, r, ['negative', 'positive']) for n, r in "
         "(('tiny-teacher', 'teacher'), ('tiny-bilstm', 'student'))}\n"
         f"r = Router(m, {config!r})\n"
         "print(json.dumps([r.pick_variant('ab', f'u{i}') for i in range(50)]))\n"
     )
     for hash_seed in ("1", "2"):  # Python's own hash() would differ between these
-        out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
-                             env={"PYTHONHASHSEED": hash_seed, "PATH": ""})
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": hash_seed, "PATH": ""},
+        )
         assert json.loads(out.stdout) == here
 
 
@@ -239,8 +269,17 @@ def test_cascade_escalates_exactly_the_unsure_texts(bundles: dict, models: dict)
     # a strict threshold for negative answers, a lenient default for the rest
     neg_threshold = threshold_escalating(per_label["negative"], 4)
     default = threshold_escalating(per_label["positive"], 1)
-    config = {"routes": {"default": {"policy": "cascade", "student": "tiny-textcnn", "teacher": "tiny-teacher",
-                                     "threshold": default, "thresholds": {"negative": neg_threshold}}}}
+    config = {
+        "routes": {
+            "default": {
+                "policy": "cascade",
+                "student": "tiny-textcnn",
+                "teacher": "tiny-teacher",
+                "threshold": default,
+                "thresholds": {"negative": neg_threshold},
+            }
+        }
+    }
     expected = [i for i in range(len(TEXTS)) if score[i] < (neg_threshold if labels[top[i]] == "negative" else default)]
     only_default = [i for i in range(len(TEXTS)) if score[i] < default]
     assert 0 < len(expected) < len(TEXTS) and expected != only_default  # the per-label threshold matters
@@ -250,8 +289,9 @@ def test_cascade_escalates_exactly_the_unsure_texts(bundles: dict, models: dict)
     answer = asyncio.run(router.classify(TEXTS, None, None, infer))
     assert answer.route == "default"
     assert [i for i, a in enumerate(answer.answers) if a.escalated] == expected
-    assert [a.model for a in answer.answers] == ["tiny-teacher" if i in expected else "tiny-textcnn"
-                                                 for i in range(len(TEXTS))]
+    assert [a.model for a in answer.answers] == [
+        "tiny-teacher" if i in expected else "tiny-textcnn" for i in range(len(TEXTS))
+    ]
     # one teacher call with exactly the escalated subset, in input order
     assert infer.calls == [("tiny-textcnn", TEXTS), ("tiny-teacher", [TEXTS[i] for i in expected])]
     teacher = np.stack([probs(bundles, "tiny-teacher", [TEXTS[i]])[0] for i in expected])
@@ -285,8 +325,12 @@ def test_primary_errors_propagate_unchanged(bundles: dict, models: dict) -> None
 
 
 def shadow_router(models: dict, **kw: object) -> Router:
-    route = {"policy": "shadow", "primary": "tiny-textcnn", "shadow": kw.pop("shadow", "tiny-bilstm"),
-             "sample_rate": kw.pop("sample_rate", 1.0)}
+    route = {
+        "policy": "shadow",
+        "primary": "tiny-textcnn",
+        "shadow": kw.pop("shadow", "tiny-bilstm"),
+        "sample_rate": kw.pop("sample_rate", 1.0),
+    }
     return Router(models, {"routes": {"shadowed": route}}, **kw)  # type: ignore[arg-type]
 
 
@@ -295,8 +339,9 @@ def test_shadow_samples_the_configured_fraction(bundles: dict, models: dict) -> 
     infer = RealInfer(bundles)
 
     async def main() -> list[bool]:
-        flags = [(await router.classify(TEXTS[i % 10:i % 10 + 1], "shadowed", None, infer)).shadowed
-                 for i in range(1000)]
+        flags = [
+            (await router.classify(TEXTS[i % 10 : i % 10 + 1], "shadowed", None, infer)).shadowed for i in range(1000)
+        ]
         await router.aclose(timeout=30)
         return flags
 
@@ -378,7 +423,7 @@ def test_shadow_failure_is_counted_not_raised(bundles: dict, models: dict, caplo
         await router.aclose(timeout=30)
         return answer
 
-    with caplog.at_level(logging.WARNING, logger="serve.shadow"):
+    with caplog.at_level(logging.WARNING, logger="kdserve.serve.shadow"):
         answer = asyncio.run(main())
     assert answer.shadowed and len(answer.answers) == 3
     assert metric(router, "kdserve_shadow_failed_total", route="shadowed") == 3
@@ -424,8 +469,11 @@ def test_disagreements_jsonl(bundles: dict, models: dict, tmp_path: Path, log_te
         top = int(p[i].argmax())
         assert record.pop("timestamp").endswith("Z")
         expected = {
-            "route": "shadowed", "primary_model": "tiny-textcnn", "shadow_model": "tiny-contrarian",
-            "primary_label": ["negative", "positive"][top], "shadow_label": ["negative", "positive"][1 - top],
+            "route": "shadowed",
+            "primary_model": "tiny-textcnn",
+            "shadow_model": "tiny-contrarian",
+            "primary_label": ["negative", "positive"][top],
+            "shadow_label": ["negative", "positive"][1 - top],
             "primary_scores": {"negative": round(float(p[i, 0]), 6), "positive": round(float(p[i, 1]), 6)},
             "shadow_scores": {"positive": round(float(p[i, 0]), 6), "negative": round(float(p[i, 1]), 6)},
             "score_difference": round(float(abs(p[i, top] - p[i, 1 - top])), 6),
@@ -444,43 +492,67 @@ def test_disagreements_jsonl(bundles: dict, models: dict, tmp_path: Path, log_te
 
 LABELS2 = ["negative", "positive"]
 VALIDATION_MODELS = {
-    "s1": ModelInfo("s1", "student", LABELS2), "s2": ModelInfo("s2", "student", LABELS2),
-    "t": ModelInfo("t", "teacher", LABELS2), "s3": ModelInfo("s3", "student", ["a", "b", "c"]),
+    "s1": ModelInfo("s1", "student", LABELS2),
+    "s2": ModelInfo("s2", "student", LABELS2),
+    "t": ModelInfo("t", "teacher", LABELS2),
+    "s3": ModelInfo("s3", "student", ["a", "b", "c"]),
 }
 CASCADE = {"policy": "cascade", "student": "s1", "teacher": "t", "threshold": 0.9}
 SHADOW = {"policy": "shadow", "primary": "s1", "shadow": "t", "sample_rate": 0.2}
 BAD_ROUTES = [
-    ({"policy": "roundrobin", "model": "s1"},
-     "route 'r', field 'policy': unknown policy 'roundrobin' (expected one of: ab, cascade, fixed, shadow)"),
+    (
+        {"policy": "roundrobin", "model": "s1"},
+        "route 'r', field 'policy': unknown policy 'roundrobin' (expected one of: ab, cascade, fixed, shadow)",
+    ),
     ({"model": "s1"}, "route 'r', field 'policy': missing (expected one of: ab, cascade, fixed, shadow)"),
     ({"policy": "fixed", "model": "s1", "weight": 1}, "route 'r', field 'weight': unknown field"),
     ({"policy": "fixed"}, "route 'r', field 'model': field required"),
     ({**SHADOW, "sample_rate": "0.5"}, "route 'r', field 'sample_rate': input should be a valid number"),
     ({"policy": "fixed", "model": "nope"}, "route 'r', field 'model': unknown model 'nope' (models: s1, s2, s3, t)"),
-    ({"policy": "ab", "variants": {"s1": 1, "gpt": 1}},
-     "route 'r', field 'variants': unknown model 'gpt' (models: s1, s2, s3, t)"),
-    ({"policy": "ab", "variants": {"s1": 1, "s2": 0}},
-     "route 'r', field 'variants': weight of 's2' must be a positive finite number, got 0.0"),
-    ({"policy": "ab", "variants": {"s1": -1}},
-     "route 'r', field 'variants': weight of 's1' must be a positive finite number, got -1.0"),
-    ({"policy": "ab", "variants": {"s1": float("inf")}},
-     "route 'r', field 'variants': weight of 's1' must be a positive finite number, got inf"),
+    (
+        {"policy": "ab", "variants": {"s1": 1, "gpt": 1}},
+        "route 'r', field 'variants': unknown model 'gpt' (models: s1, s2, s3, t)",
+    ),
+    (
+        {"policy": "ab", "variants": {"s1": 1, "s2": 0}},
+        "route 'r', field 'variants': weight of 's2' must be a positive finite number, got 0.0",
+    ),
+    (
+        {"policy": "ab", "variants": {"s1": -1}},
+        "route 'r', field 'variants': weight of 's1' must be a positive finite number, got -1.0",
+    ),
+    (
+        {"policy": "ab", "variants": {"s1": float("inf")}},
+        "route 'r', field 'variants': weight of 's1' must be a positive finite number, got inf",
+    ),
     ({"policy": "ab", "variants": {}}, "route 'r', field 'variants': needs at least one variant"),
     ({**SHADOW, "sample_rate": 1.5}, "route 'r', field 'sample_rate': must be within [0, 1], got 1.5"),
     ({**SHADOW, "sample_rate": float("nan")}, "route 'r', field 'sample_rate': must be within [0, 1], got nan"),
     ({**SHADOW, "shadow": "s1"}, "route 'r', field 'shadow': must differ from the primary 's1'"),
-    ({**SHADOW, "shadow": "s3"}, "route 'r', fields 'primary'/'shadow': labels of 's1' ['negative', 'positive'] "
-                                 "differ from labels of 's3' ['a', 'b', 'c']"),
-    ({**CASCADE, "teacher": "s3"}, "route 'r', fields 'student'/'teacher': labels of 's1' ['negative', 'positive'] "
-                                   "differ from labels of 's3' ['a', 'b', 'c']"),
+    (
+        {**SHADOW, "shadow": "s3"},
+        "route 'r', fields 'primary'/'shadow': labels of 's1' ['negative', 'positive'] "
+        "differ from labels of 's3' ['a', 'b', 'c']",
+    ),
+    (
+        {**CASCADE, "teacher": "s3"},
+        "route 'r', fields 'student'/'teacher': labels of 's1' ['negative', 'positive'] "
+        "differ from labels of 's3' ['a', 'b', 'c']",
+    ),
     ({**CASCADE, "teacher": "x"}, "route 'r', field 'teacher': unknown model 'x' (models: s1, s2, s3, t)"),
     ({**CASCADE, "threshold": 1.2}, "route 'r', field 'threshold': must be within [0, 1], got 1.2"),
-    ({**CASCADE, "thresholds": {"negative": -0.1}},
-     "route 'r', field 'thresholds': threshold of 'negative' must be within [0, 1], got -0.1"),
-    ({**CASCADE, "thresholds": {"neutral": 0.5}},
-     "route 'r', field 'thresholds': 'neutral' is not a label of 's1' (labels: negative, positive)"),
-    ({"policy": "cascade", "student": "s1", "teacher": "t", "thresholds": {"negative": 0.5}},
-     "route 'r', field 'threshold': required as the default for labels without their own threshold (positive)"),
+    (
+        {**CASCADE, "thresholds": {"negative": -0.1}},
+        "route 'r', field 'thresholds': threshold of 'negative' must be within [0, 1], got -0.1",
+    ),
+    (
+        {**CASCADE, "thresholds": {"neutral": 0.5}},
+        "route 'r', field 'thresholds': 'neutral' is not a label of 's1' (labels: negative, positive)",
+    ),
+    (
+        {"policy": "cascade", "student": "s1", "teacher": "t", "thresholds": {"negative": 0.5}},
+        "route 'r', field 'threshold': required as the default for labels without their own threshold (positive)",
+    ),
     ("s1", "route 'r': expected an object with a 'policy', got str"),
 ]
 
@@ -492,15 +564,22 @@ def test_validation_messages(route: object, message: str) -> None:
     assert str(info.value) == message
 
 
-@pytest.mark.parametrize(("config", "message"), [
-    ({"routes": {"s1": {"policy": "fixed", "model": "s2"}}},
-     "route 's1': is the name of a model, so it must be a fixed route to that model (it would hide the model)"),
-    ({"routes": {"t": CASCADE}},
-     "route 't': is the name of a model, so it must be a fixed route to that model (it would hide the model)"),
-    ({"route": {}}, "routing config: unknown field(s) 'route' (expected 'routes')"),
-    ({"routes": []}, "routing config: 'routes' must be an object of route name -> route, got list"),
-    ({"routes": {"": {"policy": "fixed", "model": "s1"}}}, "route names must be non-empty strings, got ''"),
-])
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            {"routes": {"s1": {"policy": "fixed", "model": "s2"}}},
+            "route 's1': is the name of a model, so it must be a fixed route to that model (it would hide the model)",
+        ),
+        (
+            {"routes": {"t": CASCADE}},
+            "route 't': is the name of a model, so it must be a fixed route to that model (it would hide the model)",
+        ),
+        ({"route": {}}, "routing config: unknown field(s) 'route' (expected 'routes')"),
+        ({"routes": []}, "routing config: 'routes' must be an object of route name -> route, got list"),
+        ({"routes": {"": {"policy": "fixed", "model": "s1"}}}, "route names must be non-empty strings, got ''"),
+    ],
+)
 def test_config_level_messages(config: dict, message: str) -> None:
     with pytest.raises(RoutingError) as info:
         Router(VALIDATION_MODELS, config)
@@ -508,11 +587,23 @@ def test_config_level_messages(config: dict, message: str) -> None:
 
 
 def test_valid_config_and_model_info_checks() -> None:
-    config = {"routes": {"s1": {"policy": "fixed", "model": "s1"}, "r": {**CASCADE, "thresholds": {"negative": 1}},
-                         "sh": {**SHADOW, "sample_rate": 0}, "ab": {"policy": "ab", "variants": {"s1": 3}}}}
+    config = {
+        "routes": {
+            "s1": {"policy": "fixed", "model": "s1"},
+            "r": {**CASCADE, "thresholds": {"negative": 1}},
+            "sh": {**SHADOW, "sample_rate": 0},
+            "ab": {"policy": "ab", "variants": {"s1": 3}},
+        }
+    }
     described = Router(VALIDATION_MODELS, config).describe()
-    assert described["routes"]["r"] == {"policy": "cascade", "student": "s1", "teacher": "t", "threshold": 0.9,
-                                        "thresholds": {"negative": 1.0}, "source": "config"}
+    assert described["routes"]["r"] == {
+        "policy": "cascade",
+        "student": "s1",
+        "teacher": "t",
+        "threshold": 0.9,
+        "thresholds": {"negative": 1.0},
+        "source": "config",
+    }
     assert described["config"] == config and json.loads(json.dumps(described)) == described
     with pytest.raises(RoutingError, match=r"^model 'm': role must be one of teacher, student, got 'judge'$"):
         ModelInfo("m", "judge", LABELS2)
@@ -523,9 +614,12 @@ def test_valid_config_and_model_info_checks() -> None:
 def test_update_is_atomic(bundles: dict, models: dict) -> None:
     router = Router(models, {"routes": {"fast": {"policy": "fixed", "model": "tiny-textcnn"}}})
     before = router.describe()
-    bad = {"routes": {"fast": {"policy": "fixed", "model": "tiny-bilstm"},  # valid on its own
-                      "broken": {"policy": "shadow", "primary": "tiny-bilstm", "shadow": "tiny-teacher",
-                                 "sample_rate": 2}}}
+    bad = {
+        "routes": {
+            "fast": {"policy": "fixed", "model": "tiny-bilstm"},  # valid on its own
+            "broken": {"policy": "shadow", "primary": "tiny-bilstm", "shadow": "tiny-teacher", "sample_rate": 2},
+        }
+    }
     with pytest.raises(RoutingError, match="route 'broken', field 'sample_rate'"):
         router.update(bad)
     assert router.describe() == before
@@ -582,8 +676,10 @@ def test_metrics_go_to_the_given_registry(models: dict) -> None:
 
 
 def test_imports_without_torch_or_fastapi() -> None:
-    code = ("import sys\nfor m in ('torch', 'fastapi', 'transformers'): sys.modules[m] = None\n"
-            "import serve.routing, serve.shadow, serve.routing_config\nprint('ok')")
+    code = (
+        "import sys\nfor m in ('torch', 'fastapi', 'transformers'): sys.modules[m] = None\n"
+        "import kdserve.serve.routing, kdserve.serve.shadow, kdserve.serve.routing_config\nprint('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"

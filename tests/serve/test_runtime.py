@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from export.bundle import BundleError
-from serve.runtime import (
+from kdserve.core.bundle import BundleError
+from kdserve.serve.runtime import (
     CPU,
     MAX_AUTO_WORKERS,
     cpu_cores,
@@ -75,8 +75,8 @@ def test_bad_device_and_optimisation_level(tiny_bundles: Path) -> None:
 
 
 def test_intra_op_spinning_is_off_in_the_server_and_on_by_default_elsewhere(tiny_bundles: Path) -> None:
-    from serve.config import Settings
-    from serve.service import Service
+    from kdserve.serve.config import Settings
+    from kdserve.serve.service import Service
 
     key = "session.intra_op.allow_spinning"
     off = load_model("m", tiny_bundles / "tiny-textcnn", intra_op_spinning=False)
@@ -88,7 +88,9 @@ def test_intra_op_spinning_is_off_in_the_server_and_on_by_default_elsewhere(tiny
     assert settings.intra_op_spinning is False
     for spinning, expected in ((False, "0"), (True, None)):
         service = Service(settings.model_copy(update={"intra_op_spinning": spinning}))
-        options = service._load("tiny-textcnn", tiny_bundles / "tiny-textcnn", False).model.session.get_session_options()
+        options = service._load(
+            "tiny-textcnn", tiny_bundles / "tiny-textcnn", False
+        ).model.session.get_session_options()
         if expected is None:
             with pytest.raises(Exception, match="does not have configuration"):
                 options.get_session_config_entry(key)

@@ -23,9 +23,29 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tiny_bundles: Path) -> No
     env = {**os.environ, "KDSERVE_WARMUP_BATCH_SIZES": "1", "KDSERVE_WARMUP_LENGTHS": "8"}
     # a long batching wait keeps the requests in flight (queued) when SIGTERM arrives
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kdserve", "serve", "--bundles", str(tiny_bundles), "--models", "tiny-textcnn",
-         "--port", str(port), "--max-wait-ms", "1000", "--no-adaptive-wait", "--max-batch-size", "64"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "kdserve",
+            "serve",
+            "--bundles",
+            str(tiny_bundles),
+            "--models",
+            "tiny-textcnn",
+            "--port",
+            str(port),
+            "--max-wait-ms",
+            "1000",
+            "--no-adaptive-wait",
+            "--max-batch-size",
+            "64",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_process_ready(proc, url, lambda: proc.communicate()[1])

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from kdserve.errors import ConfigError
-from train.augment import AugmentConfig, Augmenter, spacy_tagger, whitespace_tagger
+from kdserve.core.errors import ConfigError
+from kdserve.train.augment import AugmentConfig, Augmenter, spacy_tagger, whitespace_tagger
 
 
 def corpus(n_texts: int, n_words: int = 10, vocab_size: int = 1000, seed: int = 0) -> list[str]:
@@ -99,7 +99,7 @@ def test_ngram_sampling_keeps_a_contiguous_ngram() -> None:
             piece = copy.split()
             lengths.add(len(piece))
             assert 1 <= len(piece) <= 5
-            assert any(words[i:i + len(piece)] == piece for i in range(len(words)))
+            assert any(words[i : i + len(piece)] == piece for i in range(len(words)))
     assert lengths == {1, 2, 3, 4, 5}
 
 
@@ -121,8 +121,18 @@ def test_configurable_mask_token() -> None:
 # ---------------------------------------------------------------- POS-guided replacement
 
 
-TAGS = {"cat": "NOUN", "dog": "NOUN", "bird": "NOUN", "fish": "NOUN", "tree": "NOUN",
-        "runs": "VERB", "jumps": "VERB", "sings": "VERB", "swims": "VERB", "grows": "VERB"}
+TAGS = {
+    "cat": "NOUN",
+    "dog": "NOUN",
+    "bird": "NOUN",
+    "fish": "NOUN",
+    "tree": "NOUN",
+    "runs": "VERB",
+    "jumps": "VERB",
+    "sings": "VERB",
+    "swims": "VERB",
+    "grows": "VERB",
+}
 
 
 def dict_tagger(texts: Sequence[str]) -> list[list[tuple[str, str]]]:
@@ -133,8 +143,10 @@ def test_pos_replacement_keeps_the_tag() -> None:
     texts = ["cat runs", "dog jumps", "bird sings", "fish swims", "tree grows", "cat jumps dog runs"]
     augmenter = Augmenter(AugmentConfig(p_mask=0.0, p_pos=1.0, p_ng=0.0, n_iter=30), tagger=dict_tagger)
     augmenter.fit(texts)
-    assert augmenter.vocab == {"NOUN": ["bird", "cat", "dog", "fish", "tree"],
-                               "VERB": ["grows", "jumps", "runs", "sings", "swims"]}
+    assert augmenter.vocab == {
+        "NOUN": ["bird", "cat", "dog", "fish", "tree"],
+        "VERB": ["grows", "jumps", "runs", "sings", "swims"],
+    }
     replaced = 0
     for text, copies in zip(texts, augmenter.augment(texts)):
         words = text.split()
@@ -165,15 +177,16 @@ def test_copies_bounded_unique_and_never_the_original() -> None:
 def test_transfer_set_layout_and_global_dedup() -> None:
     # With 1-grams only, "good movie" yields "good" / "movie", which are originals: dropped.
     examples = [("good movie", 1), ("bad movie", 0), ("good", 1), ("movie", 0), ("bad", 0)]
-    augmenter = Augmenter(AugmentConfig(p_mask=0.0, p_pos=0.0, p_ng=1.0, ngram_range=(1, 1), n_iter=10),
-                          tagger=whitespace_tagger)
+    augmenter = Augmenter(
+        AugmentConfig(p_mask=0.0, p_pos=0.0, p_ng=1.0, ngram_range=(1, 1), n_iter=10), tagger=whitespace_tagger
+    )
     assert augmenter.transfer_set(examples) == examples
 
     examples = [(text, i % 2) for i, text in enumerate(corpus(40, n_words=6, vocab_size=8))]
     out = Augmenter(AugmentConfig(n_iter=10), tagger=whitespace_tagger).transfer_set(examples)
-    assert out[:len(examples)] == examples
+    assert out[: len(examples)] == examples
     assert len(out) > len(examples)
-    assert all(label is None for _, label in out[len(examples):])
+    assert all(label is None for _, label in out[len(examples) :])
     assert len({text for text, _ in out}) == len(out)
 
 
@@ -198,20 +211,23 @@ def test_fit_tags_once_and_augment_tags_only_new_texts() -> None:
 # ---------------------------------------------------------------- configuration
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"p_mask": 1.5}, "p_mask must be a probability in [0, 1], got 1.5"),
-    ({"p_pos": -0.1}, "p_pos must be a probability in [0, 1], got -0.1"),
-    ({"p_ng": "0.2"}, "p_ng must be a probability in [0, 1], got '0.2'"),
-    ({"p_mask": 0.6, "p_pos": 0.5}, "p_mask + p_pos must be <= 1"),
-    ({"n_iter": -1}, "n_iter must be an integer >= 0, got -1"),
-    ({"n_iter": 2.0}, "n_iter must be an integer >= 0, got 2.0"),
-    ({"ngram_range": (0, 5)}, "ngram_range must be two integers (lo, hi) with 1 <= lo <= hi, got (0, 5)"),
-    ({"ngram_range": (4, 2)}, "1 <= lo <= hi, got (4, 2)"),
-    ({"ngram_range": (1, 2, 3)}, "ngram_range must be two integers"),
-    ({"mask_token": ""}, "mask_token must be a non-empty string without whitespace"),
-    ({"mask_token": "[ MASK ]"}, "mask_token must be a non-empty string without whitespace"),
-    ({"seed": "13"}, "seed must be an integer, got '13'"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"p_mask": 1.5}, "p_mask must be a probability in [0, 1], got 1.5"),
+        ({"p_pos": -0.1}, "p_pos must be a probability in [0, 1], got -0.1"),
+        ({"p_ng": "0.2"}, "p_ng must be a probability in [0, 1], got '0.2'"),
+        ({"p_mask": 0.6, "p_pos": 0.5}, "p_mask + p_pos must be <= 1"),
+        ({"n_iter": -1}, "n_iter must be an integer >= 0, got -1"),
+        ({"n_iter": 2.0}, "n_iter must be an integer >= 0, got 2.0"),
+        ({"ngram_range": (0, 5)}, "ngram_range must be two integers (lo, hi) with 1 <= lo <= hi, got (0, 5)"),
+        ({"ngram_range": (4, 2)}, "1 <= lo <= hi, got (4, 2)"),
+        ({"ngram_range": (1, 2, 3)}, "ngram_range must be two integers"),
+        ({"mask_token": ""}, "mask_token must be a non-empty string without whitespace"),
+        ({"mask_token": "[ MASK ]"}, "mask_token must be a non-empty string without whitespace"),
+        ({"seed": "13"}, "seed must be an integer, got '13'"),
+    ],
+)
 def test_config_validation(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         AugmentConfig(**kwargs)  # type: ignore[arg-type]

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from train.batching import bucketed_batches, sorted_batches
+from kdserve.train.batching import bucketed_batches, sorted_batches
 
 
 def test_bucketed_batches_cover_every_index_once_and_group_lengths() -> None:
@@ -14,6 +14,7 @@ def test_bucketed_batches_cover_every_index_once_and_group_lengths() -> None:
     flat = sorted(i for b in batches for i in b)
     assert flat == list(range(1000))
     assert all(len(b) <= 16 for b in batches)
+
     # Bucketing must cut padding well below what random batches waste.
     def padding(bs: list[list[int]]) -> int:
         return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in bs)

@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from train.common import eval_points
+from kdserve.train.common import eval_points
 
 
 @pytest.mark.parametrize(
@@ -24,8 +24,8 @@ def test_eval_points_are_evenly_spaced_and_end_the_epoch(num_batches: int, per_e
 def test_weight_average_follows_the_warmed_up_decay_exactly() -> None:
     import torch
 
-    from kdserve.errors import ConfigError
-    from train.common import WeightAverage
+    from kdserve.core.errors import ConfigError
+    from kdserve.train.common import WeightAverage
 
     model = torch.nn.Linear(1, 1)
     with torch.no_grad():

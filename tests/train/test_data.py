@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from kdserve.errors import ConfigError, DataError
-from train.data import PACKAGED_DATASETS, DatasetSpec, LabeledData, load_dataset
+from kdserve.core.data import PACKAGED_DATASETS, DatasetSpec, LabeledData, load_dataset
+from kdserve.core.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
@@ -50,8 +50,10 @@ def shared(name: str) -> Path:
 
 
 def test_import_is_torch_free() -> None:
-    code = ("import sys, train.data; heavy = {'torch', 'pandas', 'datasets', 'transformers'} & set(sys.modules); "
-            "assert not heavy, heavy")
+    code = (
+        "import sys, kdserve.core.data; heavy = {'torch', 'pandas', 'datasets', 'transformers'} & set(sys.modules); "
+        "assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
@@ -149,8 +151,11 @@ def test_review_and_class_columns_alphabetical(tmp_path: Path) -> None:
 
 
 def test_explicit_columns(tmp_path: Path) -> None:
-    path = write(tmp_path, "e.csv", "text,body,y,label\nignored,hello,pos,x\nignored,bye,neg,x\n"
-                 "ignored,hi,pos,x\nignored,ciao,neg,x\n")
+    path = write(
+        tmp_path,
+        "e.csv",
+        "text,body,y,label\nignored,hello,pos,x\nignored,bye,neg,x\nignored,hi,pos,x\nignored,ciao,neg,x\n",
+    )
     data = load_dataset(DatasetSpec(str(path), text_column="body", label_column="y"))
     assert data.labels == ("neg", "pos")
     assert {text for text, _ in data.train + data.validation} == {"hello", "bye", "hi", "ciao"}
@@ -167,10 +172,11 @@ def test_jsonl_and_file_pair(tmp_path: Path) -> None:
 def test_multiline_csv_and_tsv_stray_quotes(tmp_path: Path) -> None:
     csv_path = write(tmp_path, "m.csv", 'text,label\n"one\ntwo, ""three""",a\nfour,b\n')
     assert load_dataset(DatasetSpec(str(csv_path), validation=str(csv_path))).train == [
-        ('one\ntwo, "three"', 0), ("four", 1)]
+        ('one\ntwo, "three"', 0),
+        ("four", 1),
+    ]
     tsv = write(tmp_path, "q.tsv", 'sentence\tlabel\na "quoted thing\t1\nend" here\t0\n')
-    assert load_dataset(DatasetSpec(str(tsv), validation=str(tsv))).train == [
-        ('a "quoted thing', 1), ('end" here', 0)]
+    assert load_dataset(DatasetSpec(str(tsv), validation=str(tsv))).train == [('a "quoted thing', 1), ('end" here', 0)]
 
 
 def test_blank_texts_are_skipped_and_counted(tmp_path: Path) -> None:
@@ -249,12 +255,19 @@ def test_unreachable_hub_is_a_data_error(monkeypatch: pytest.MonkeyPatch) -> Non
 # ---------------------------------------------------------------- bad specs and files
 
 
-@pytest.mark.parametrize("kwargs", [{"source": ""}, {"source": "  "}, {"source": "x.csv", "validation_fraction": 0},
-                                    {"source": "x.csv", "validation_fraction": 1.0},
-                                    {"source": "x.csv", "validation_fraction": -0.5},
-                                    {"source": "x.csv", "text_column": ""},
-                                    {"source": "package:imdb", "validation": "v.csv"},
-                                    {"source": "x.csv", "label_names": ("a", "a")}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"source": ""},
+        {"source": "  "},
+        {"source": "x.csv", "validation_fraction": 0},
+        {"source": "x.csv", "validation_fraction": 1.0},
+        {"source": "x.csv", "validation_fraction": -0.5},
+        {"source": "x.csv", "text_column": ""},
+        {"source": "package:imdb", "validation": "v.csv"},
+        {"source": "x.csv", "label_names": ("a", "a")},
+    ],
+)
 def test_bad_spec(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         DatasetSpec(**kwargs)

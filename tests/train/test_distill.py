@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kdserve.errors import ConfigError, DataError
+from kdserve.core.data import DatasetSpec
+from kdserve.core.errors import ConfigError, DataError
+from kdserve.train.distill import DistillConfig, distill
 from tests.conftest import write_sentiment_csv
-from train.data import DatasetSpec
-from train.distill import DistillConfig, distill
 
 torch = pytest.importorskip("torch")
 
@@ -17,23 +17,42 @@ torch = pytest.importorskip("torch")
 @pytest.fixture(scope="module")
 def tiny_teacher(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path) -> tuple[Path, Path]:
     """A tiny BERT teacher fine-tuned on the separable sentiment CSV; returns (teacher, data)."""
-    from train.teacher import TeacherConfig, train_teacher
+    from kdserve.train.teacher import TeacherConfig, train_teacher
 
     root = tmp_path_factory.mktemp("distill")
     data = write_sentiment_csv(root / "sentiment.csv", 300)
-    train_teacher(TeacherConfig(
-        data=DatasetSpec(str(data), validation_fraction=0.2), output_dir=str(root / "teacher"),
-        model=str(tiny_bert_dir), epochs=3, lr=3e-3, batch_size=16, max_length=32, seed=1, device="cpu",
-    ))
+    train_teacher(
+        TeacherConfig(
+            data=DatasetSpec(str(data), validation_fraction=0.2),
+            output_dir=str(root / "teacher"),
+            model=str(tiny_bert_dir),
+            epochs=3,
+            lr=3e-3,
+            batch_size=16,
+            max_length=32,
+            seed=1,
+            device="cpu",
+        )
+    )
     return root / "teacher", data
 
 
 def _config(tmp_path: Path, teacher: Path | None, data: Path, **overrides: object) -> DistillConfig:
     values: dict[str, object] = {
-        "teacher": None if teacher is None else str(teacher), "data": DatasetSpec(str(data), validation_fraction=0.2),
-        "output_dir": str(tmp_path / "student"), "student": "bilstm", "epochs": 3, "lr": 3e-3,
-        "batch_size": 32, "max_length": 32, "augment": "mask+ngram", "n_iter": 3, "glove": False,
-        "cache_dir": str(tmp_path / "cache"), "seed": 3, "device": "cpu",
+        "teacher": None if teacher is None else str(teacher),
+        "data": DatasetSpec(str(data), validation_fraction=0.2),
+        "output_dir": str(tmp_path / "student"),
+        "student": "bilstm",
+        "epochs": 3,
+        "lr": 3e-3,
+        "batch_size": 32,
+        "max_length": 32,
+        "augment": "mask+ngram",
+        "n_iter": 3,
+        "glove": False,
+        "cache_dir": str(tmp_path / "cache"),
+        "seed": 3,
+        "device": "cpu",
     }
     values.update(overrides)
     return DistillConfig(**values)  # type: ignore[arg-type]
@@ -47,15 +66,25 @@ def test_bilstm_distils_reproducibly_and_writes_a_checkpoint(tmp_path: Path, tin
     assert first["transfer_examples"] > first["train_examples"]  # augmentation added copies
     assert [h["train_loss"] for h in first["history"]] == [h["train_loss"] for h in second["history"]]
     out = tmp_path / "a" / "student"
-    for name in ["model.safetensors", "student_config.json", "tokenizer.json", "labels.json", "metrics.json", "distill_config.json"]:
+    for name in [
+        "model.safetensors",
+        "student_config.json",
+        "tokenizer.json",
+        "labels.json",
+        "metrics.json",
+        "distill_config.json",
+    ]:
         assert (out / name).is_file(), name
     assert json.loads((out / "student_config.json").read_text())["kind"] == "bilstm"
 
 
 def test_student_options_shape_the_saved_student(tmp_path: Path, tiny_teacher: tuple[Path, Path]) -> None:
     teacher, data = tiny_teacher
-    result = distill(_config(tmp_path, teacher, data, student="textcnn", epochs=1,
-                             student_options={"num_filters": 7, "widths": [2, 3]}))
+    result = distill(
+        _config(
+            tmp_path, teacher, data, student="textcnn", epochs=1, student_options={"num_filters": 7, "widths": [2, 3]}
+        )
+    )
     saved = json.loads((tmp_path / "student" / "student_config.json").read_text())["config"]
     assert (saved["num_filters"], saved["widths"]) == (7, [2, 3])
     vocab, classes = saved["vocab_size"], saved["num_classes"]
@@ -67,12 +96,22 @@ def test_student_options_shape_the_saved_student(tmp_path: Path, tiny_teacher: t
 def test_teacher_embeddings_initialise_a_word_level_student(tmp_path: Path, tiny_teacher: tuple[Path, Path]) -> None:
     from safetensors.numpy import load_file
 
-    from train.teacher_vectors import teacher_word_vectors
+    from kdserve.train.teacher_vectors import teacher_word_vectors
 
     teacher, data = tiny_teacher
-    config = DistillConfig.from_preset("quick", "textcnn", teacher=str(teacher), data=DatasetSpec(str(data), validation_fraction=0.2),
-                                       output_dir=str(tmp_path / "student"), teacher_embeddings=True, epochs=1,
-                                       n_iter=1, cache_dir=str(tmp_path / "cache"), device="cpu", max_length=32)
+    config = DistillConfig.from_preset(
+        "quick",
+        "textcnn",
+        teacher=str(teacher),
+        data=DatasetSpec(str(data), validation_fraction=0.2),
+        output_dir=str(tmp_path / "student"),
+        teacher_embeddings=True,
+        epochs=1,
+        n_iter=1,
+        cache_dir=str(tmp_path / "cache"),
+        device="cpu",
+        max_length=32,
+    )
     assert config.glove is False  # the teacher's vectors replace the preset's GloVe
     result = distill(config)
     saved = json.loads((tmp_path / "student" / "student_config.json").read_text())["config"]
@@ -81,7 +120,10 @@ def test_teacher_embeddings_initialise_a_word_level_student(tmp_path: Path, tiny
     # training moved the vectors, but the words the data never shows keep their teacher start
     from tokenizers import Tokenizer
 
-    words = [Tokenizer.from_file(str(tmp_path / "student" / "tokenizer.json")).id_to_token(i) for i in range(saved["vocab_size"])]
+    words = [
+        Tokenizer.from_file(str(tmp_path / "student" / "tokenizer.json")).id_to_token(i)
+        for i in range(saved["vocab_size"])
+    ]
     start, _ = teacher_word_vectors(teacher, words, seed=config.seed)
     weights = load_file(str(tmp_path / "student" / "model.safetensors"))["embedding.weight"]
     assert weights.shape == start.shape and not weights[0].any()
@@ -91,15 +133,25 @@ def test_teacher_embeddings_initialise_a_word_level_student(tmp_path: Path, tiny
 def test_word_vectors_of_another_width_are_a_clear_error(tmp_path: Path, tiny_teacher: tuple[Path, Path]) -> None:
     teacher, data = tiny_teacher
     with pytest.raises(ConfigError, match="embedding_dim 16 does not match the 32-d word vectors"):
-        distill(_config(tmp_path, teacher, data, student="textcnn", epochs=1, n_iter=1, teacher_embeddings=True,
-                        student_options={"embedding_dim": 16}))
+        distill(
+            _config(
+                tmp_path,
+                teacher,
+                data,
+                student="textcnn",
+                epochs=1,
+                n_iter=1,
+                teacher_embeddings=True,
+                student_options={"embedding_dim": 16},
+            )
+        )
 
 
 def test_glove_initialises_a_word_level_student(tmp_path: Path, tiny_teacher: tuple[Path, Path]) -> None:
     from safetensors.numpy import load_file
     from tokenizers import Tokenizer
 
-    from train.glove import load_glove
+    from kdserve.train.glove import load_glove
 
     teacher, data = tiny_teacher
     distill(_config(tmp_path, teacher, data, student="textcnn", epochs=1, glove=True, lr=1e-9))
@@ -116,12 +168,23 @@ def test_vector_vocab_gives_unseen_words_their_glove_vectors(tmp_path: Path, tin
     from safetensors.numpy import load_file
     from tokenizers import Tokenizer
 
-    from train.glove import glove_words, load_glove
+    from kdserve.train.glove import glove_words, load_glove
 
     teacher, data = tiny_teacher
     plain = distill(_config(tmp_path / "plain", teacher, data, student="textcnn", epochs=1, n_iter=1, glove=True))
-    wide = distill(_config(tmp_path / "wide", teacher, data, student="textcnn", epochs=1, n_iter=1, glove=True,
-                           vector_vocab=2000, lr=1e-9))
+    wide = distill(
+        _config(
+            tmp_path / "wide",
+            teacher,
+            data,
+            student="textcnn",
+            epochs=1,
+            n_iter=1,
+            glove=True,
+            vector_vocab=2000,
+            lr=1e-9,
+        )
+    )
     before = Tokenizer.from_file(str(tmp_path / "plain" / "student" / "tokenizer.json"))
     after = Tokenizer.from_file(str(tmp_path / "wide" / "student" / "tokenizer.json"))
     # the training words keep their ids (the same texts train the same vocabulary first)
@@ -145,8 +208,9 @@ def test_lr_schedule(tmp_path: Path, tiny_teacher: tuple[Path, Path], schedule: 
 
 
 @pytest.mark.parametrize("metric", ["accuracy", "macro_f1"])
-def test_the_saved_epoch_is_the_best_by_the_chosen_metric(tmp_path: Path, tiny_teacher: tuple[Path, Path],
-                                                           metric: str) -> None:
+def test_the_saved_epoch_is_the_best_by_the_chosen_metric(
+    tmp_path: Path, tiny_teacher: tuple[Path, Path], metric: str
+) -> None:
     teacher, data = tiny_teacher
     result = distill(_config(tmp_path, teacher, data, epochs=3, lr=1e-2, metric_for_best=metric))
     scores = [h[f"validation_{metric}"] for h in result["history"]]
@@ -157,10 +221,10 @@ def test_the_saved_epoch_is_the_best_by_the_chosen_metric(tmp_path: Path, tiny_t
 def test_evals_per_epoch_keeps_the_best_pass_without_changing_training(
     tmp_path: Path, tiny_teacher: tuple[Path, Path]
 ) -> None:
-    from train.data import load_dataset
-    from train.distill import predict_student
-    from train.student_tokenizers import encode_batch, load_tokenizer
-    from train.students import load_student
+    from kdserve.core.data import load_dataset
+    from kdserve.train.distill import predict_student
+    from kdserve.train.student_tokenizers import encode_batch, load_tokenizer
+    from kdserve.train.students import load_student
 
     teacher, data = tiny_teacher
     once = distill(_config(tmp_path / "once", teacher, data, epochs=2, lr=1e-2))
@@ -179,7 +243,9 @@ def test_evals_per_epoch_keeps_the_best_pass_without_changing_training(
     folder = tmp_path / "thrice" / "student"
     model, _ = load_student(folder)
     rows = load_dataset(DatasetSpec(str(data), validation_fraction=0.2)).validation
-    logits = predict_student(model, encode_batch(load_tokenizer(folder), [t for t, _ in rows], 32), 64, torch.device("cpu"))
+    logits = predict_student(
+        model, encode_batch(load_tokenizer(folder), [t for t, _ in rows], 32), 64, torch.device("cpu")
+    )
     assert float((logits.argmax(-1) == np.array([y for _, y in rows])).mean()) == pytest.approx(max(scores))
 
 
@@ -194,7 +260,8 @@ def test_weight_average_is_what_is_evaluated_and_saved_and_training_is_unchanged
     assert [h["train_loss"] for h in averaged["history"]] == [h["train_loss"] for h in plain["history"]]
     # each pass keeps the raw weights' accuracy next to the average's: the same as the plain run's
     assert [e["raw_validation_accuracy"] for e in averaged["evaluations"]] == [
-        e["validation_accuracy"] for e in plain["evaluations"]]
+        e["validation_accuracy"] for e in plain["evaluations"]
+    ]
     assert "raw_validation_accuracy" not in plain["evaluations"][0]
     saved = load_file(str(tmp_path / "ema" / "student" / "model.safetensors"))
     last = load_file(str(tmp_path / "plain" / "student" / "model.safetensors"))
@@ -205,8 +272,8 @@ def test_weight_average_is_what_is_evaluated_and_saved_and_training_is_unchanged
 def test_static_channel_keeps_one_copy_of_the_vectors_fixed(tmp_path: Path, tiny_teacher: tuple[Path, Path]) -> None:
     from safetensors.numpy import load_file
 
-    from train.glove import load_glove
-    from train.student_tokenizers import load_tokenizer
+    from kdserve.train.glove import load_glove
+    from kdserve.train.student_tokenizers import load_tokenizer
 
     teacher, data = tiny_teacher
     result = distill(_config(tmp_path, teacher, data, epochs=1, glove=True, static_channel=True, vector_vocab=300))
@@ -229,8 +296,11 @@ def test_augment_seed_fixes_the_transfer_set_while_the_seed_varies_training(
 ) -> None:
     teacher, data = tiny_teacher
     first = distill(_config(tmp_path / "a", teacher, data, epochs=1, seed=3))
-    second = distill(_config(tmp_path / "b", teacher, data, epochs=1, seed=4, augment_seed=3,
-                             cache_dir=str(tmp_path / "a" / "cache")))
+    second = distill(
+        _config(
+            tmp_path / "b", teacher, data, epochs=1, seed=4, augment_seed=3, cache_dir=str(tmp_path / "a" / "cache")
+        )
+    )
     assert len(list((tmp_path / "a" / "cache").iterdir())) == 1  # one transfer set, labelled once
     assert first["transfer_examples"] == second["transfer_examples"]
     assert first["history"][0]["train_loss"] != second["history"][0]["train_loss"]  # another init and order
@@ -246,7 +316,7 @@ def test_teacher_logits_come_from_the_cache_on_a_rerun(
     def no_teacher(*args: object, **kwargs: object) -> None:
         raise AssertionError("the teacher ran although its logits were cached")
 
-    monkeypatch.setattr("train.checkpoint.load_classifier", no_teacher)
+    monkeypatch.setattr("kdserve.train.checkpoint.load_classifier", no_teacher)
     distill(_config(tmp_path, teacher, data, epochs=1, output_dir=str(tmp_path / "again")))
 
 
@@ -304,17 +374,28 @@ def test_config_validation(tmp_path: Path, overrides: dict[str, object], message
 @pytest.mark.slow
 def test_real_teacher_to_bilstm_on_packaged_sentences_beats_chance(tmp_path: Path) -> None:
     """MiniLM fine-tuned on 800 real sentences, distilled into a GloVe BiLSTM: above chance, reproducible."""
-    from train.teacher import TeacherConfig, train_teacher
+    from kdserve.train.teacher import TeacherConfig, train_teacher
 
     spec = DatasetSpec("package:rotten_tomatoes")
-    train_teacher(TeacherConfig.from_preset(
-        "quick", data=spec, output_dir=str(tmp_path / "teacher"), max_train_examples=800, epochs=1
-    ))
+    train_teacher(
+        TeacherConfig.from_preset(
+            "quick", data=spec, output_dir=str(tmp_path / "teacher"), max_train_examples=800, epochs=1
+        )
+    )
     runs = [
-        distill(DistillConfig.from_preset(
-            "quick", "bilstm", teacher=str(tmp_path / "teacher"), data=spec, output_dir=str(tmp_path / name),
-            max_train_examples=800, n_iter=2, augment="mask+ngram", cache_dir=str(tmp_path / "cache"),
-        ))
+        distill(
+            DistillConfig.from_preset(
+                "quick",
+                "bilstm",
+                teacher=str(tmp_path / "teacher"),
+                data=spec,
+                output_dir=str(tmp_path / name),
+                max_train_examples=800,
+                n_iter=2,
+                augment="mask+ngram",
+                cache_dir=str(tmp_path / "cache"),
+            )
+        )
         for name in ("a", "b")
     ]
     assert runs[0]["validation"]["accuracy"] > 0.55, runs[0]["history"]
@@ -325,15 +406,20 @@ def test_an_exported_teacher_bundle_labels_like_the_checkpoint(tmp_path: Path, t
     """ONNX Runtime labelling (the fast path on a CPU) gives the PyTorch teacher's logits."""
     import numpy as np
 
-    from export.config import ExportConfig
-    from export.pipeline import export_checkpoint
-    from train.transfer import teacher_logits
+    from kdserve.export.config import ExportConfig
+    from kdserve.export.pipeline import export_checkpoint
+    from kdserve.train.transfer import teacher_logits
 
     teacher, data = tiny_teacher
-    fp32 = export_checkpoint(ExportConfig(
-        checkpoint=str(teacher), output_dir=str(tmp_path / "bundles"), name="t", quantization="none",
-        data=DatasetSpec(str(data), validation_fraction=0.2),
-    ))[0]
+    fp32 = export_checkpoint(
+        ExportConfig(
+            checkpoint=str(teacher),
+            output_dir=str(tmp_path / "bundles"),
+            name="t",
+            quantization="none",
+            data=DatasetSpec(str(data), validation_fraction=0.2),
+        )
+    )[0]
     texts = ["the movie was very good .", "the plot was dull", "", "the acting was awful . " * 20]
     from_torch = teacher_logits(teacher, texts, 32, None, device="cpu")
     from_onnx = teacher_logits(fp32, texts, 32, str(tmp_path / "cache"))
@@ -345,8 +431,9 @@ def test_an_exported_teacher_bundle_labels_like_the_checkpoint(tmp_path: Path, t
 
 def test_no_teacher_preset_needs_no_teacher_argument(tmp_path: Path) -> None:
     """`kdserve distill --no-teacher` passes teacher=None, which the preset must keep (it was dropped once)."""
-    config = DistillConfig.from_preset("quick", "bilstm", data=DatasetSpec("x.csv"), output_dir=str(tmp_path),
-                                       no_teacher=True, teacher=None)
+    config = DistillConfig.from_preset(
+        "quick", "bilstm", data=DatasetSpec("x.csv"), output_dir=str(tmp_path), no_teacher=True, teacher=None
+    )
     assert config.teacher is None and config.no_teacher
     with pytest.raises(ConfigError, match="a teacher checkpoint is required"):
         DistillConfig.from_preset("quick", "bilstm", data=DatasetSpec("x.csv"), output_dir=str(tmp_path))

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from train.losses import (
+from kdserve.train.losses import (
     ConstantAlpha,
     EasyToHardAlpha,
     HiddenStateLoss,
@@ -176,9 +176,7 @@ def test_has_label_masks_hard_term() -> None:
 def test_has_label_all_true_matches_unmasked() -> None:
     s, t, y = batch()
     mask = torch.ones(5, dtype=torch.bool)
-    assert_close(
-        distillation_loss(s, t, y, 0.5, 2.0, "ce", has_label=mask), distillation_loss(s, t, y, 0.5, 2.0, "ce")
-    )
+    assert_close(distillation_loss(s, t, y, 0.5, 2.0, "ce", has_label=mask), distillation_loss(s, t, y, 0.5, 2.0, "ce"))
 
 
 def test_has_label_none_labelled_gives_zero_hard_term_and_backprops() -> None:
@@ -279,8 +277,19 @@ def test_parser_builds_schedules() -> None:
 
 @pytest.mark.parametrize(
     "spec",
-    ["", "constant", "constant:", "constant:abc", "constant:1.5", "constant:0.5:1", "easy-to-hard:3",
-     "linear:0.9:0.0", "linear:0.9:0.0:5.5", "linear:0.9:0.0:0", "cosine:0.5"],
+    [
+        "",
+        "constant",
+        "constant:",
+        "constant:abc",
+        "constant:1.5",
+        "constant:0.5:1",
+        "easy-to-hard:3",
+        "linear:0.9:0.0",
+        "linear:0.9:0.0:5.5",
+        "linear:0.9:0.0:0",
+        "cosine:0.5",
+    ],
 )
 def test_parser_errors_are_one_line(spec: str) -> None:
     with pytest.raises(ValueError) as info:

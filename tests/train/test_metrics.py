@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from train.metrics import compute_metrics, format_report
+from kdserve.core.metrics import compute_metrics, format_report
 
 
 def test_exact_values_on_a_known_confusion() -> None:

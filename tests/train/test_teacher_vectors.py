@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kdserve.errors import KdserveError
-from train.teacher_vectors import teacher_embedding_table, teacher_word_vectors
+from kdserve.core.errors import KdserveError
+from kdserve.train.teacher_vectors import teacher_embedding_table, teacher_word_vectors
 
 pytest.importorskip("torch")
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from kdserve.errors import KdserveError
+from kdserve.core.errors import KdserveError
 
 FORMAT = "kdserve-bundle"
 FORMAT_VERSION = 1
@@ -78,7 +78,9 @@ class Manifest:
         if self.format != FORMAT:
             problems.append(f"format is {self.format!r}, expected {FORMAT!r}")
         if self.format_version != FORMAT_VERSION:
-            problems.append(f"format_version {self.format_version} is not supported (this kdserve reads {FORMAT_VERSION})")
+            problems.append(
+                f"format_version {self.format_version} is not supported (this kdserve reads {FORMAT_VERSION})"
+            )
         if self.model_kind not in MODEL_KINDS:
             problems.append(f"model_kind {self.model_kind!r} not in {MODEL_KINDS}")
         if self.precision not in PRECISIONS:
@@ -153,7 +155,10 @@ def _check_manifest_checksum(folder: Path) -> None:
         return
     if claimed == "":
         return  # written before the self-checksum existed
-    if not isinstance(claimed, str) or hashlib.sha256(raw.replace(_self_entry(claimed), _self_entry(""), 1)).hexdigest() != claimed:
+    if (
+        not isinstance(claimed, str)
+        or hashlib.sha256(raw.replace(_self_entry(claimed), _self_entry(""), 1)).hexdigest() != claimed
+    ):
         raise BundleError(f"{path}: sha256 does not match its manifest_sha256 (corrupted or modified)")
 
 
@@ -262,7 +267,9 @@ class BundleModel:
             raise BundleError(f"{self.folder / MODEL_FILE}: ONNX Runtime cannot load it ({exc})") from None
         names = [i.name for i in self.session.get_inputs()]
         if sorted(names) != sorted(self.manifest.inputs):
-            raise BundleError(f"{self.folder / MODEL_FILE}: inputs {names} differ from the manifest's {self.manifest.inputs}")
+            raise BundleError(
+                f"{self.folder / MODEL_FILE}: inputs {names} differ from the manifest's {self.manifest.inputs}"
+            )
 
     @property
     def name(self) -> str:

