@@ -23,8 +23,9 @@ from starlette.types import Receive, Scope, Send
 from kdserve.serve.config import Settings
 from kdserve.serve.errors import response_for
 from kdserve.serve.middleware import Direct, until_disconnect
+from kdserve.serve.routing import TextAnswer
 from kdserve.serve.schemas import ClassifyRequest
-from kdserve.serve.service import Scored, Service
+from kdserve.serve.service import Service
 
 log = logging.getLogger("kdserve.serve")
 
@@ -41,7 +42,7 @@ def ranked(labels: list[str], scores: np.ndarray, k: int | None = None) -> list[
     return [{"label": labels[i], "score": float(scores[i])} for i in order]
 
 
-def text_result(scored: Scored, top_k: int | None, all_scores: bool) -> dict[str, Any]:
+def text_result(scored: TextAnswer, top_k: int | None, all_scores: bool) -> dict[str, Any]:
     """One ``TextResult`` object."""
     best = int(scored.probabilities.argmax())
     scores = None

@@ -26,13 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kdserve import __version__
 from kdserve.serve.errors import InvalidInput, NotFound, NotReady
 from kdserve.serve.middleware import until_disconnect
+from kdserve.serve.routing import TextAnswer
 from kdserve.serve.schemas import ERRORS, V2_ERRORS, HFRequest, Score
-from kdserve.serve.service import Scored, Service
+from kdserve.serve.service import Service
 
 # ------------------------------------------------------------------ Hugging Face
 
 
-def _hf_scores(result: Scored, function: str) -> np.ndarray:
+def _hf_scores(result: TextAnswer, function: str) -> np.ndarray:
     if function == "softmax" or result.logits is None:
         return result.probabilities
     logits = np.asarray(result.logits, dtype=np.float64)

@@ -26,7 +26,7 @@ import copy
 import hashlib
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,9 +47,20 @@ from kdserve.serve.routing_config import (
     build_state,
     load_config,
 )
+from kdserve.serve.scores import Scores
 from kdserve.serve.shadow import ShadowJob, ShadowLog, ShadowRecorder
 
-__all__ = ["Infer", "ModelInfo", "RoutedAnswer", "Router", "RoutingError", "TextAnswer", "UnknownModel", "load_config"]
+__all__ = [
+    "Infer",
+    "ModelInfo",
+    "RoutedAnswer",
+    "Router",
+    "RoutingError",
+    "Scores",
+    "TextAnswer",
+    "UnknownModel",
+    "load_config",
+]
 
 
 class UnknownModel(KdserveError):
@@ -62,18 +73,22 @@ class UnknownModel(KdserveError):
 
 
 class Infer(Protocol):
-    async def __call__(self, model: str, texts: list[str], truncate: bool) -> np.ndarray:
-        """Probabilities float32 [N, C] for ``texts``, columns in ``model``'s label order."""
+    async def __call__(self, model: str, texts: list[str], truncate: bool) -> Scores:
+        """``model``'s scores for ``texts``."""
         ...
 
 
 @dataclass
 class TextAnswer:
-    """One text's answer: ``probabilities`` float32 [C] in ``model``'s label order."""
+    """One text's answer, with its metadata: ``probabilities`` and ``logits`` float32 [C] in
+    ``labels`` order, from the bundle version ``checksum`` of ``model``."""
 
     model: str
     probabilities: np.ndarray
     escalated: bool = False
+    checksum: str = ""
+    labels: list[str] = field(default_factory=list)
+    logits: np.ndarray | None = None
 
 
 @dataclass
@@ -93,11 +108,15 @@ def _unit_hash(*parts: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def _as_probs(raw: Any, model: ModelInfo, n: int) -> np.ndarray:
-    probs = np.asarray(raw, dtype=np.float32)
+def _answers(scores: Scores, model: ModelInfo, n: int, escalated: bool = False) -> list[TextAnswer]:
+    """One ``TextAnswer`` per row of ``scores``, after checking its shape against the model."""
+    probs = np.asarray(scores.probabilities, dtype=np.float32)
     if probs.shape != (n, len(model.labels)):
         raise RuntimeError(f"infer({model.name!r}) returned shape {probs.shape}, expected {(n, len(model.labels))}")
-    return probs
+    logits = scores.logits if scores.logits is not None else [None] * n
+    return [
+        TextAnswer(scores.model, row, escalated, scores.checksum, scores.labels, raw) for row, raw in zip(probs, logits)
+    ]
 
 
 # ---------------------------------------------------------------- the router
@@ -231,8 +250,7 @@ class Router:
     ) -> list[TextAnswer]:
         if not texts:
             return []
-        probs = _as_probs(await infer(model, texts, truncate), state.models[model], len(texts))
-        return [TextAnswer(model, row) for row in probs]
+        return _answers(await infer(model, texts, truncate), state.models[model], len(texts))
 
     async def _shadowed(
         self,
@@ -281,9 +299,9 @@ class Router:
         if len(escalate):
             self._escalations.labels(route.name).inc(len(escalate))
             subset = [texts[i] for i in escalate]
-            teacher = _as_probs(await infer(spec.teacher, subset, truncate), state.models[spec.teacher], len(subset))
-            for row, i in zip(teacher, escalate):
-                answers[i] = TextAnswer(spec.teacher, row, escalated=True)
+            scores = await infer(spec.teacher, subset, truncate)
+            for answer, i in zip(_answers(scores, state.models[spec.teacher], len(subset), escalated=True), escalate):
+                answers[i] = answer
         return RoutedAnswer(route.name, answers)
 
     # -- introspection and shutdown

@@ -12,11 +12,10 @@ import contextvars
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from prometheus_client import Counter
 
 from kdserve.core.bundle import BundleError, Manifest
@@ -24,24 +23,13 @@ from kdserve.serve.batching import BatchConfig, Batcher, BatchStats
 from kdserve.serve.config import Settings
 from kdserve.serve.errors import InvalidInput, NotFound, NotReady, QueueFull, ReloadFailed, RequestTimeout, TextTooLong
 from kdserve.serve.metrics import Metrics, ModelCounters
-from kdserve.serve.routing import ModelInfo, Router
+from kdserve.serve.routing import ModelInfo, Router, TextAnswer
 from kdserve.serve.runtime import LoadedModel, discover, load_model, verify_all, warm_up
+from kdserve.serve.scores import Scores
 
 log = logging.getLogger("kdserve.serve")
 
 
-@dataclass
-class _Capture:
-    """Per-request record of what ``infer`` ran: the router returns probabilities only, but the
-    answer also names the exact bundle version (a reload may swap it mid-request) and the HF
-    API's ``function_to_apply`` needs raw logits. Keyed by (model, text): equal texts give equal
-    logits, and a cascade calls ``infer`` on a subset of the request's texts."""
-
-    texts: list[str]
-    rows: dict[tuple[str, str], tuple[np.ndarray, str, list[str]]] = field(default_factory=dict)
-
-
-_capture: contextvars.ContextVar[_Capture | None] = contextvars.ContextVar("kdserve_capture", default=None)
 # time.monotonic() when the HTTP layer finished reading the request: request_timeout_s counts from
 # there, so time spent waiting for the event loop before classify (under overload) is not free
 admitted_at: contextvars.ContextVar[float | None] = contextvars.ContextVar("kdserve_admitted_at", default=None)
@@ -57,21 +45,12 @@ class Slot:
 
 
 @dataclass
-class Scored:
-    """One text's answer: ``probabilities`` and ``logits`` float32 [C] in ``labels`` order."""
-
-    model: str
-    checksum: str
-    labels: list[str]
-    probabilities: np.ndarray
-    logits: np.ndarray | None
-    escalated: bool = False
-
-
-@dataclass
 class Outcome:
+    """The answer to one request: a ``TextAnswer`` per text, each carrying the model, bundle
+    checksum, labels and logits that produced it."""
+
     route: str
-    results: list[Scored]
+    results: list[TextAnswer]
     variant: str | None = None
     shadowed: bool = False
 
@@ -283,8 +262,9 @@ class Service:
                         f"at character {exc.start}"
                     ) from None
 
-    async def infer(self, model: str, texts: list[str], truncate: bool) -> np.ndarray:
-        """The router's ``Infer``: probabilities float32 [N, C] through the model's batcher."""
+    async def infer(self, model: str, texts: list[str], truncate: bool) -> Scores:
+        """The router's ``Infer``: ``model``'s scores through its batcher, with the checksum and
+        labels of the bundle version that ran them."""
         slot = self.slots.get(model)
         if slot is None:
             if model in self.folders:
@@ -300,12 +280,10 @@ class Service:
             outcome = "queue_full"
             self.metrics.rejected.labels("queue_full").inc()
             raise
-        except TextTooLong as exc:
+        except TextTooLong:
             outcome = "text_too_long"
             self.metrics.rejected.labels("text_too_long").inc()
-            capture = _capture.get()
-            index = capture.texts.index(exc.text) if capture and exc.text in capture.texts else exc.index
-            raise TextTooLong(index, exc.model, exc.max_length) from None
+            raise
         except asyncio.CancelledError:
             outcome = "cancelled"
             raise
@@ -316,11 +294,8 @@ class Service:
                 self.metrics.model_requests.labels(model, outcome).inc()
                 counters.add(errors=1)
         slot.texts.inc(len(texts))
-        capture = _capture.get()
-        if capture is not None:
-            for text, row in zip(texts, logits):
-                capture.rows[(model, text)] = (row, slot.loaded.checksum, slot.loaded.manifest.labels)
-        return probabilities
+        loaded = slot.loaded
+        return Scores(model, loaded.checksum, list(loaded.manifest.labels), probabilities, logits)
 
     async def classify(
         self,
@@ -337,8 +312,6 @@ class Service:
                 retry_after=self.settings.retry_after_s,
             )
         self.validate_texts(texts, field_name)
-        capture = _Capture(list(texts))
-        token = _capture.set(capture)
         timeout = self.settings.request_timeout_s
         admitted = admitted_at.get()
         left = timeout - (time.monotonic() - admitted) if admitted is not None else timeout
@@ -347,25 +320,17 @@ class Service:
                 raise TimeoutError  # past the deadline already: queue no work that nobody will wait for
             async with asyncio.timeout(left):
                 routed = await self.router.classify(list(texts), requested, routing_key, self.infer, truncate)
+        except TextTooLong as exc:
+            # a cascade's teacher sees a subset of the texts: name the text's place in the request
+            index = texts.index(exc.text) if exc.text in texts else exc.index
+            raise TextTooLong(index, exc.model, exc.max_length) from None
         except TimeoutError:
             self.metrics.rejected.labels("timeout").inc()
             raise RequestTimeout(
                 f"no answer within request_timeout_s ({timeout:g} s); the server is overloaded, retry later",
                 retry_after=self.settings.retry_after_s,
             ) from None
-        finally:
-            _capture.reset(token)
-        results = []
-        for text, answer in zip(texts, routed.answers):
-            logits, checksum, labels = capture.rows.get((answer.model, text), (None, "", []))
-            if not labels:  # not captured (should not happen): describe the current version
-                slot = self.slots.get(answer.model)
-                checksum = slot.loaded.checksum if slot else ""
-                labels = slot.loaded.manifest.labels if slot else []
-            results.append(
-                Scored(answer.model, checksum, list(labels), np.asarray(answer.probabilities), logits, answer.escalated)
-            )
-        return Outcome(routed.route, results, routed.variant, routed.shadowed)
+        return Outcome(routed.route, routed.answers, routed.variant, routed.shadowed)
 
     # ---------------------------------------------------------------- introspection
 

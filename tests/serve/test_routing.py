@@ -15,7 +15,7 @@ import numpy as np
 import prometheus_client as prom
 import pytest
 
-from kdserve.serve.routing import ModelInfo, RoutedAnswer, Router, RoutingError, UnknownModel, load_config
+from kdserve.serve.routing import ModelInfo, RoutedAnswer, Router, RoutingError, Scores, UnknownModel, load_config
 from tests.conftest import REPO
 
 TEXTS = [
@@ -48,7 +48,7 @@ class RealInfer:
         self.gates: dict[str, asyncio.Event] = {}
         self.calls: list[tuple[str, list[str]]] = []
 
-    async def __call__(self, model: str, texts: list[str], truncate: bool) -> np.ndarray:
+    async def __call__(self, model: str, texts: list[str], truncate: bool) -> Scores:
         from kdserve.core.bundle import softmax
 
         self.calls.append((model, list(texts)))
@@ -56,7 +56,9 @@ class RealInfer:
             await self.gates[model].wait()
         if model in self.fail:
             raise Boom(f"{model} is down")
-        return softmax(self.bundles[model].predict(texts))
+        bundle = self.bundles[model]
+        logits = bundle.predict(texts)
+        return Scores(model, bundle.manifest.checksum, list(bundle.manifest.labels), softmax(logits), logits)
 
 
 @pytest.fixture(scope="module")
@@ -296,6 +298,12 @@ def test_cascade_escalates_exactly_the_unsure_texts(bundles: dict, models: dict)
     assert infer.calls == [("tiny-textcnn", TEXTS), ("tiny-teacher", [TEXTS[i] for i in expected])]
     teacher = np.stack([probs(bundles, "tiny-teacher", [TEXTS[i]])[0] for i in expected])
     np.testing.assert_allclose(np.stack([answer.answers[i].probabilities for i in expected]), teacher, atol=1e-6)
+    # each answer carries the metadata of the model that produced it, not of the route
+    for i, text_answer in enumerate(answer.answers):
+        bundle = bundles[text_answer.model]
+        assert text_answer.checksum == bundle.manifest.checksum and text_answer.checksum
+        assert text_answer.labels == list(bundle.manifest.labels)
+        np.testing.assert_allclose(text_answer.logits, bundle.predict([TEXTS[i]])[0], atol=1e-5)
     kept = [i for i in range(len(TEXTS)) if i not in expected]
     np.testing.assert_array_equal(np.stack([answer.answers[i].probabilities for i in kept]), student[kept])
     assert metric(router, "kdserve_cascade_escalations_total", route="default") == len(expected)

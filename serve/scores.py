@@ -1,0 +1,20 @@
+"""What a model returns for a list of texts: the scores with the metadata that travels with them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One model's answer to a list of texts, with what produced it: the bundle version that ran
+    (a hot reload may swap it mid-request), its labels, and the raw logits beside the
+    probabilities (the Hugging Face API's ``function_to_apply`` needs them)."""
+
+    model: str
+    checksum: str
+    labels: list[str]
+    probabilities: np.ndarray  # float32 [N, C], columns in ``labels`` order
+    logits: np.ndarray | None = None  # float32 [N, C], or None when the model gives none
