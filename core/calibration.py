@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from kdserve.core.bundle import calibrated_scores
 from kdserve.core.errors import ConfigError, DataError
 from kdserve.core.moderation import PROBLEM_TYPES, OperatingPoint, as_indicator, calibration_scores, operating_point
 
@@ -50,14 +51,11 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
 
 def calibrated_probabilities(logits: np.ndarray, problem_type: str, temperatures: Sequence[float] | None) -> np.ndarray:
     """softmax(logits / T) for single-label (one T), sigmoid(logits / T_c) per category for
-    multi-label; ``temperatures`` None or empty means T = 1 (uncalibrated)."""
-    z = np.asarray(logits, dtype=np.float64)
-    t = np.ones(1) if not temperatures else np.asarray(temperatures, dtype=np.float64)
-    if problem_type == "multi_label":
-        return sigmoid(z / (t if t.size == z.shape[-1] else t[0]))
-    if problem_type == "single_label":
-        return softmax(z / t[0])
-    raise ValueError(f"problem_type must be one of {PROBLEM_TYPES}, got {problem_type!r}")
+    multi-label; ``temperatures`` None or empty means T = 1 (uncalibrated). The bundle reader's
+    own function, so export fits exactly what the runtime applies."""
+    if problem_type not in PROBLEM_TYPES:
+        raise ValueError(f"problem_type must be one of {PROBLEM_TYPES}, got {problem_type!r}")
+    return calibrated_scores(logits, problem_type, list(temperatures or []))
 
 
 def golden_section(f: Callable[[float], float], low: float, high: float, tol: float = 1e-6) -> float:
