@@ -31,6 +31,7 @@ CARD_FILE = "README.md"
 MODEL_KINDS = ("teacher", "bilstm", "transformer", "textcnn")
 PRECISIONS = ("fp32", "int8", "int8-static")
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+PROBLEM_TYPES = ("single_label", "multi_label")
 
 
 class BundleError(KdserveError):
@@ -67,6 +68,13 @@ class Manifest:
     metrics: dict[str, Any] = field(default_factory=dict)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    # Moderation (absent from older manifests, which load as single-label, uncalibrated, no policy):
+    # "single_label" (softmax) or "multi_label" (one sigmoid per label).
+    problem_type: str = "single_label"
+    # {"method", "temperatures": [T] or [T_c per label], "fit_rows", "report_rows", "ece_before", ...}
+    calibration: dict[str, Any] = field(default_factory=dict)
+    # {"target", "benign_labels", "thresholds": {label: t}, "validation": {label: {precision, recall}}}
+    policy: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
     # sha256 of manifest.json itself with this value blanked (see write_manifest), so an edit to
@@ -91,6 +99,7 @@ class Manifest:
             problems.append(f"max_length must be a positive integer, got {self.max_length!r}")
         if not self.inputs or any(name not in INPUT_NAMES for name in self.inputs):
             problems.append(f"inputs {self.inputs} must be a non-empty subset of {INPUT_NAMES}")
+        problems += _moderation_problems(self)
         if problems:
             raise BundleError(f"invalid manifest for {self.name!r}: " + "; ".join(problems))
 
@@ -116,6 +125,32 @@ class Manifest:
             return cls(**dict(data))
         except TypeError as exc:
             raise BundleError(f"{where}: {exc}") from None
+
+
+def _moderation_problems(manifest: Manifest) -> list[str]:
+    """What is wrong with the manifest's problem_type, calibration and policy blocks."""
+    problems = []
+    if manifest.problem_type not in PROBLEM_TYPES:
+        problems.append(f"problem_type {manifest.problem_type!r} not in {PROBLEM_TYPES}")
+    temperatures = manifest.calibration.get("temperatures") if isinstance(manifest.calibration, dict) else None
+    if temperatures is not None:
+        wanted = len(manifest.labels) if manifest.problem_type == "multi_label" else 1
+        if (
+            not isinstance(temperatures, list)
+            or len(temperatures) != wanted
+            or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < 1e6 for t in temperatures)
+        ):
+            problems.append(f"calibration temperatures must be {wanted} positive number(s), got {temperatures!r}")
+    thresholds = manifest.policy.get("thresholds", {}) if isinstance(manifest.policy, dict) else None
+    if not isinstance(thresholds, dict) or any(
+        name not in manifest.labels or not isinstance(t, (int, float)) or isinstance(t, bool)
+        for name, t in thresholds.items()
+    ):
+        problems.append(f"policy thresholds must map labels to numbers, got {thresholds!r}")
+    benign = manifest.policy.get("benign_labels", []) if isinstance(manifest.policy, dict) else None
+    if not isinstance(benign, list) or any(b not in manifest.labels for b in benign):
+        problems.append(f"policy benign_labels {benign!r} must be labels of the bundle")
+    return problems
 
 
 def write_manifest(folder: str | Path, manifest: Manifest) -> Manifest:
@@ -307,6 +342,24 @@ class BundleModel:
         (logits,) = self.session.run([self.manifest.output], feeds)
         return np.asarray(logits, dtype=np.float32)
 
+    @property
+    def temperatures(self) -> list[float]:
+        """The manifest's calibration temperatures; [] when the bundle is uncalibrated."""
+        return list(self.manifest.calibration.get("temperatures") or [])
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated scores [B, C] from ``run``'s logits: softmax(logits / T) for single-label,
+        sigmoid(logits / T_c) per label for multi-label (T = 1 in an uncalibrated bundle)."""
+        return calibrated_scores(logits, self.manifest.problem_type, self.temperatures)
+
+    def flags(self, probabilities: np.ndarray) -> list[list[str]]:
+        """Per row, the labels whose score reaches the bundle's default policy threshold (benign
+        labels never flag); [] per row when the bundle has no policy."""
+        thresholds = self.manifest.policy.get("thresholds", {})
+        benign = set(self.manifest.policy.get("benign_labels", []))
+        cuts = [(i, name, float(thresholds[name])) for i, name in enumerate(self.labels) if name in thresholds]
+        return [[name for i, name, t in cuts if name not in benign and row[i] >= t] for row in probabilities]
+
     def predict(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Logits [N, C] in input order, in length-sorted batches (little padding)."""
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -322,3 +375,15 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def calibrated_scores(logits: np.ndarray, problem_type: str, temperatures: Sequence[float]) -> np.ndarray:
+    """softmax(logits / T) (single-label) or sigmoid(logits / T_c) (multi-label), in float64;
+    no temperatures means T = 1. The same formula as ``kdserve.core.calibration``, kept here so
+    the reader depends on nothing but numpy."""
+    z = np.asarray(logits, dtype=np.float64)
+    t = np.asarray(temperatures, dtype=np.float64) if len(temperatures) else np.ones(1)
+    if problem_type == "multi_label":
+        scaled = z / (t if t.size == z.shape[-1] else t[0])
+        return np.exp(-np.logaddexp(0.0, -scaled))  # sigmoid without overflow
+    return softmax(z / t[0])

@@ -22,9 +22,17 @@ from typing import Any, NamedTuple
 
 from kdserve.core.errors import ConfigError, DataError
 
-TEXT_COLUMNS = ("text", "sentence", "review", "content")
+TEXT_COLUMNS = ("text", "sentence", "review", "content", "tweet")  # "tweet": OLID as it ships
 LABEL_COLUMNS = ("label", "labels", "class")
 EXTENSIONS = (".tsv", ".csv", ".jsonl")
+PROBLEM_TYPES = ("single_label", "multi_label")
+#: A vote-count label column ends with this; votes / the ``annotators`` column is its soft target.
+VOTES_SUFFIX = "_votes"
+ANNOTATORS_COLUMN = "annotators"
+#: A categorical label column's "does not apply" value (OLID levels B and C).
+NOT_APPLICABLE = ("NULL",)
+#: Files in a directory source that name a multi-label dataset's label ids, one name a line.
+LABEL_NAME_FILES = ("labels.txt", "emotions.txt")
 
 
 class _Package(NamedTuple):
@@ -68,6 +76,8 @@ PACKAGED_DATASETS: dict[str, str] = {
 }
 
 Example = tuple[str, int]
+#: A multi-label row: the text and one target in [0, 1] per category (0/1, or a vote share).
+MultiExample = tuple[str, tuple[float, ...]]
 
 
 def _one_line(message: object) -> str:
@@ -93,6 +103,13 @@ class DatasetSpec:
     validation_fraction: float = 0.1
     seed: int = 13
     label_names: tuple[str, ...] | None = None
+    # Moderation data (see load_dataset): "multi_label" reads one 0/1-or-soft target per category.
+    problem_type: str = "single_label"
+    # Several label columns (multi-label): 0/1 or probability columns, ``*_votes`` counts (divided
+    # by the ``annotators`` column) or categorical columns (each value a category, NULL = none).
+    label_columns: tuple[str, ...] | None = None
+    # Column names of a headerless file (GoEmotions: text, labels, id).
+    columns: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source.strip():
@@ -114,19 +131,42 @@ class DatasetSpec:
                 raise ConfigError(f"label_names must be distinct non-empty names, got {self.label_names!r}")
             # A list would make the frozen spec unhashable; store the tuple.
             object.__setattr__(self, "label_names", names)
+        if self.problem_type not in PROBLEM_TYPES:
+            raise ConfigError(f"problem_type must be one of {', '.join(PROBLEM_TYPES)}, got {self.problem_type!r}")
+        for name in ("label_columns", "columns"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, str):
+                value = tuple(v.strip() for v in value.split(","))
+            value = tuple(value)
+            if (
+                not value
+                or any(not isinstance(v, str) or not v.strip() for v in value)
+                or len(set(value)) != len(value)
+            ):
+                raise ConfigError(f"{name} must be distinct non-empty column names, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, value)
+        if self.label_columns is not None:
+            if self.problem_type != "multi_label":
+                raise ConfigError("label_columns needs problem_type multi_label (one label column: label_column)")
+            if self.label_column is not None:
+                raise ConfigError("give label_column or label_columns, not both")
 
 
 @dataclass(frozen=True)
 class LabeledData:
-    """Three splits of (text, label id) pairs plus the names that give the ids meaning."""
+    """Three splits of (text, label id) pairs plus the names that give the ids meaning; for
+    ``problem_type`` "multi_label" each row is (text, one target in [0, 1] per label)."""
 
-    train: list[Example]
-    validation: list[Example]
-    test: list[Example] | None
+    train: list[Any]
+    validation: list[Any]
+    test: list[Any] | None
     labels: tuple[str, ...]
     source: str
+    problem_type: str = "single_label"
 
-    def split(self, name: str) -> list[Example]:
+    def split(self, name: str) -> list[Any]:
         """Look a split up by the name a CLI flag or config uses."""
         if name not in ("train", "validation", "test"):
             raise DataError(f"unknown split {name!r}: expected train, validation or test")
@@ -136,12 +176,17 @@ class LabeledData:
         return rows
 
     def summary(self) -> str:
-        """One line for logs and reports: split sizes and the training label balance."""
-        counts = Counter(label for _, label in self.train)
+        """One line for logs and reports: split sizes and the training label balance (multi-label:
+        rows whose target for a label is >= 0.5)."""
+        if self.problem_type == "multi_label":
+            counts = Counter(i for _, target in self.train for i, v in enumerate(target) if v >= 0.5)
+        else:
+            counts = Counter(label for _, label in self.train)
         balance = ", ".join(f"{name} {counts.get(i, 0):,}" for i, name in enumerate(self.labels))
         test = "none" if self.test is None else f"{len(self.test):,}"
+        kind = ", multi-label" if self.problem_type == "multi_label" else ""
         return (
-            f"{self.source}: train {len(self.train):,} / validation {len(self.validation):,}"
+            f"{self.source}{kind}: train {len(self.train):,} / validation {len(self.validation):,}"
             f" / test {test}; {len(self.labels)} labels (train: {balance})"
         )
 
@@ -152,7 +197,7 @@ class _Rows:
     errors found later (an unseen label) can still point at the offending line."""
 
     where: str
-    rows: list[tuple[str, str, int]]
+    rows: list[tuple[str, Any, int]]  # (text, raw label: a string, or a tuple of cells for label_columns, line)
     skipped: int = 0
     unit: str = "line"
 
@@ -261,8 +306,10 @@ def _read(
     ``labelled=False`` a file without a label column gives ``None``."""
     if not path.is_file():
         raise DataError(f"dataset file not found: {path}")
-    columns, records = _parse(path, header, suffix)
+    columns, records = _parse(path, header if header is not None else spec.columns, suffix)
     text_col = _column(path, columns, spec.text_column, TEXT_COLUMNS, "text")
+    if spec.label_columns is not None:
+        return _read_columns(path, spec, columns, records, text_col, labelled)
     label_col = _column(path, columns, spec.label_column, LABEL_COLUMNS, "label", labelled)
     if label_col is None:
         return None
@@ -283,6 +330,42 @@ def _read(
     if not out.rows:
         what = f"all {out.skipped} rows have blank text" if out.skipped else "no data rows"
         raise DataError(f"{path}: empty dataset ({what} in column {text_col!r})")
+    return out
+
+
+def _read_columns(
+    path: Path,
+    spec: DatasetSpec,
+    columns: Sequence[str],
+    records: list[tuple[int, dict[str, Any]]],
+    text_col: str | None,
+    labelled: bool,
+) -> _Rows | None:
+    """``_read`` for several label columns: each row's label is the tuple of its raw cells (plus
+    the annotator count last when a ``*_votes`` column is among them); parsed in ``_assemble``."""
+    assert spec.label_columns is not None
+    if not labelled and spec.label_columns[0] not in columns:
+        return None
+    wanted = [str(_column(path, columns, name, (), "label")) for name in spec.label_columns]
+    if any(name.endswith(VOTES_SUFFIX) for name in wanted):
+        wanted.append(str(_column(path, columns, ANNOTATORS_COLUMN, (), "annotators")))
+    out = _Rows(str(path), [])
+    for line, record in records:
+        cells = []
+        for name in wanted:
+            value = record.get(name)
+            value = "" if value is None else str(value).strip()
+            if not value:
+                raise DataError(f"{path} line {line}: empty or missing label in column {name!r}")
+            cells.append(value)
+        text = record.get(str(text_col))
+        text = "" if text is None else str(text).strip()
+        if not text:
+            out.skipped += 1
+            continue
+        out.rows.append((text, tuple(cells), line))  # type: ignore[arg-type]
+    if not out.rows:
+        raise DataError(f"{path}: empty dataset (no rows with text in column {text_col!r})")
     return out
 
 
@@ -380,13 +463,14 @@ def _from_path(spec: DatasetSpec) -> tuple[list[_Rows | None], str]:
 
 
 def _seeded_split(
-    rows: list[tuple[str, str, int]], fraction: float, seed: int
-) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, int]]]:
-    """Stratified so a rare class still shows up in validation; original order is kept in
-    both halves so the result depends only on the seed, never on dict or set ordering."""
+    rows: list[tuple[str, Any, int]], fraction: float, seed: int, stratum: Callable[[Any], str] = str
+) -> tuple[list[tuple[str, Any, int]], list[tuple[str, Any, int]]]:
+    """Stratified (by ``stratum`` of the raw label) so a rare class still shows up in validation;
+    original order is kept in both halves so the result depends only on the seed, never on dict
+    or set ordering."""
     by_label: dict[str, list[int]] = {}
     for index, (_, label, _) in enumerate(rows):
-        by_label.setdefault(label, []).append(index)
+        by_label.setdefault(stratum(label), []).append(index)
     rng = random.Random(seed)
     chosen: set[int] = set()
     for label in sorted(by_label):
@@ -419,6 +503,8 @@ def _assemble(
     train, validation, test = splits
     if train is None:
         raise DataError(f"{description}: empty dataset (no training rows)")
+    if spec.problem_type == "multi_label":
+        return _assemble_multi(spec, splits, description, names)
     notes: list[str] = []
     if validation is None:
         train_rows, val_rows = _seeded_split(train.rows, spec.validation_fraction, spec.seed)
@@ -458,10 +544,161 @@ def _assemble(
     return LabeledData(mapped[0] or [], mapped[1] or [], mapped[2], display, source)
 
 
+def _float(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value == value else None  # NaN is not a target
+
+
+def _multi_stratum(label: str | tuple[str, ...]) -> str:
+    """A multi-label row's stratum for the seeded split: its first listed id (one column) or
+    which columns are non-zero/non-NULL (several), so every category keeps validation rows
+    without one stratum per rare combination."""
+    if isinstance(label, str):
+        return label.split(",")[0].strip()
+    return "".join("0" if c in NOT_APPLICABLE or _float(c) == 0 else "1" for c in label)
+
+
+def _column_kinds(spec: DatasetSpec, train: _Rows) -> list[tuple[str, str, list[str]]]:
+    """(column, kind, categories) per label column, decided on the training rows: ``votes``
+    (``*_votes``), ``score`` (every training value a number) or ``category`` (each distinct
+    value, NULL aside, a category of its own: OLID's levels)."""
+    assert spec.label_columns is not None
+    kinds = []
+    for i, name in enumerate(spec.label_columns):
+        if name.endswith(VOTES_SUFFIX):
+            kinds.append((name, "votes", [name.removesuffix(VOTES_SUFFIX)]))
+        elif all(_float(label[i]) is not None for _, label, _ in train.rows):
+            kinds.append((name, "score", [name]))
+        else:
+            values = {label[i] for _, label, _ in train.rows} - set(NOT_APPLICABLE)
+            kinds.append((name, "category", _order(values)))
+    return kinds
+
+
+def _targets_from_columns(rows: _Rows, kinds: list[tuple[str, str, list[str]]], n_labels: int) -> list[MultiExample]:
+    out: list[MultiExample] = []
+    for text, label, line in rows.rows:
+        where = f"{rows.where} {rows.unit} {line}"
+        target: list[float] = []
+        annotators = label[-1] if len(label) > len(kinds) else None
+        for i, (name, kind, categories) in enumerate(kinds):
+            cell = label[i]
+            if kind == "category":
+                if cell not in NOT_APPLICABLE and cell not in categories:
+                    raise DataError(
+                        f"{where}: label {cell!r} in column {name!r} never appears in the training data"
+                        f" ({', '.join(categories)})"
+                    )
+                target += [1.0 if cell == c else 0.0 for c in categories]
+                continue
+            value = _float(cell)
+            if value is None:
+                raise DataError(f"{where}: label {cell!r} in column {name!r} is not a number")
+            if kind == "votes":
+                count = _float(str(annotators))
+                if count is None or count < 1 or count != int(count):
+                    raise DataError(f"{where}: annotators {annotators!r} is not a positive whole number")
+                if value < 0 or value > count or value != int(value):
+                    raise DataError(f"{where}: {cell!r} votes in column {name!r} for {annotators} annotators")
+                value /= count
+            elif not 0.0 <= value <= 1.0:
+                raise DataError(f"{where}: soft target {cell!r} in column {name!r} is outside [0, 1]")
+            target.append(value)
+        out.append((text, tuple(target)))
+    assert all(len(t) == n_labels for _, t in out)
+    return out
+
+
+def _targets_from_lists(rows: _Rows, ids: dict[str, int], names: Sequence[str], by_id: bool) -> list[MultiExample]:
+    """One column of comma-separated label ids (GoEmotions) or names -> 0/1 targets."""
+    out: list[MultiExample] = []
+    for text, label, line in rows.rows:
+        target = [0.0] * len(names)
+        for token in str(label).split(","):
+            token = token.strip()
+            if not token:
+                raise DataError(f"{rows.where} {rows.unit} {line}: empty label in {label!r}")
+            if by_id and token.lstrip("-").isdigit():
+                index = int(token)
+                if not 0 <= index < len(names):
+                    raise DataError(
+                        f"{rows.where} {rows.unit} {line}: label id {index} out of range ({len(names)} labels: "
+                        f"ids 0-{len(names) - 1})"
+                    )
+            elif token in ids:
+                index = ids[token]
+            else:
+                raise DataError(
+                    f"{rows.where} {rows.unit} {line}: label {token!r} is not a known label ({', '.join(names)})"
+                )
+            target[index] = 1.0
+        out.append((text, tuple(target)))
+    return out
+
+
+def _assemble_multi(
+    spec: DatasetSpec, splits: list[_Rows | None], description: str, names: tuple[str, ...] | None
+) -> LabeledData:
+    """``_assemble`` for multi-label data: targets from label columns or from one list column."""
+    train, validation, test = splits
+    assert train is not None
+    notes: list[str] = []
+    if validation is None:
+        train_rows, val_rows = _seeded_split(train.rows, spec.validation_fraction, spec.seed, _multi_stratum)
+        validation = _Rows(train.where, val_rows, unit=train.unit)
+        train = _Rows(train.where, train_rows, train.skipped, train.unit)
+        notes.append(f"seeded {spec.validation_fraction * 100:g}% validation split, seed {spec.seed}")
+    given = spec.label_names or names
+    mapped: list[list[MultiExample] | None] = []
+    if spec.label_columns is not None:
+        kinds = _column_kinds(spec, train)
+        labels = tuple(c for _, _, categories in kinds for c in categories)
+        for rows in (train, validation, test):
+            mapped.append(None if rows is None else _targets_from_columns(rows, kinds, len(labels)))
+        if given is not None:
+            if len(given) != len(labels):
+                raise ConfigError(f"label_names has {len(given)} names but the label columns give {len(labels)}")
+            labels = tuple(given)
+    else:
+        tokens = {t.strip() for _, label, _ in train.rows for t in str(label).split(",") if t.strip()}
+        by_id = all(t.isdigit() for t in tokens)
+        if given is not None:
+            labels = tuple(given)
+        else:
+            labels = tuple(str(i) for i in range(max(map(int, tokens)) + 1)) if by_id else tuple(_order(tokens))
+        ids = {name: i for i, name in enumerate(labels)}
+        for rows in (train, validation, test):
+            mapped.append(None if rows is None else _targets_from_lists(rows, ids, labels, by_id))
+    if len(labels) < 2:
+        raise DataError(f"{description}: multi-label data needs at least 2 labels, found {', '.join(labels)}")
+    skipped = sum(rows.skipped for rows in (train, validation, test) if rows is not None)
+    if skipped:
+        notes.append(f"skipped {skipped} rows with blank text")
+    source = f"{description} ({'; '.join(notes)})" if notes else description
+    return LabeledData(mapped[0] or [], mapped[1] or [], mapped[2], labels, source, "multi_label")
+
+
+def _label_name_file(spec: DatasetSpec) -> tuple[str, ...] | None:
+    """Names of a directory source's label ids from ``labels.txt``/``emotions.txt``, one a line."""
+    path = Path(spec.source).expanduser()
+    if not path.is_dir():
+        return None
+    for name in LABEL_NAME_FILES:
+        if (path / name).is_file():
+            lines = [line.strip() for line in _decode(path / name).split("\n")]
+            return tuple(line for line in lines if line)
+    return None
+
+
 def load_dataset(spec: DatasetSpec | str | os.PathLike[str]) -> LabeledData:
     """Load any supported source (see ``DatasetSpec``) into train/validation/test examples."""
     if not isinstance(spec, DatasetSpec):
         spec = DatasetSpec(source=os.fspath(spec))
+    if spec.problem_type == "multi_label" and spec.source.startswith(("package:", "hub:")):
+        raise ConfigError("multi_label data reads file and folder sources only, not package: or hub:")
     if spec.source.startswith("package:"):
         splits, description, names = _from_package(spec.source.removeprefix("package:").strip(), spec)
         return _assemble(spec, splits, description, names=names)
@@ -472,4 +709,6 @@ def load_dataset(spec: DatasetSpec | str | os.PathLike[str]) -> LabeledData:
         splits, description, universe, names = _from_hub(ref, spec)
         return _assemble(spec, splits, description, universe, names)
     splits, description = _from_path(spec)
-    return _assemble(spec, splits, description)
+    multi_list = spec.problem_type == "multi_label" and spec.label_columns is None
+    names = _label_name_file(spec) if multi_list else None
+    return _assemble(spec, splits, description, names=names)

@@ -35,6 +35,68 @@ def _precision_text(manifest: Manifest) -> str:
     )
 
 
+def _num(value: Any, digits: int = 4) -> str:
+    return f"{float(value):.{digits}f}" if isinstance(value, (int, float)) and value == value else "n/a"
+
+
+def moderation_section(manifest: Manifest) -> list[str]:
+    """Calibration (ECE/Brier before and after, on rows the fit never saw), the default policy's
+    thresholds with their validation precision/recall, and per-label ranking scores."""
+    lines: list[str] = []
+    cal = manifest.calibration
+    if cal:
+        temps = ", ".join(f"{t:.3f}" for t in cal.get("temperatures", []))
+        lines += [
+            "## Calibration",
+            "",
+            f"Method `{cal.get('method')}`, temperature(s) {temps}: served scores are "
+            + ("sigmoid(logit / T) per label." if manifest.problem_type == "multi_label" else "softmax(logits / T).")
+            + f" Fitted on {cal.get('fit_rows')} validation rows, measured on the other {cal.get('report_rows')}"
+            f" ({cal.get('split', '')}).",
+            "",
+            "| | ECE (15 bins) | Brier |",
+            "|---|---|---|",
+            f"| before | {_num(cal.get('ece_before'))} | {_num(cal.get('brier_before'))} |",
+            f"| after | {_num(cal.get('ece_after'))} | {_num(cal.get('brier_after'))} |",
+            "",
+        ]
+    policy = manifest.policy
+    if policy:
+        lines += [
+            "## Default policy",
+            "",
+            f"Target `{policy.get('target')}`; thresholds chosen on {policy.get('chosen_on', 'validation rows')}; "
+            f"benign labels (never flagged): {', '.join(policy.get('benign_labels', [])) or 'none'}.",
+            "",
+            "| label | threshold | precision | recall | target met | held-out precision | held-out recall |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, t in policy.get("thresholds", {}).items():
+            v = policy.get("validation", {}).get(name, {})
+            lines.append(
+                f"| {name} | {_num(t)} | {_pct(v.get('precision'))} | {_pct(v.get('recall'))} | "
+                f"{'yes' if v.get('met') else 'NO'} | {_pct(v.get('held_out_precision'))} | "
+                f"{_pct(v.get('held_out_recall'))} |"
+            )
+        lines.append("")
+    own = manifest.metrics.get(manifest.precision, {})
+    scores = own.get("moderation") if isinstance(own, dict) else None
+    if scores:
+        lines += [
+            "## Per-label ranking (calibrated scores, all validation rows)",
+            "",
+            "| label | ROC-AUC | average precision | recall at precision 0.90 |",
+            "|---|---|---|---|",
+            *(
+                f"| {name} | {_num(c.get('roc_auc'))} | {_num(c.get('average_precision'))} | "
+                f"{_num(c.get('recall_at_precision_0.9'))} |"
+                for name, c in scores.items()
+            ),
+            "",
+        ]
+    return lines
+
+
 def model_card(manifest: Manifest, model_bytes: int, triton_note: str = "") -> str:
     """Markdown for ``README.md``; reads everything from the finished manifest so the two agree."""
     labels = ", ".join(f"`{label}`" for label in manifest.labels)
@@ -96,8 +158,8 @@ def model_card(manifest: Manifest, model_bytes: int, triton_note: str = "") -> s
             + ", ".join(f"{a['precision']} (lost {a['drop_points']:.2f} points)" for a in refused)
             + "."
         )
+    lines += ["", *moderation_section(manifest)]
     lines += [
-        "",
         "## Intended use",
         "",
         f"Classifying English texts like those of {data} into {labels}, behind `kdserve serve` or any ONNX "
@@ -109,7 +171,12 @@ def model_card(manifest: Manifest, model_bytes: int, triton_note: str = "") -> s
         f"- Trained and measured on {data} only; accuracy on other domains, styles or languages is unknown: "
         "measure it with `kdserve eval --bundle DIR --data SPEC` first.",
         f"- Only the first {manifest.max_length} tokens of a text are read.",
-        "- Logits are not calibrated probabilities; a softmax over them is a score, not a confidence.",
+        (
+            "- Scores are temperature-calibrated on validation data from the training distribution only; "
+            "on other data recheck ECE before trusting a score as a probability."
+            if manifest.calibration.get("method") == "temperature"
+            else "- Logits are not calibrated probabilities; a softmax over them is a score, not a confidence."
+        ),
         "- It inherits the biases of its training data (and, for a student, of its teacher).",
     ]
     if manifest.precision != "fp32":

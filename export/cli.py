@@ -26,6 +26,9 @@ def _export(args: argparse.Namespace) -> int:
             label_column=args.label_column,
             validation_fraction=args.validation_fraction,
             seed=args.data_seed,
+            problem_type=args.problem_type,
+            label_columns=args.label_columns,
+            columns=args.columns,
         )
     config = ExportConfig.from_preset(
         args.preset,
@@ -51,6 +54,9 @@ def _export(args: argparse.Namespace) -> int:
         force=args.force,
         overwrite=args.overwrite,
         triton_max_batch_size=args.triton_max_batch_size,
+        calibrate=args.calibrate,
+        policy=args.policy,
+        benign_labels=tuple(args.benign_labels.split(",")) if args.benign_labels else None,
     )
     for folder in export_checkpoint(config):
         _print_written(folder, config.format)
@@ -188,6 +194,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--force", action="store_true", help="keep the int8 bundle even when it fails the accuracy gate"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing bundle folders")
+    parser.add_argument(
+        "--calibrate",
+        choices=["temperature", "none"],
+        help="score calibration fitted on half the validation rows, ECE/Brier reported on the other half "
+        "(default temperature)",
+    )
+    parser.add_argument(
+        "--policy", help="default thresholds per label: precision=P, recall=R or f1 (default: no policy)"
+    )
+    parser.add_argument("--benign-labels", help="comma-separated labels that never flag (default: neither,NOT,neutral)")
     group = parser.add_argument_group("data (default: the data the checkpoint was trained on)")
     group.add_argument("--data", help="dataset spec for the checks: package:NAME, a folder, a file or hub:NAME")
     group.add_argument("--validation-data", help="a separate validation file, when --data is a single file")
@@ -195,6 +211,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     group.add_argument("--label-column")
     group.add_argument("--validation-fraction", type=float, default=0.1)
     group.add_argument("--data-seed", type=int, default=13)
+    group.add_argument("--problem-type", choices=["single_label", "multi_label"], default="single_label")
+    group.add_argument("--label-columns", help="multi-label: comma-separated 0/1, probability or *_votes columns")
+    group.add_argument("--columns", help="column names of a headerless file, comma-separated")
     parser.set_defaults(func=_export)
 
     bundle = sub.add_parser("bundle", help="inspect exported bundles")

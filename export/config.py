@@ -24,6 +24,8 @@ OPTIMIZATIONS = ("none", "O1", "O2")
 #: "auto": the BiLSTM as a hand-built graph (export/bilstm_graph.py), other students by torchscript.
 EXPORTERS = ("auto", "torchscript", "dynamo")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+#: Score calibration of the bundle (not int8 calibration): temperature scaling or none.
+SCORE_CALIBRATIONS = ("temperature", "none")
 #: ONNX Runtime's integer-op kernels that dynamic quantization can target.
 QUANTIZABLE_OPS = ("MatMul", "Attention", "LSTM", "Gather", "EmbedLayerNormalization", "Conv", "Transpose")
 #: Conv is left out on purpose: ONNX Runtime's ConvInteger kernel has no fast CPU path, so an
@@ -103,6 +105,13 @@ class ExportConfig:
     triton_max_batch_size: int = 64
     triton_queue_delay_us: int = 2000
     preset: str | None = None
+    # Score calibration fitted on half the validation rows (kdserve.core.calibration): every
+    # served score is then calibrated; "none" keeps T = 1 but still reports ECE/Brier.
+    calibrate: str = "temperature"
+    # The bundle's default policy: "precision=0.9", "recall=0.95" or "f1"; None writes none.
+    policy: str | None = None
+    # Labels that never flag; None means those of neither/NOT/neutral the model has.
+    benign_labels: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -127,6 +136,16 @@ class ExportConfig:
         choice("calibration_method", self.calibration_method, CALIBRATION_METHODS)
         if self.preset is not None:
             choice("preset", self.preset, tuple(PRESETS))
+        choice("calibrate", self.calibrate, SCORE_CALIBRATIONS)
+        if self.policy is not None:
+            from kdserve.core.calibration import Policy
+
+            Policy.parse(self.policy)  # a ConfigError naming the accepted forms
+        if self.benign_labels is not None:
+            benign = tuple(str(b).strip() for b in self.benign_labels)
+            if not benign or any(not b for b in benign):
+                raise ConfigError(f"benign_labels must be non-empty label names, got {self.benign_labels!r}")
+            self.benign_labels = benign
         ops = tuple(self.quantize_ops)
         if not ops or any(op not in QUANTIZABLE_OPS for op in ops):
             raise ConfigError(f"quantize_ops {list(ops)} must be a non-empty subset of {', '.join(QUANTIZABLE_OPS)}")

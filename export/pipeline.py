@@ -90,12 +90,52 @@ def _feeds(model: Any, texts: list[str], inputs: list[str], batch: int = 16) -> 
 
 
 def _score(
-    model: Any, rows: list[tuple[str, int]], data: LabeledData, batch_size: int
+    model: Any, rows: list[tuple[str, Any]], data: LabeledData, batch_size: int
 ) -> tuple[dict[str, Any], np.ndarray]:
-    from kdserve.export.evaluate import score_bundle, summary
+    from kdserve.export.evaluate import score_bundle, score_multi_label, summary
 
+    if data.problem_type == "multi_label":
+        return score_multi_label(model, rows, data, batch_size), model.predict([t for t, _ in rows], batch_size)
     metrics, logits = score_bundle(model, rows, data.labels, batch_size)
     return summary(metrics, data.source, "validation"), logits
+
+
+def _label_targets(rows: list[tuple[str, Any]], data: LabeledData, model_labels: list[str]) -> np.ndarray:
+    """Validation targets in the model's label order: class ids, or an [N, C] target matrix."""
+    if data.problem_type == "multi_label":
+        from kdserve.export.evaluate import multi_label_targets
+
+        return multi_label_targets(rows, data.labels, model_labels)
+    return np.asarray(align_labels([y for _, y in rows], data.labels, model_labels), dtype=np.int64)
+
+
+def _moderate(
+    config: ExportConfig, manifest: Manifest, logits: np.ndarray, targets: np.ndarray, seed: int
+) -> dict[str, Any]:
+    """Fit this bundle's calibration and policy on its own validation logits (so the int8 bundle's
+    come from the int8 model's scores) into ``manifest``; returns its moderation metrics summary."""
+    from kdserve.core.calibration import Policy, calibrate_and_choose, calibrated_probabilities
+    from kdserve.core.moderation import moderation_metrics
+
+    policy = Policy.parse(config.policy) if config.policy else None
+    calibration, block = calibrate_and_choose(
+        logits, targets, manifest.labels, manifest.problem_type, policy, config.benign_labels, config.calibrate, seed
+    )
+    manifest.calibration, manifest.policy = calibration, block
+    probs = calibrated_probabilities(logits, manifest.problem_type, calibration["temperatures"])
+    thresholds = None
+    if manifest.problem_type == "multi_label":
+        chosen = block.get("thresholds", {})
+        thresholds = [chosen.get(name, 0.5) for name in manifest.labels]
+    scores = moderation_metrics(probs, targets, manifest.labels, manifest.problem_type, thresholds)
+    return {
+        name: {
+            "roc_auc": c.roc_auc,
+            "average_precision": c.average_precision,
+            "recall_at_precision_0.9": c.recall_at_precision,
+        }
+        for name, c in scores.per_category.items()
+    }
 
 
 def _finish(folder: Path, manifest: Manifest, triton_note: str = "") -> Manifest:
@@ -149,8 +189,9 @@ def _stage_quantized(
     metrics: dict[str, Any],
     fp32_model: Any,
     fp32_logits: np.ndarray,
-    rows: list[tuple[str, int]],
+    rows: list[tuple[str, Any]],
     data: LabeledData,
+    all_logits: dict[str, np.ndarray] | None = None,
 ) -> AccuracyGateError | None:
     """Quantize in each of ``config.quantization_modes`` until one passes the accuracy gate (or
     --force keeps it); stage that bundle (its manifest made from ``base``) beside the fp32 one
@@ -183,6 +224,8 @@ def _stage_quantized(
         )
         write_manifest(q_dir, q_manifest)
         metrics[precision], q_logits = _score(BundleModel(q_dir, verify=False), rows, data, config.batch_size)
+        if all_logits is not None:
+            all_logits[precision] = q_logits
         forced = passed = False
         try:
             _, forced = accuracy_gate(
@@ -268,7 +311,14 @@ def export_checkpoint(config: ExportConfig) -> list[Path]:
     targets = _targets(config, name)
     spec = resolve_data(config, info)
     data = load_dataset(spec)  # data errors surface before the slow part
-    align_labels([y for _, y in data.validation], data.labels, info.labels)
+    if config.benign_labels is not None:
+        from kdserve.core.calibration import resolve_benign
+
+        resolve_benign(list(info.labels), config.benign_labels)  # before the slow part, like the data
+    if data.problem_type == "multi_label":
+        _label_targets(data.validation, data, list(info.labels))  # label names checked before the slow part
+    else:
+        align_labels([y for _, y in data.validation], data.labels, info.labels)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-staging-", dir=out))
@@ -297,6 +347,7 @@ def export_checkpoint(config: ExportConfig) -> list[Path]:
             opset=graph["opset"],
             export_seconds=round(seconds, 3),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
+            problem_type=data.problem_type,
             extra={
                 **facts,
                 "checkpoint_kind": info.kind,
@@ -316,7 +367,13 @@ def export_checkpoint(config: ExportConfig) -> list[Path]:
         metrics["fp32"], fp32_logits = _score(fp32_model, rows, data, config.batch_size)
         staged = {"fp32": (fp32_dir, replace(base, extra={**base.extra, "parity": parity.to_dict()}))}
 
-        gate_error = _stage_quantized(config, staging, base, staged, metrics, fp32_model, fp32_logits, rows, data)
+        all_logits = {"fp32": fp32_logits}
+        gate_error = _stage_quantized(
+            config, staging, base, staged, metrics, fp32_model, fp32_logits, rows, data, all_logits
+        )
+        y_val = _label_targets(rows, data, list(info.labels))
+        for precision, (_, manifest) in staged.items():
+            metrics[precision]["moderation"] = _moderate(config, manifest, all_logits[precision], y_val, spec.seed)
         total = round(time.perf_counter() - started, 3)
         for folder, manifest in staged.values():
             manifest.metrics = metrics

@@ -18,6 +18,7 @@ import numpy as np
 from kdserve.core.data import DatasetSpec, load_dataset
 from kdserve.core.errors import DataError
 from kdserve.core.metrics import Metrics, compute_metrics, format_report
+from kdserve.core.moderation import ModerationMetrics, format_moderation, moderation_metrics
 
 
 def score_logits(
@@ -69,6 +70,13 @@ class EvalResult:
     model: str
     data: str
     split: str
+    # per-class ROC-AUC, AP, recall at precision 0.90, ECE and Brier (kdserve.core.moderation)
+    moderation: ModerationMetrics | None = None
+
+
+def moderation_of(probabilities: np.ndarray, y_true: Sequence[int], labels: Sequence[str]) -> ModerationMetrics:
+    """Single-label moderation metrics of [N, C] class probabilities (softmax, calibrated or not)."""
+    return moderation_metrics(probabilities, np.asarray(y_true, dtype=np.int64), labels, "single_label")
 
 
 def evaluate_checkpoint(
@@ -92,16 +100,22 @@ def evaluate_checkpoint(
     model.to(torch_device)
     logits, rate = predict_logits(model, tokenizer, [t for t, _ in rows], max_length, batch_size, torch_device)
     metrics = score_logits(logits, y_true, model_labels, rate)
-    return EvalResult(metrics=metrics, model=str(checkpoint), data=dataset.source, split=split)
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    moderation = moderation_of(shifted / shifted.sum(axis=1, keepdims=True), y_true, model_labels)
+    return EvalResult(metrics=metrics, model=str(checkpoint), data=dataset.source, split=split, moderation=moderation)
 
 
 def report(result: EvalResult, output: str | Path | None = None) -> str:
     """The printed table; with ``output`` also the JSON (metrics plus what was evaluated on what)."""
     text = format_report(result.metrics, title=f"{result.model} on {result.data} [{result.split}]")
+    extra: dict[str, Any] = {"model": result.model, "data": result.data, "split": result.split}
+    if result.moderation is not None:
+        text += "\n" + format_moderation(result.moderation)
+        extra["moderation"] = result.moderation.to_dict()
     if output is not None:
         from dataclasses import replace
 
-        tagged = replace(result.metrics, extra={"model": result.model, "data": result.data, "split": result.split})
+        tagged = replace(result.metrics, extra=extra)
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         tagged.write_json(output)
     return text

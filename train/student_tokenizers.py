@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from tokenizers import Tokenizer, normalizers, pre_tokenizers
+from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 from tokenizers.trainers import WordLevelTrainer
 
@@ -33,6 +33,19 @@ PAD_TOKEN, UNK_TOKEN, MASK_TOKEN = "[PAD]", "[UNK]", "[MASK]"
 #: Fixed ids of the word-level specials: [PAD] = 0 matches the students' ``padding_idx=0``;
 #: [MASK] gets a real id so text augmentation's masked words map to a learned vector, not [UNK].
 WORD_SPECIALS = (PAD_TOKEN, UNK_TOKEN, MASK_TOKEN)
+#: Scripts written without spaces between words, split one character a token: Hiragana and
+#: Katakana, CJK Unified Ideographs (Extension A, the basic block, Compatibility, Extension B) and
+#: Hangul syllables. ``Whitespace`` alone keeps a whole Chinese clause as one "word" (``\w+``), so
+#: a 30-character post became 3 tokens, nearly all [UNK] at serving time; single characters are
+#: what bert-base-chinese's WordPiece uses too.
+CJK_CHARACTERS = "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002a6df]"
+
+
+def word_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    """CJK characters isolated, then ``Whitespace``; text without CJK splits exactly as before."""
+    return pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(CJK_CHARACTERS), behavior="isolated"), pre_tokenizers.Whitespace()]
+    )
 
 
 class TokenizerError(KdserveError):
@@ -49,7 +62,8 @@ def train_word_tokenizer(
     ``lowercase``, Lowercase - GloVe 6B is lower-cased, so lower-casing maximises GloVe hits.
     Pre-tokenizer: ``Whitespace`` (regex ``\\w+|[^\\w\\s]+``), which also splits punctuation off
     words: "good." and "good" share an id and "!" becomes its own token, which matches how
-    GloVe was tokenized and keeps the vocabulary small. The specials are added tokens, so a
+    GloVe was tokenized and keeps the vocabulary small; before it, each CJK character is split off
+    as a token of its own (``CJK_CHARACTERS``). The specials are added tokens, so a
     literal "[MASK]" in a text maps to id 2 before normalization touches it. No post-processor:
     word-level students take no [CLS]/[SEP].
     """
@@ -62,7 +76,7 @@ def train_word_tokenizer(
     if lowercase:
         steps.append(normalizers.Lowercase())
     tokenizer.normalizer = normalizers.Sequence(steps)
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.pre_tokenizer = word_pre_tokenizer()
     trainer = WordLevelTrainer(
         vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(WORD_SPECIALS), show_progress=False
     )
