@@ -103,7 +103,10 @@ class Metrics:
             registry=r,
         )
         self.long_text_windows = Counter(
-            "kdserve_long_text_windows", "Rows run for long_text chunk texts, by model", ["model"], registry=r
+            "kdserve_long_text_windows",
+            "Rows run for texts read with long_text head_tail or chunk, by model",
+            ["model"],
+            registry=r,
         )
 
     def track_queue(self, model: str, depth: Callable[[], float]) -> None:
