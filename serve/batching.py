@@ -45,7 +45,8 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from kdserve.core.bundle import Encoded, softmax
-from kdserve.serve.errors import InferenceFailed, NotReady, QueueFull, TextTooLong
+from kdserve.core.windows import TooManyWindows, Windower, aggregate
+from kdserve.serve.errors import InferenceFailed, NotReady, QueueFull, TextTooLong, WindowLimit
 
 log = logging.getLogger("kdserve.serve.batching")
 
@@ -75,6 +76,9 @@ class BatchConfig:
     pad_id: int = 0
     max_length: int = 512
     retry_after_s: int = 1
+    # how a text's windows (long_text "chunk") become one answer: see kdserve.core.windows.aggregate
+    aggregation: str = "mean"
+    multi_label: bool = False
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.max_batch_tokens < 1 or self.max_queue_texts < 1 or self.workers < 1:
@@ -93,10 +97,13 @@ class BatchStats:
 
 
 class Scores(NamedTuple):
-    """One request's answer from ``submit_async``: float32 [N, C] each, rows in request order."""
+    """One request's answer from ``submit_async``: float32 [N, C] each, rows in request order;
+    ``truncated[i]``: text i lost tokens; ``windows[i]``: the rows text i ran as (None: one each)."""
 
     logits: np.ndarray
     probabilities: np.ndarray
+    truncated: list[bool]
+    windows: list[int] | None = None
 
 
 @dataclass
@@ -111,6 +118,11 @@ class _Item:
     probabilities: np.ndarray | None = None
     remaining: int = 0
     rows: list[np.ndarray] = field(default_factory=list)
+    # "truncate" (one row per text, the hot path), "head_tail" or "chunk" (kdserve.core.windows)
+    long_text: str = "truncate"
+    truncated: list[bool] = field(default_factory=list)
+    # rows [start, end) of each text when a text may run as several rows; None: row j is text j
+    spans: list[tuple[int, int]] | None = None
 
     def abandoned(self) -> bool:
         # done() is a plain state read on either kind of future (cancelled futures are done)
@@ -143,11 +155,18 @@ class Batcher:
     """Queue + worker threads for one model. ``submit`` is thread-safe and never blocks."""
 
     def __init__(
-        self, name: str, model: Runnable, config: BatchConfig, on_batch: Callable[[BatchStats], None] | None = None
+        self,
+        name: str,
+        model: Runnable,
+        config: BatchConfig,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        windower: Windower | None = None,
     ) -> None:
         self.name = name
         self.model = model
         self.config = config
+        # cuts texts for long_text "head_tail" and "chunk"; without one only "truncate" is served
+        self.windower = windower
         self.on_batch = on_batch
         self._queue: deque[_Item] = deque()
         self._queued_texts = 0
@@ -175,27 +194,31 @@ class Batcher:
         """Texts waiting (not yet taken by the worker)."""
         return self._queued_texts
 
-    def submit(self, texts: list[str], truncate: bool = True) -> Future[np.ndarray]:
+    def submit(self, texts: list[str], truncate: bool = True, long_text: str = "truncate") -> Future[np.ndarray]:
         """Queue ``texts``; the future resolves to logits float32 [len(texts), C].
 
+        ``long_text`` says how a text over the token limit is read (``kdserve.core.windows``);
+        ``truncate=False`` refuses one that would lose tokens (``TextTooLong``) instead.
         Raises ``QueueFull`` when they do not fit, ``NotReady`` once the batcher is closing."""
         future: Future[np.ndarray] = Future()
         if not texts:
             future.set_result(np.zeros((0, 0), dtype=np.float32))
             return future
-        self._enqueue(_Item(list(texts), truncate, future, 0.0))
+        self._enqueue(_Item(list(texts), truncate, future, 0.0, long_text=long_text))
         return future
 
-    def submit_async(self, texts: list[str], truncate: bool = True) -> asyncio.Future[Scores]:
+    def submit_async(
+        self, texts: list[str], truncate: bool = True, long_text: str = "truncate"
+    ) -> asyncio.Future[Scores]:
         """``submit`` for the running event loop: an asyncio future of ``Scores`` for ``texts``.
         Cancelling it drops the texts if they have not run yet. Raises as ``submit`` does."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Scores] = loop.create_future()
         if not texts:
             empty = np.zeros((0, 0), dtype=np.float32)
-            future.set_result(Scores(empty, empty))
+            future.set_result(Scores(empty, empty, []))
             return future
-        self._enqueue(_Item(list(texts), truncate, future, 0.0, loop))
+        self._enqueue(_Item(list(texts), truncate, future, 0.0, loop, long_text=long_text))
         return future
 
     def _enqueue(self, item: _Item) -> None:
@@ -282,7 +305,16 @@ class Batcher:
         if item.loop is None:
             _settle(item.future, item.logits, error)  # type: ignore[arg-type]
             return
-        scores = None if error is not None else Scores(item.logits, item.probabilities)  # type: ignore[arg-type]
+        scores = (
+            None
+            if error is not None
+            else Scores(
+                item.logits,  # type: ignore[arg-type]
+                item.probabilities,  # type: ignore[arg-type]
+                item.truncated,
+                None if item.spans is None else [end - start for start, end in item.spans],
+            )
+        )
         self._local.outbox.append((item.loop, item.future, scores, error))
 
     def _flush(self) -> None:
@@ -309,6 +341,49 @@ class Batcher:
                 self.dropped += dropped
         if not live:
             return
+        windowed = [item for item in live if item.long_text != "truncate"]
+        if windowed:
+            live = [item for item in live if item.long_text == "truncate"]
+        rows: list[tuple[int, _Item, int]] = []  # (length, item, row index in item)
+        for item in windowed:
+            self._windows(item, rows)
+        if live:
+            self._truncated(live, rows)
+        rows.sort(key=lambda r: r[0])
+        for batch in self._cut(rows):
+            batch = [r for r in batch if not r[1].abandoned()]
+            if batch:
+                self._run(batch)
+
+    def _windows(self, item: _Item, rows: list[tuple[int, _Item, int]]) -> None:
+        """``item``'s rows for long_text head_tail or chunk, added to ``rows``; a text over a
+        limit fails ``item`` alone."""
+        try:
+            if self.windower is None:
+                raise ValueError(f"model {self.name!r} has no windower for long_text {item.long_text!r}")
+            cut = self.windower.encode(item.texts, item.long_text)
+        except TooManyWindows as exc:
+            self._answer(item, error=WindowLimit(exc.index, self.name, exc.windows, exc.limit, item.texts[exc.index]))
+            return
+        except Exception as exc:
+            log.error("batcher %s: windowing a request failed: %s", self.name, exc)
+            self._answer(item, error=exc)
+            return
+        if not item.truncate:
+            lost = [j for j, text in enumerate(cut) if text.truncated]
+            if lost:
+                j = lost[0]
+                self._answer(item, error=TextTooLong(j, self.name, self.config.max_length, item.texts[j]))
+                return
+        item.rows, item.spans, item.truncated = [], [], [text.truncated for text in cut]
+        for text in cut:
+            item.spans.append((len(item.rows), len(item.rows) + len(text.rows)))
+            item.rows.extend(text.rows)
+        item.remaining = len(item.rows)
+        rows.extend((len(row), item, k) for k, row in enumerate(item.rows))
+
+    def _truncated(self, live: list[_Item], rows: list[tuple[int, _Item, int]]) -> None:
+        """The hot path (long_text truncate): the pool's texts in one tokenizer call, one row each."""
         texts = [t for item in live for t in item.texts]
         try:
             encoded = self.model.encode(texts)  # one Rust call for the whole pool
@@ -323,7 +398,6 @@ class Batcher:
                     log.error("batcher %s: tokenizing a request failed: %s", self.name, exc)
                     self._answer(item, error=exc)
             return
-        rows: list[tuple[int, _Item, int]] = []  # (length, item, index in item)
         at = 0
         for item in live:
             n = len(item.texts)
@@ -333,14 +407,24 @@ class Batcher:
                 self._answer(item, error=TextTooLong(j, self.name, self.config.max_length, item.texts[j]))
             else:
                 item.rows = [encoded.input_ids[at + j, : encoded.lengths[at + j]] for j in range(n)]
+                item.truncated = encoded.truncated[at : at + n]
                 item.remaining = n
                 rows.extend((encoded.lengths[at + j], item, j) for j in range(n))
             at += n
-        rows.sort(key=lambda r: r[0])
-        for batch in self._cut(rows):
-            batch = [r for r in batch if not r[1].abandoned()]
-            if batch:
-                self._run(batch)
+
+    def _combine(self, item: _Item) -> None:
+        """Windowed rows back to one (logits, probabilities) row per text (kdserve.core.windows.aggregate)."""
+        assert item.spans is not None and item.logits is not None
+        logits = np.zeros((len(item.texts), item.logits.shape[1]), dtype=np.float32)
+        probabilities = np.zeros_like(logits)
+        for j, (start, end) in enumerate(item.spans):
+            if end - start == 1:
+                logits[j], probabilities[j] = item.logits[start], item.probabilities[start]  # type: ignore[index]
+            else:
+                logits[j], probabilities[j] = aggregate(
+                    item.logits[start:end], self.config.multi_label, self.config.aggregation
+                )
+        item.logits, item.probabilities = logits, probabilities
 
     def _cut(self, rows: list[tuple[int, _Item, int]]) -> list[list[tuple[int, _Item, int]]]:
         """Length-sorted rows into batches within both limits (an overlong row goes alone)."""
@@ -398,12 +482,14 @@ class Batcher:
         probabilities = softmax(logits).astype(np.float32, copy=False)  # one call for the batch, off the loop
         for k, (_, item, j) in enumerate(batch):
             if item.logits is None:
-                item.logits = np.zeros((len(item.texts), logits.shape[1]), dtype=np.float32)
+                item.logits = np.zeros((len(item.rows), logits.shape[1]), dtype=np.float32)
                 item.probabilities = np.zeros_like(item.logits)
             item.logits[j] = logits[k]
             item.probabilities[j] = probabilities[k]  # type: ignore[index]
             item.remaining -= 1
             if item.remaining == 0:
+                if item.spans is not None:
+                    self._combine(item)
                 self._answer(item)
         self._flush()
         if self.on_batch is not None:

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 from starlette.types import Receive, Scope, Send
 
+from kdserve.core.explain import Explanation
 from kdserve.serve.config import Settings
 from kdserve.serve.errors import response_for
 from kdserve.serve.middleware import Direct, until_disconnect
@@ -42,7 +43,23 @@ def ranked(labels: list[str], scores: np.ndarray, k: int | None = None) -> list[
     return [{"label": labels[i], "score": float(scores[i])} for i in order]
 
 
-def text_result(scored: TextAnswer, top_k: int | None, all_scores: bool) -> dict[str, Any]:
+def explanation(text: str, explained: Explanation, labels: list[str], target: int) -> dict[str, Any]:
+    """One ``Explanation`` object: ``target``'s attributions, words in text order."""
+    drops = explained.attribution(target)
+    return {
+        "label": labels[target],
+        "score": float(explained.base[target]),
+        "complete": explained.complete,
+        "tokens": [
+            {"token": text[unit.start : unit.end], "start": unit.start, "end": unit.end, "attribution": float(drop)}
+            for unit, drop in zip(explained.units, drops)
+        ],
+    }
+
+
+def text_result(
+    scored: TextAnswer, top_k: int | None, all_scores: bool, explained: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """One ``TextResult`` object."""
     best = int(scored.probabilities.argmax())
     scores = None
@@ -55,6 +72,9 @@ def text_result(scored: TextAnswer, top_k: int | None, all_scores: bool) -> dict
         "model": scored.model,
         "checksum": scored.checksum,
         "escalated": scored.escalated,
+        "truncated": scored.truncated,
+        "windows": scored.windows,
+        "explanation": explained,
     }
 
 
@@ -65,8 +85,25 @@ async def answer(svc: Service, settings: Settings, body: ClassifyRequest, reques
         log.info("classify %s model=%s texts=%r", request_id, body.model, texts)
     outcome = await until_disconnect(
         receive,
-        svc.classify(texts, body.model, body.routing_key, body.truncate, "text" if body.text is not None else "texts"),
+        svc.classify(
+            texts,
+            body.model,
+            body.routing_key,
+            body.truncate,
+            "text" if body.text is not None else "texts",
+            body.long_text,
+            body.explain,
+        ),
     )
+    if outcome.explanations is not None:
+        # the top label of each answer (a multi-label bundle will pass each flagged category here)
+        explained = [
+            explanation(text, e, r.labels, int(r.probabilities.argmax()))
+            for text, e, r in zip(texts, outcome.explanations, outcome.results)
+        ]
+        results = [text_result(r, body.top_k, body.all_scores, x) for r, x in zip(outcome.results, explained)]
+    else:
+        results = [text_result(r, body.top_k, body.all_scores) for r in outcome.results]
     return to_json(
         {
             "request_id": request_id,
@@ -74,7 +111,7 @@ async def answer(svc: Service, settings: Settings, body: ClassifyRequest, reques
             "variant": outcome.variant,
             "shadowed": outcome.shadowed,
             "models": {r.model: r.checksum for r in outcome.results},
-            "results": [text_result(r, body.top_k, body.all_scores) for r in outcome.results],
+            "results": results,
         }
     )
 

@@ -121,6 +121,36 @@ class Settings(BaseSettings):
         "provider configured); off, FastAPI skips its per-request telemetry check",
     )
 
+    # -- long posts and explanations (issue 19): kdserve.core.windows, kdserve.core.explain
+    long_text: Literal["truncate", "head_tail", "chunk"] = Field(
+        "truncate",
+        description="how a text over a model's token limit is read when the request does not say: truncate "
+        "(its first max_length tokens), head_tail (its start and its end), chunk (overlapping windows "
+        "covering all of it, run in one batch and aggregated)",
+    )
+    chunk_overlap: float = Field(
+        0.25,
+        ge=0,
+        le=0.75,
+        description="long_text chunk: the fraction of a window's text tokens it shares with the previous window",
+    )
+    chunk_aggregation: Literal["mean", "max"] = Field(
+        "mean",
+        description="long_text chunk, single-label models: a text's probabilities are the mean of its windows' "
+        "or each label's max over them, renormalised (multi-label categories always take the max)",
+    )
+    max_windows_per_text: int = Field(
+        32, ge=1, le=4096, description="long_text chunk: windows one text may need (413 above)"
+    )
+    max_explain_tokens: int = Field(
+        128,
+        ge=1,
+        le=4096,
+        description="explain: words occluded per text, each one more row in the text's one batch (a longer "
+        "text is explained for its first words and says complete=false)",
+    )
+    max_explain_texts: int = Field(16, ge=1, le=4096, description="explain: texts per request (422 above)")
+
     @field_validator("models", "cors_origins", "warmup_batch_sizes", "warmup_lengths", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:

@@ -193,3 +193,26 @@ def install_error_handlers(app: FastAPI) -> None:
 class ClientGone(ServeError):
     # nginx's 499: nobody reads it, but the access log and metrics show the client left
     status, code = 499, "client_closed_request"
+
+
+class WindowLimit(ServeError):
+    """A text needing more long_text "chunk" windows than ``max_windows_per_text``; ``index`` as in
+    ``TextTooLong`` (the service maps it back to the request's index)."""
+
+    status, code = 413, "too_many_windows"
+
+    def __init__(self, index: int, model: str, windows: int, limit: int, text: str = "") -> None:
+        self.index, self.model, self.windows, self.limit, self.text = index, model, windows, limit, text
+        super().__init__(self.describe(index))
+
+    def describe(self, index: int) -> str:
+        return (
+            f"texts[{index}] needs {self.windows} windows of model {self.model!r}, over max_windows_per_text "
+            f"({self.limit}); shorten it or send long_text=head_tail or truncate"
+        )
+
+
+class ExplainUnavailable(ServeError):
+    """``explain`` asked of a request the server cannot explain (see ``Service.explain``)."""
+
+    status, code = 422, "explain_unavailable"

@@ -96,6 +96,18 @@ class Metrics:
         self.inflight = Gauge("kdserve_inflight_requests", "HTTP requests in progress (probes excluded)", registry=r)
         self.ready = Gauge("kdserve_ready", "1 when every bundle is loaded and warm", registry=r)
         self.reloads = Counter("kdserve_reloads", "Hot reloads by outcome", ["status"], registry=r)
+        self.truncated_texts = Counter(
+            "kdserve_truncated_texts",
+            "Texts the model did not read in full (long_text truncate or head_tail), by model and mode",
+            ["model", "mode"],
+            registry=r,
+        )
+        self.long_text_windows = Counter(
+            "kdserve_long_text_windows",
+            "Rows run for texts read with long_text head_tail or chunk, by model",
+            ["model"],
+            registry=r,
+        )
 
     def track_queue(self, model: str, depth: Callable[[], float]) -> None:
         self.queue_depth.labels(model).set_function(depth)

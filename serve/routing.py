@@ -89,6 +89,8 @@ class TextAnswer:
     checksum: str = ""
     labels: list[str] = field(default_factory=list)
     logits: np.ndarray | None = None
+    truncated: bool = False  # tokens of the text were not read (long_text truncate or head_tail)
+    windows: int = 1  # rows the model ran for the text (more than one with long_text chunk)
 
 
 @dataclass
@@ -114,8 +116,11 @@ def _answers(scores: Scores, model: ModelInfo, n: int, escalated: bool = False) 
     if probs.shape != (n, len(model.labels)):
         raise RuntimeError(f"infer({model.name!r}) returned shape {probs.shape}, expected {(n, len(model.labels))}")
     logits = scores.logits if scores.logits is not None else [None] * n
+    truncated = scores.truncated if scores.truncated is not None else [False] * n
+    windows = scores.windows if scores.windows is not None else [1] * n
     return [
-        TextAnswer(scores.model, row, escalated, scores.checksum, scores.labels, raw) for row, raw in zip(probs, logits)
+        TextAnswer(scores.model, row, escalated, scores.checksum, scores.labels, raw, bool(cut), count)
+        for row, raw, cut, count in zip(probs, logits, truncated, windows)
     ]
 
 

@@ -26,7 +26,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
         404: "unknown model or route",
-        413: "body too large, or a text over the token limit with truncate=false",
+        413: "body too large, a text over the token limit with truncate=false, or over max_windows_per_text",
         422: "invalid request (fields, types, limits, empty text)",
         429: "queue full (see Retry-After)",
         503: "not ready, overloaded, or the request timed out (see Retry-After)",
@@ -73,7 +73,20 @@ class ClassifyRequest(BaseModel):
     model: StrictStr | None = Field(None, description="a bundle name or a route (teacher, student, default, ...)")
     top_k: StrictInt | None = Field(None, ge=1, description="also return the k best labels with scores")
     all_scores: StrictBool = Field(False, description="also return every label's score")
-    truncate: StrictBool = Field(True, description="cut texts at the model's token limit; false: 413 instead")
+    truncate: StrictBool = Field(
+        True, description="read texts over the model's token limit as long_text says; false: 413 if a token is lost"
+    )
+    long_text: Literal["truncate", "head_tail", "chunk"] | None = Field(
+        None,
+        description="a text over the token limit: truncate (its first tokens), head_tail (its start and end), "
+        "chunk (overlapping windows over all of it, aggregated; 413 over max_windows_per_text); "
+        "default: the server's long_text setting",
+    )
+    explain: StrictBool = Field(
+        False,
+        description="also return per-word attributions for the top label, by occlusion (one batched model run "
+        "per text, at most max_explain_texts texts)",
+    )
     routing_key: StrictStr | None = Field(None, max_length=256, description="sticky A/B key, e.g. a user id")
     request_id: StrictStr | None = Field(
         None, min_length=1, max_length=128, pattern=REQUEST_ID_PATTERN, description="echoed back; generated when absent"
@@ -96,6 +109,25 @@ class Score(BaseModel):
     score: float
 
 
+class TokenAttribution(BaseModel):
+    token: str = Field(description="the word as it appears in the text")
+    start: int = Field(description="its first character's offset in the text")
+    end: int = Field(description="the offset just past its last character")
+    attribution: float = Field(description="how much the label's probability drops when the word is deleted")
+
+
+class Explanation(BaseModel):
+    label: str = Field(description="the label explained (the text's top label)")
+    score: float = Field(
+        description="its probability on the text as explained (the first max_length tokens; with long_text "
+        "head_tail or chunk it can differ from the answer's score)"
+    )
+    complete: bool = Field(
+        description="every word was explained (false: the text is over the token limit or max_explain_tokens)"
+    )
+    tokens: list[TokenAttribution]
+
+
 class TextResult(BaseModel):
     label: str = Field(description="the best label")
     score: float = Field(description="its probability")
@@ -103,6 +135,9 @@ class TextResult(BaseModel):
     model: str = Field(description="the bundle that answered this text")
     checksum: str = Field(description="sha256 of that bundle's model.onnx")
     escalated: bool = Field(False, description="a cascade sent this text on to the teacher")
+    truncated: bool = Field(False, description="some tokens of the text were not read (long_text truncate, head_tail)")
+    windows: int = Field(1, description="model rows run for the text (several with long_text chunk)")
+    explanation: Explanation | None = Field(None, description="per-word attributions (when explain is true)")
 
 
 class ClassifyResponse(BaseModel):

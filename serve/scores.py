@@ -18,3 +18,5 @@ class Scores:
     labels: list[str]
     probabilities: np.ndarray  # float32 [N, C], columns in ``labels`` order
     logits: np.ndarray | None = None  # float32 [N, C], or None when the model gives none
+    truncated: list[bool] | None = None  # text i lost tokens to the token limit; None: none did
+    windows: list[int] | None = None  # rows text i ran as (long_text chunk); None: one each

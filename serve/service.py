@@ -19,9 +19,22 @@ from typing import Any
 from prometheus_client import Counter
 
 from kdserve.core.bundle import BundleError, Manifest
+from kdserve.core.errors import KdserveError
+from kdserve.core.explain import Explanation, explain
+from kdserve.core.windows import Windower
 from kdserve.serve.batching import BatchConfig, Batcher, BatchStats
 from kdserve.serve.config import Settings
-from kdserve.serve.errors import InvalidInput, NotFound, NotReady, QueueFull, ReloadFailed, RequestTimeout, TextTooLong
+from kdserve.serve.errors import (
+    ExplainUnavailable,
+    InvalidInput,
+    NotFound,
+    NotReady,
+    QueueFull,
+    ReloadFailed,
+    RequestTimeout,
+    TextTooLong,
+    WindowLimit,
+)
 from kdserve.serve.metrics import Metrics, ModelCounters
 from kdserve.serve.routing import ModelInfo, Router, TextAnswer
 from kdserve.serve.runtime import LoadedModel, discover, load_model, verify_all, warm_up
@@ -33,6 +46,9 @@ log = logging.getLogger("kdserve.serve")
 # time.monotonic() when the HTTP layer finished reading the request: request_timeout_s counts from
 # there, so time spent waiting for the event loop before classify (under overload) is not free
 admitted_at: contextvars.ContextVar[float | None] = contextvars.ContextVar("kdserve_admitted_at", default=None)
+# the request's long_text mode, set by ``classify`` for the ``infer`` calls its route makes (the
+# router passes ``truncate`` through but knows nothing of windows; a shadow task inherits it)
+long_text_mode: contextvars.ContextVar[str | None] = contextvars.ContextVar("kdserve_long_text", default=None)
 
 
 @dataclass
@@ -53,6 +69,8 @@ class Outcome:
     results: list[TextAnswer]
     variant: str | None = None
     shadowed: bool = False
+    # one per result when the request asked explain=true, by the model that answered that text
+    explanations: list[Explanation] | None = None
 
 
 class Service:
@@ -128,6 +146,7 @@ class Service:
             pad_id=manifest.pad_id,
             max_length=manifest.max_length,
             retry_after_s=s.retry_after_s,
+            aggregation=s.chunk_aggregation,
         )
         counters = self.counters.setdefault(name, ModelCounters())
         size, latency = self.metrics.batch_size.labels(name), self.metrics.batch_latency.labels(name)
@@ -139,7 +158,18 @@ class Service:
             latency.observe(stats.seconds)
             tokens.inc(stats.tokens)
 
-        batcher = Batcher(name, loaded.model, config, on_batch)
+        windower = None
+        try:
+            windower = Windower(
+                loaded.model.tokenizer,
+                manifest.max_length,
+                pad_id=manifest.pad_id,
+                overlap=s.chunk_overlap,
+                max_windows=s.max_windows_per_text,
+            )
+        except KdserveError as exc:  # e.g. a max_length with no room beside the special tokens
+            log.warning("model %s serves long_text truncate only: %s", name, exc)
+        batcher = Batcher(name, loaded.model, config, on_batch, windower)
         self.metrics.track_queue(name, lambda: batcher.queue_depth)
         return Slot(
             loaded, batcher, self.metrics.model_requests.labels(name, "ok"), self.metrics.model_texts.labels(name)
@@ -270,11 +300,14 @@ class Service:
             if model in self.folders:
                 raise NotReady(f"model {model!r} is not loaded yet", retry_after=self.settings.retry_after_s)
             raise NotFound(f"model {model!r} is not loaded")
+        mode = long_text_mode.get() or self.settings.long_text
+        if mode != "truncate" and slot.batcher.windower is None:
+            raise InvalidInput(f"model {model!r} cannot read long_text {mode!r} (see the server log); use truncate")
         counters, outcome = self.counters[model], "error"
         counters.add_request(len(texts))
         try:
             # no await between lookup and submit: a reload cannot close this batcher in between
-            logits, probabilities = await slot.batcher.submit_async(texts, truncate)
+            logits, probabilities, truncated, windows = await slot.batcher.submit_async(texts, truncate, mode)
             outcome = "ok"
         except QueueFull:
             outcome = "queue_full"
@@ -283,6 +316,10 @@ class Service:
         except TextTooLong:
             outcome = "text_too_long"
             self.metrics.rejected.labels("text_too_long").inc()
+            raise
+        except WindowLimit:
+            outcome = "too_many_windows"
+            self.metrics.rejected.labels("too_many_windows").inc()
             raise
         except asyncio.CancelledError:
             outcome = "cancelled"
@@ -294,8 +331,13 @@ class Service:
                 self.metrics.model_requests.labels(model, outcome).inc()
                 counters.add(errors=1)
         slot.texts.inc(len(texts))
+        cut = sum(truncated)
+        if cut:
+            self.metrics.truncated_texts.labels(model, mode).inc(cut)
+        if windows is not None:
+            self.metrics.long_text_windows.labels(model).inc(sum(windows))
         loaded = slot.loaded
-        return Scores(model, loaded.checksum, list(loaded.manifest.labels), probabilities, logits)
+        return Scores(model, loaded.checksum, list(loaded.manifest.labels), probabilities, logits, truncated, windows)
 
     async def classify(
         self,
@@ -304,33 +346,68 @@ class Service:
         routing_key: str | None = None,
         truncate: bool = True,
         field_name: str = "texts",
+        long_text: str | None = None,
+        explain: bool = False,
     ) -> Outcome:
-        """Validate, route and answer ``texts`` within ``request_timeout_s``."""
+        """Validate, route and answer ``texts`` within ``request_timeout_s``. ``long_text``
+        overrides the server's ``long_text`` setting; ``explain`` adds an occlusion explanation
+        per text (``explain``), inside the same deadline."""
         if not self.ready:
             raise NotReady(
                 f"not ready: the server is {self.status}" + (f" ({self.failure})" if self.failure else ""),
                 retry_after=self.settings.retry_after_s,
             )
         self.validate_texts(texts, field_name)
+        if explain and len(texts) > self.settings.max_explain_texts:
+            raise InvalidInput(
+                f"explain: {len(texts)} texts, over max_explain_texts ({self.settings.max_explain_texts})"
+            )
         timeout = self.settings.request_timeout_s
         admitted = admitted_at.get()
         left = timeout - (time.monotonic() - admitted) if admitted is not None else timeout
+        mode = long_text_mode.set(long_text)
+        explanations = None
         try:
             if left <= 0:
                 raise TimeoutError  # past the deadline already: queue no work that nobody will wait for
             async with asyncio.timeout(left):
                 routed = await self.router.classify(list(texts), requested, routing_key, self.infer, truncate)
-        except TextTooLong as exc:
+                if explain:
+                    explanations = await self.explain(texts, routed.answers)
+        except (TextTooLong, WindowLimit) as exc:
             # a cascade's teacher sees a subset of the texts: name the text's place in the request
             index = texts.index(exc.text) if exc.text in texts else exc.index
-            raise TextTooLong(index, exc.model, exc.max_length) from None
+            exc.message = exc.describe(index)
+            exc.args = (exc.message,)
+            raise exc from None
         except TimeoutError:
             self.metrics.rejected.labels("timeout").inc()
             raise RequestTimeout(
                 f"no answer within request_timeout_s ({timeout:g} s); the server is overloaded, retry later",
                 retry_after=self.settings.retry_after_s,
             ) from None
-        return Outcome(routed.route, routed.answers, routed.variant, routed.shadowed)
+        finally:
+            long_text_mode.reset(mode)
+        return Outcome(routed.route, routed.answers, routed.variant, routed.shadowed, explanations)
+
+    async def explain(self, texts: list[str], answers: list[TextAnswer]) -> list[Explanation]:
+        """Occlusion explanations of ``texts`` (``kdserve.core.explain``), each by the model that
+        answered it (in a cascade: the student or the teacher, per text), one batched ONNX Runtime
+        call per text, in a worker thread (sessions are thread-safe; the event loop stays free)."""
+        jobs = []
+        for text, answer in zip(texts, answers):
+            slot = self.slots.get(answer.model)
+            if slot is None or slot.loaded.checksum != answer.checksum:
+                raise NotReady(
+                    f"model {answer.model!r} was reloaded while answering; retry the request",
+                    retry_after=self.settings.retry_after_s,
+                )
+            model = slot.loaded.model
+            if not hasattr(model, "tokenizer") or not hasattr(model, "manifest"):
+                raise ExplainUnavailable(f"model {answer.model!r} has no tokenizer to explain with")
+            jobs.append((model, text))
+        limit = self.settings.max_explain_tokens
+        return await asyncio.to_thread(lambda: [explain(model, text, limit) for model, text in jobs])
 
     # ---------------------------------------------------------------- introspection
 
