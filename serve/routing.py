@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -61,6 +61,9 @@ __all__ = [
     "UnknownModel",
     "load_config",
 ]
+
+# the band of a boundary cascade that names none: calibrated score within 0.1 of a category's threshold
+BOUNDARY_BAND = 0.1
 
 
 class UnknownModel(KdserveError):
@@ -149,6 +152,9 @@ class Router:
         log = ShadowLog(shadow_log, log_texts) if shadow_log is not None else None
         self.shadow = ShadowRecorder(self.registry, log, shadow_max_inflight)
         self.log_texts = log_texts
+        # model -> its category thresholds [C] (NaN: none) under the request's policy, for boundary
+        # cascades; the service wires in kdserve.serve.policies.PolicyStore.band_thresholds
+        self.category_thresholds: Callable[[str], np.ndarray | None] | None = None
         self._ab_assignments = prom.Counter(
             "kdserve_ab_assignments", "Requests sent to each A/B variant", ["route", "variant"], registry=self.registry
         )
@@ -294,7 +300,14 @@ class Router:
         top = probs.argmax(axis=1)
         assert route.thresholds is not None
         # "clears the threshold" = top score >= the threshold of the top label
-        escalate = np.flatnonzero(probs[np.arange(len(texts)), top] < route.thresholds[top])
+        unsure = probs[np.arange(len(texts)), top] < route.thresholds[top]  # NaN threshold: never
+        if spec.escalate == "boundary" and self.category_thresholds is not None:
+            cuts = self.category_thresholds(spec.student)
+            if cuts is not None and cuts.shape == (probs.shape[1],):
+                band = BOUNDARY_BAND if spec.band is None else spec.band
+                with np.errstate(invalid="ignore"):
+                    unsure |= (np.abs(probs - cuts) <= band).any(axis=1)  # NaN (no threshold): never
+        escalate = np.flatnonzero(unsure)
         self._cascade_texts.labels(route.name).inc(len(texts))
         if len(escalate):
             self._escalations.labels(route.name).inc(len(escalate))

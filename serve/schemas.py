@@ -25,6 +25,7 @@ class ErrorResponse(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
+        401: "missing or wrong API key (only when the server has api_key set)",
         404: "unknown model or route",
         413: "body too large, or a text over the token limit with truncate=false",
         422: "invalid request (fields, types, limits, empty text)",
@@ -78,6 +79,13 @@ class ClassifyRequest(BaseModel):
     request_id: StrictStr | None = Field(
         None, min_length=1, max_length=128, pattern=REQUEST_ID_PATTERN, description="echoed back; generated when absent"
     )
+    policy: StrictStr | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="moderation policy deciding categories/flagged (e.g. strict); default: each model's default "
+        "policy. Unknown: 422 unknown_policy. A boundary cascade escalates around this policy's thresholds",
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> ClassifyRequest:
@@ -103,6 +111,15 @@ class TextResult(BaseModel):
     model: str = Field(description="the bundle that answered this text")
     checksum: str = Field(description="sha256 of that bundle's model.onnx")
     escalated: bool = Field(False, description="a cascade sent this text on to the teacher")
+    categories: dict[str, bool] | None = Field(
+        None,
+        description="where the answering model has a policy: every non-benign category with a threshold -> "
+        "score >= threshold (null: the model has no policy)",
+    )
+    flagged: bool | None = Field(None, description="any category true (null: the model has no policy)")
+    policy: str | None = Field(
+        None, description="the policy that decided categories/flagged (default where the named one omits the model)"
+    )
 
 
 class ClassifyResponse(BaseModel):

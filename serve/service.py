@@ -23,6 +23,7 @@ from kdserve.serve.batching import BatchConfig, Batcher, BatchStats
 from kdserve.serve.config import Settings
 from kdserve.serve.errors import InvalidInput, NotFound, NotReady, QueueFull, ReloadFailed, RequestTimeout, TextTooLong
 from kdserve.serve.metrics import Metrics, ModelCounters
+from kdserve.serve.policies import PolicyStore
 from kdserve.serve.routing import ModelInfo, Router, TextAnswer
 from kdserve.serve.runtime import LoadedModel, discover, load_model, verify_all, warm_up
 from kdserve.serve.scores import Scores
@@ -76,6 +77,9 @@ class Service:
             if settings.routing_file
             else Router(infos, None, **router_kw)
         )
+        # moderation policies (kdserve.serve.policies): a bad policy file fails here, before a port is bound
+        self.policies = PolicyStore.from_file(settings.policy_file, self.manifests, self.metrics.registry)
+        self.router.category_thresholds = self.policies.band_thresholds
         self.slots: dict[str, Slot] = {}
         self.model_status: dict[str, str] = {name: "pending" for name in self.folders}
         self.counters: dict[str, ModelCounters] = {name: ModelCounters() for name in self.folders}
@@ -213,7 +217,9 @@ class Service:
                 for name, folder in folders.items():
                     fresh[name] = await asyncio.to_thread(self._load, name, folder, verify=True, track_status=False)
                 manifests = {name: loaded.manifest for name, loaded in fresh.items()}
+                policies = self.policies.prepare(manifests)  # PolicyError: policies unchanged
                 self.router.set_models(self._infos(manifests))  # RoutingError: router unchanged
+                self.policies.commit(policies)
             except Exception as exc:
                 self.metrics.reloads.labels("failed").inc()
                 log.error("reload failed, still serving the previous bundles: %s", exc)
