@@ -267,3 +267,53 @@ def test_boundary_cascade_in_the_router_uses_the_live_thresholds(mod_bundles: Pa
     assert calls == [(SINGLE, TEXTS), (TEACHER, [TEXTS[i] for i in expected])]
     router.category_thresholds = lambda model: None  # no policy: only the top-score rule (none here)
     assert not any(a.escalated for a in asyncio.run(router.classify(TEXTS, "c", None, infer)).answers)
+
+
+@pytest.mark.slow
+def test_policy_swaps_during_a_load_run_at_half_capacity(mod_bundles: Path) -> None:
+    """Open loop at half the measured capacity while PUT /admin/policies swaps twice a second: no
+    request fails, and once the swaps stop the answers follow the last policy's thresholds."""
+    import json
+    import threading
+    import time
+
+    import httpx
+
+    from kdserve.bench.http_client import Target
+    from kdserve.bench.loadgen import closed_loop, open_loop, run_async
+    from tests.serve.conftest import real_server
+
+    single = expected_scores(mod_bundles, SINGLE, TEXTS)
+    configs = [{"policies": {"default": {SINGLE: {"thresholds": {"negative": t}}}}} for t in (0.2, 0.95)]
+    with real_server(mod_bundles, admin_token="s3cret") as url:
+        target = Target.parse(url, "/classify")
+        bodies = [
+            target.request(json.dumps({"texts": TEXTS[: 1 + i % 5], "model": SINGLE}).encode()) for i in range(50)
+        ]
+        capacity = run_async(lambda: closed_loop(target, bodies, concurrency=16, duration_s=2.0, warmup_s=0.5))
+        rps = len(capacity.records) / ((capacity.end - capacity.start) / 1e9)
+        stop, swaps, swap_errors = threading.Event(), [], []
+
+        def swapper() -> None:
+            while not stop.is_set():
+                r = httpx.put(url + "/admin/policies", json=configs[len(swaps) % 2], headers=ADMIN, timeout=10)
+                (swaps if r.status_code == 200 else swap_errors).append(r.status_code)
+                time.sleep(0.5)
+
+        thread = threading.Thread(target=swapper)
+        thread.start()
+        try:
+            run = run_async(lambda: open_loop(target, bodies, rps / 2, 4.0, connections=16, timeout_s=10))
+        finally:
+            stop.set()
+            thread.join()
+        statuses = [r.status for r in run.records]
+        print(
+            f"\npolicy swap under load: capacity {rps:.0f} req/s, ran {rps / 2:.0f} req/s x 4 s, "
+            f"{len(statuses)} requests, {len(swaps)} swaps"
+        )
+        assert len(swaps) >= 4 and not swap_errors
+        assert statuses and all(s == 200 for s in statuses), sorted(set(statuses))
+        last = configs[(len(swaps) - 1) % 2]["policies"]["default"][SINGLE]["thresholds"]["negative"]
+        out = httpx.post(url + "/classify", json={"texts": TEXTS, "model": SINGLE}, timeout=10).json()["results"]
+        assert [r["flagged"] for r in out] == decided(single, 0, last)
