@@ -9,7 +9,9 @@ A routing config names routes; each route has one policy:
 - ``shadow``: the primary answers; a ``sample_rate`` fraction of requests also goes to the shadow
   model in the background (see ``kdserve.serve.shadow``).
 - ``cascade``: the student answers when its top score reaches the threshold of its top label;
-  the other texts go to the teacher in one call and are marked escalated.
+  the other texts go to the teacher in one call and are marked escalated. With ``"escalate":
+  "boundary"`` a text also escalates when any category's score lies within ``band`` of that
+  category's policy threshold (``category_thresholds``, wired to kdserve.serve.policies).
 
 ``requested`` resolves to a configured route, else a model name (a fixed route to it), else
 ``UnknownModel``. Unless the config defines them, routes ``teacher`` and ``student`` answer with
