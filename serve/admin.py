@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
 from kdserve.serve.errors import Forbidden, InvalidInput, Unauthorized
+from kdserve.serve.policies import InvalidPolicy, PolicyError
 from kdserve.serve.schemas import ADMIN_ERRORS, ReloadResponse
 from kdserve.serve.service import Service
 
@@ -53,4 +54,31 @@ def admin_router(service: Service, token: SecretStr) -> APIRouter:
         service.router.update(config)
         return service.router.describe()
 
+    add_policy_routes(router, service)
     return router
+
+
+def add_policy_routes(router: APIRouter, service: Service) -> None:
+    """``GET``/``PUT /admin/policies``: read and replace the moderation policies (kdserve.serve.policies)."""
+
+    @router.get("/policies")
+    async def get_policies() -> dict[str, Any]:
+        """The live policies: per policy and model, the effective thresholds and benign labels; and the config."""
+        return service.policies.describe()
+
+    @router.put("/policies")
+    async def put_policies(request: Request) -> dict[str, Any]:
+        """Replace the policy config (the body is one, as in the policy file, as JSON). Validated whole
+        against the loaded bundles, then swapped in one assignment: requests in flight finish under the
+        old policies, later ones decide under the new. 422 invalid_policy if invalid: the old ones stay."""
+        try:
+            config = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise InvalidInput(f"body is not valid JSON ({exc})") from None
+        if not isinstance(config, dict):
+            raise InvalidInput("the policy config must be a JSON object with 'policies'")
+        try:
+            service.policies.replace(config)
+        except PolicyError as exc:
+            raise InvalidPolicy(str(exc)) from None
+        return service.policies.describe()

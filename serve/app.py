@@ -20,10 +20,12 @@ from starlette.types import ASGIApp
 
 from kdserve import __version__
 from kdserve.serve.admin import admin_router
+from kdserve.serve.auth import install_api_key, protect_direct
 from kdserve.serve.classify_route import answer, direct_classify
 from kdserve.serve.config import Settings
 from kdserve.serve.errors import NotReady, error_response, install_error_handlers
 from kdserve.serve.middleware import ServeMiddleware
+from kdserve.serve.openai_api import moderations_router
 from kdserve.serve.protocols import hf_router, v2_router
 from kdserve.serve.schemas import (
     ERRORS,
@@ -81,6 +83,7 @@ def create_app(
     app.state.service = svc
     app.state.settings = settings
     install_error_handlers(app)
+    install_api_key(app, settings.api_key)
     if settings.cors_origins:
         app.outer_middleware.append(
             Middleware(
@@ -98,7 +101,7 @@ def create_app(
             max_inflight=settings.max_inflight_requests,
             retry_after_s=settings.retry_after_s,
             metrics=svc.metrics,
-            direct={"/classify": direct_classify(svc, settings)},
+            direct={"/classify": protect_direct(direct_classify(svc, settings), settings.api_key)},
         )
     )
 
@@ -149,6 +152,7 @@ def create_app(
 
     app.include_router(hf_router(svc))
     app.include_router(v2_router(svc))
+    app.include_router(moderations_router(svc))
     if settings.admin_token is not None:
         app.include_router(admin_router(svc, settings.admin_token))
     return app

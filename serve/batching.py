@@ -62,6 +62,20 @@ class Runnable(Protocol):
     def run(self, encoded: Encoded) -> np.ndarray: ...
 
 
+def probability_function(model: object) -> Callable[[np.ndarray], np.ndarray]:
+    """The scores a batch's logits become: the model's calibrated ``probabilities`` (softmax(z/T), or
+    one sigmoid(z/T_c) per label for a multi-label bundle) when it is calibrated or multi-label, else
+    the plain softmax. Either is one vectorised call per batch; a softmax over a multi-label bundle's
+    logits would make its categories compete for one unit of probability mass, which they do not."""
+    manifest = getattr(model, "manifest", None)
+    calibrated = getattr(model, "probabilities", None)
+    if manifest is None or calibrated is None:
+        return softmax
+    if getattr(manifest, "problem_type", "single_label") == "multi_label" or getattr(model, "temperatures", None):
+        return calibrated  # type: ignore[no-any-return]
+    return softmax
+
+
 @dataclass(frozen=True)
 class BatchConfig:
     max_batch_size: int = 32
@@ -168,6 +182,7 @@ class Batcher:
         # cuts texts for long_text "head_tail" and "chunk"; without one only "truncate" is served
         self.windower = windower
         self.on_batch = on_batch
+        self._probabilities = probability_function(model)
         self._queue: deque[_Item] = deque()
         self._queued_texts = 0
         self._cond = threading.Condition()
@@ -479,7 +494,8 @@ class Batcher:
         with self._stats_lock:
             self.batches += 1
             self.texts_run += len(batch)
-        probabilities = softmax(logits).astype(np.float32, copy=False)  # one call for the batch, off the loop
+        # one call for the batch, off the loop (calibrated: see probability_function)
+        probabilities = self._probabilities(logits).astype(np.float32, copy=False)
         for k, (_, item, j) in enumerate(batch):
             if item.logits is None:
                 item.logits = np.zeros((len(item.rows), logits.shape[1]), dtype=np.float32)

@@ -24,6 +24,7 @@ from kdserve.core.explain import Explanation
 from kdserve.serve.config import Settings
 from kdserve.serve.errors import response_for
 from kdserve.serve.middleware import Direct, until_disconnect
+from kdserve.serve.policies import PolicyStore, requested_policy
 from kdserve.serve.routing import TextAnswer
 from kdserve.serve.schemas import ClassifyRequest
 from kdserve.serve.service import Service
@@ -78,9 +79,29 @@ def text_result(
     }
 
 
+def with_decisions(
+    policies: PolicyStore, results: list[dict[str, Any]], answers: list[TextAnswer], policy: str | None
+) -> list[dict[str, Any]]:
+    """Each ``TextResult`` object with its moderation decision (``categories``, ``flagged``, ``policy``;
+    null where the answering model has no policy), all of a request's texts under one policy version.
+    A multi-label model's answer always carries every category's calibrated score in ``scores``."""
+    state = policies.snapshot()
+    for result, scored in zip(results, answers):
+        decision = policies.decide(scored.model, scored.probabilities, policy, state)
+        if decision is not None:
+            result.update(categories=decision.categories, flagged=decision.flagged, policy=decision.policy)
+        else:
+            result.update(categories=None, flagged=None, policy=None)
+        if result["scores"] is None and policies.multi_label(scored.model):
+            result["scores"] = ranked(scored.labels, scored.probabilities)
+    return results
+
+
 async def answer(svc: Service, settings: Settings, body: ClassifyRequest, request_id: str, receive: Receive) -> bytes:
     """The JSON bytes of the ``ClassifyResponse``; raises the service's errors (``ServeError``...)."""
     texts = body.text_list()
+    svc.policies.check(body.policy)  # an unknown policy is a 422 before any inference
+    requested_policy.set(body.policy)  # the boundary cascade escalates around this policy's thresholds
     if settings.log_texts:
         log.info("classify %s model=%s texts=%r", request_id, body.model, texts)
     outcome = await until_disconnect(
@@ -111,7 +132,7 @@ async def answer(svc: Service, settings: Settings, body: ClassifyRequest, reques
             "variant": outcome.variant,
             "shadowed": outcome.shadowed,
             "models": {r.model: r.checksum for r in outcome.results},
-            "results": results,
+            "results": with_decisions(svc.policies, results, outcome.results, body.policy),
         }
     )
 

@@ -151,6 +151,24 @@ class Settings(BaseSettings):
     )
     max_explain_texts: int = Field(16, ge=1, le=4096, description="explain: texts per request (422 above)")
 
+    # ---- moderation API (issue #19): policies, API key
+    policy_file: Path | None = Field(
+        None,
+        description="moderation policy file (JSON or YAML): per model and named policy, category thresholds and "
+        "benign labels over the manifests' default policy; replaceable live with PUT /admin/policies",
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        description="bearer API key required on every route but /health, /ready, /metrics, the V2 health probes, "
+        "the API docs and /admin (own token); off when unset (prefer the env var: flags show in ps)",
+    )
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_api_key_is_none(cls, value: Any) -> Any:
+        # KDSERVE_API_KEY= (set but empty) must not turn auth on with an empty key that anyone can send
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("models", "cors_origins", "warmup_batch_sizes", "warmup_lengths", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:

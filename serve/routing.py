@@ -9,7 +9,9 @@ A routing config names routes; each route has one policy:
 - ``shadow``: the primary answers; a ``sample_rate`` fraction of requests also goes to the shadow
   model in the background (see ``kdserve.serve.shadow``).
 - ``cascade``: the student answers when its top score reaches the threshold of its top label;
-  the other texts go to the teacher in one call and are marked escalated.
+  the other texts go to the teacher in one call and are marked escalated. With ``"escalate":
+  "boundary"`` a text also escalates when any category's score lies within ``band`` of that
+  category's policy threshold (``category_thresholds``, wired to kdserve.serve.policies).
 
 ``requested`` resolves to a configured route, else a model name (a fixed route to it), else
 ``UnknownModel``. Unless the config defines them, routes ``teacher`` and ``student`` answer with
@@ -25,7 +27,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -61,6 +63,9 @@ __all__ = [
     "UnknownModel",
     "load_config",
 ]
+
+# the band of a boundary cascade that names none: calibrated score within 0.1 of a category's threshold
+BOUNDARY_BAND = 0.1
 
 
 class UnknownModel(KdserveError):
@@ -154,6 +159,9 @@ class Router:
         log = ShadowLog(shadow_log, log_texts) if shadow_log is not None else None
         self.shadow = ShadowRecorder(self.registry, log, shadow_max_inflight)
         self.log_texts = log_texts
+        # model -> its category thresholds [C] (NaN: none) under the request's policy, for boundary
+        # cascades; the service wires in kdserve.serve.policies.PolicyStore.band_thresholds
+        self.category_thresholds: Callable[[str], np.ndarray | None] | None = None
         self._ab_assignments = prom.Counter(
             "kdserve_ab_assignments", "Requests sent to each A/B variant", ["route", "variant"], registry=self.registry
         )
@@ -299,7 +307,14 @@ class Router:
         top = probs.argmax(axis=1)
         assert route.thresholds is not None
         # "clears the threshold" = top score >= the threshold of the top label
-        escalate = np.flatnonzero(probs[np.arange(len(texts)), top] < route.thresholds[top])
+        unsure = probs[np.arange(len(texts)), top] < route.thresholds[top]  # NaN threshold: never
+        if spec.escalate == "boundary" and self.category_thresholds is not None:
+            cuts = self.category_thresholds(spec.student)
+            if cuts is not None and cuts.shape == (probs.shape[1],):
+                band = BOUNDARY_BAND if spec.band is None else spec.band
+                with np.errstate(invalid="ignore"):
+                    unsure |= (np.abs(probs - cuts) <= band).any(axis=1)  # NaN (no threshold): never
+        escalate = np.flatnonzero(unsure)
         self._cascade_texts.labels(route.name).inc(len(texts))
         if len(escalate):
             self._escalations.labels(route.name).inc(len(escalate))

@@ -72,6 +72,11 @@ class CascadeRoute(_Route):
     teacher: str
     threshold: float | None = None
     thresholds: dict[str, float] = {}
+    # "boundary": also escalate a text when any category's calibrated student score lies within
+    # ``band`` of that category's policy threshold (kdserve.serve.policies), where the student's
+    # decision is most likely wrong; None = "top_score" only (the rule above)
+    escalate: Literal["top_score", "boundary"] | None = None
+    band: float | None = None
 
 
 RouteSpec = FixedRoute | ABRoute | ShadowRoute | CascadeRoute
@@ -185,8 +190,13 @@ def _compile(name: str, spec: RouteSpec, models: Mapping[str, ModelInfo], implic
             )
         if not _in_unit(value):
             raise _fail(name, "thresholds", f"threshold of {label!r} must be within [0, 1], got {value}")
+    if spec.band is not None and spec.escalate != "boundary":
+        raise _fail(name, "band", 'only applies with "escalate": "boundary"')
+    if spec.band is not None and not 0.0 <= spec.band <= 0.5:
+        raise _fail(name, "band", f"must be within [0, 0.5], got {spec.band}")
     missing = [label for label in student.labels if label not in spec.thresholds]
-    if missing and spec.threshold is None:
+    # a boundary cascade may rely on the band alone: labels without a top-score threshold never escalate by it
+    if missing and spec.threshold is None and spec.escalate != "boundary":
         raise _fail(
             name, "threshold", f"required as the default for labels without their own threshold ({', '.join(missing)})"
         )

@@ -25,6 +25,7 @@ class ErrorResponse(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
+        401: "missing or wrong API key (only when the server has api_key set)",
         404: "unknown model or route",
         413: "body too large, a text over the token limit with truncate=false, or over max_windows_per_text",
         422: "invalid request (fields, types, limits, empty text)",
@@ -91,6 +92,13 @@ class ClassifyRequest(BaseModel):
     request_id: StrictStr | None = Field(
         None, min_length=1, max_length=128, pattern=REQUEST_ID_PATTERN, description="echoed back; generated when absent"
     )
+    policy: StrictStr | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="moderation policy deciding categories/flagged (e.g. strict); default: each model's default "
+        "policy. Unknown: 422 unknown_policy. A boundary cascade escalates around this policy's thresholds",
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> ClassifyRequest:
@@ -138,6 +146,15 @@ class TextResult(BaseModel):
     truncated: bool = Field(False, description="some tokens of the text were not read (long_text truncate, head_tail)")
     windows: int = Field(1, description="model rows run for the text (several with long_text chunk)")
     explanation: Explanation | None = Field(None, description="per-word attributions (when explain is true)")
+    categories: dict[str, bool] | None = Field(
+        None,
+        description="where the answering model has a policy: every non-benign category with a threshold -> "
+        "score >= threshold (null: the model has no policy)",
+    )
+    flagged: bool | None = Field(None, description="any category true (null: the model has no policy)")
+    policy: str | None = Field(
+        None, description="the policy that decided categories/flagged (default where the named one omits the model)"
+    )
 
 
 class ClassifyResponse(BaseModel):

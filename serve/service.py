@@ -36,6 +36,7 @@ from kdserve.serve.errors import (
     WindowLimit,
 )
 from kdserve.serve.metrics import Metrics, ModelCounters
+from kdserve.serve.policies import PolicyStore
 from kdserve.serve.routing import ModelInfo, Router, TextAnswer
 from kdserve.serve.runtime import LoadedModel, discover, load_model, verify_all, warm_up
 from kdserve.serve.scores import Scores
@@ -94,6 +95,9 @@ class Service:
             if settings.routing_file
             else Router(infos, None, **router_kw)
         )
+        # moderation policies (kdserve.serve.policies): a bad policy file fails here, before a port is bound
+        self.policies = PolicyStore.from_file(settings.policy_file, self.manifests, self.metrics.registry)
+        self.router.category_thresholds = self.policies.band_thresholds
         self.slots: dict[str, Slot] = {}
         self.model_status: dict[str, str] = {name: "pending" for name in self.folders}
         self.counters: dict[str, ModelCounters] = {name: ModelCounters() for name in self.folders}
@@ -243,7 +247,9 @@ class Service:
                 for name, folder in folders.items():
                     fresh[name] = await asyncio.to_thread(self._load, name, folder, verify=True, track_status=False)
                 manifests = {name: loaded.manifest for name, loaded in fresh.items()}
+                policies = self.policies.prepare(manifests)  # PolicyError: policies unchanged
                 self.router.set_models(self._infos(manifests))  # RoutingError: router unchanged
+                self.policies.commit(policies)
             except Exception as exc:
                 self.metrics.reloads.labels("failed").inc()
                 log.error("reload failed, still serving the previous bundles: %s", exc)
