@@ -24,7 +24,7 @@ from kdserve.core.explain import Explanation
 from kdserve.serve.config import Settings
 from kdserve.serve.errors import response_for
 from kdserve.serve.middleware import Direct, until_disconnect
-from kdserve.serve.policies import PolicyStore, requested_policy
+from kdserve.serve.policies import PolicyStore
 from kdserve.serve.routing import TextAnswer
 from kdserve.serve.schemas import ClassifyRequest
 from kdserve.serve.service import Service
@@ -101,7 +101,6 @@ async def answer(svc: Service, settings: Settings, body: ClassifyRequest, reques
     """The JSON bytes of the ``ClassifyResponse``; raises the service's errors (``ServeError``...)."""
     texts = body.text_list()
     svc.policies.check(body.policy)  # an unknown policy is a 422 before any inference
-    requested_policy.set(body.policy)  # the boundary cascade escalates around this policy's thresholds
     if settings.log_texts:
         log.info("classify %s model=%s texts=%r", request_id, body.model, texts)
     outcome = await until_disconnect(
@@ -114,6 +113,7 @@ async def answer(svc: Service, settings: Settings, body: ClassifyRequest, reques
             "text" if body.text is not None else "texts",
             body.long_text,
             body.explain,
+            body.policy,
         ),
     )
     if outcome.explanations is not None:

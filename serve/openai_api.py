@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from kdserve.serve.middleware import until_disconnect
-from kdserve.serve.policies import NoPolicy, requested_policy
+from kdserve.serve.policies import NoPolicy
 from kdserve.serve.routing import Router
 from kdserve.serve.routing_config import ABRoute, CascadeRoute, FixedRoute, ShadowRoute
 from kdserve.serve.schemas import ERRORS
@@ -82,8 +82,9 @@ def moderations_router(service: Service) -> APIRouter:
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
         service.validate_texts(texts, "input")
         service.policies.require(route_models(service.router, body.model), body.policy)
-        requested_policy.set(body.policy)
-        outcome = await until_disconnect(request.receive, service.classify(texts, body.model, None, True, "input"))
+        outcome = await until_disconnect(
+            request.receive, service.classify(texts, body.model, None, True, "input", policy=body.policy)
+        )
         state = service.policies.snapshot()
         results = []
         for answer in outcome.results:

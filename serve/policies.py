@@ -28,7 +28,6 @@ A decision: ``categories`` = every non-benign label with a threshold -> score >=
 
 from __future__ import annotations
 
-import contextvars
 import copy
 import json
 import math
@@ -52,7 +51,6 @@ ENTRY_FIELDS = ("thresholds", "benign_labels")
 # The policy a request named (None: default), set by the HTTP layer before it calls the router, so
 # the boundary cascade escalates around the thresholds of the policy that will decide the answer
 # without threading a new argument through every router and service signature.
-requested_policy: contextvars.ContextVar[str | None] = contextvars.ContextVar("kdserve_policy", default=None)
 
 
 class PolicyError(ConfigError):
@@ -311,10 +309,10 @@ class PolicyStore:
         scores = {label: float(probabilities[i]) for i, label, _ in policy.categories}
         return Decision(policy.policy, categories, flagged, scores)
 
-    def band_thresholds(self, model: str) -> np.ndarray | None:
-        """Per-column thresholds (NaN: none) of ``model`` under the request's policy
-        (``requested_policy``), for the boundary cascade; None when it has none."""
-        policy = self.resolve(model, requested_policy.get())
+    def band_thresholds(self, model: str, name: str | None) -> np.ndarray | None:
+        """Per-column thresholds (NaN: none) of ``model`` under the policy ``name`` (None: its
+        default), for the boundary cascade; None when it has none."""
+        policy = self.resolve(model, name)
         return None if policy is None else policy.vector
 
     def describe(self) -> dict[str, Any]:

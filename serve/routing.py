@@ -49,7 +49,7 @@ from kdserve.serve.routing_config import (
     build_state,
     load_config,
 )
-from kdserve.serve.scores import Scores
+from kdserve.serve.scores import Reading, Scores
 from kdserve.serve.shadow import ShadowJob, ShadowLog, ShadowRecorder
 
 __all__ = [
@@ -78,7 +78,7 @@ class UnknownModel(KdserveError):
 
 
 class Infer(Protocol):
-    async def __call__(self, model: str, texts: list[str], truncate: bool) -> Scores:
+    async def __call__(self, model: str, texts: list[str], reading: Reading) -> Scores:
         """``model``'s scores for ``texts``."""
         ...
 
@@ -129,6 +129,9 @@ def _answers(scores: Scores, model: ModelInfo, n: int, escalated: bool = False) 
     ]
 
 
+# a request that names nothing: truncate, the server's long_text mode, each model's default policy
+DEFAULT_READING = Reading()
+
 # ---------------------------------------------------------------- the router
 
 
@@ -159,9 +162,9 @@ class Router:
         log = ShadowLog(shadow_log, log_texts) if shadow_log is not None else None
         self.shadow = ShadowRecorder(self.registry, log, shadow_max_inflight)
         self.log_texts = log_texts
-        # model -> its category thresholds [C] (NaN: none) under the request's policy, for boundary
-        # cascades; the service wires in kdserve.serve.policies.PolicyStore.band_thresholds
-        self.category_thresholds: Callable[[str], np.ndarray | None] | None = None
+        # (model, policy name) -> its category thresholds [C] (NaN: none) under that policy, for
+        # boundary cascades; the service wires in kdserve.serve.policies.PolicyStore.band_thresholds
+        self.category_thresholds: Callable[[str, str | None], np.ndarray | None] | None = None
         self._ab_assignments = prom.Counter(
             "kdserve_ab_assignments", "Requests sent to each A/B variant", ["route", "variant"], registry=self.registry
         )
@@ -237,7 +240,7 @@ class Router:
         requested: str | None,
         routing_key: str | None,
         infer: Infer,
-        truncate: bool = True,
+        reading: Reading = DEFAULT_READING,
     ) -> RoutedAnswer:
         """Answer ``texts`` through the route ``requested`` names.
 
@@ -248,22 +251,22 @@ class Router:
         route = self._resolve(state, requested)
         spec = route.spec
         if isinstance(spec, FixedRoute):
-            return RoutedAnswer(route.name, await self._run(state, infer, spec.model, texts, truncate))
+            return RoutedAnswer(route.name, await self._run(state, infer, spec.model, texts, reading))
         if isinstance(spec, ABRoute):
             variant = self._pick(route, routing_key)
             self._ab_assignments.labels(route.name, variant).inc()
-            answers = await self._run(state, infer, variant, texts, truncate)
+            answers = await self._run(state, infer, variant, texts, reading)
             return RoutedAnswer(route.name, answers, variant=variant)
         if isinstance(spec, ShadowRoute):
-            return await self._shadowed(state, route, spec, texts, infer, truncate)
-        return await self._cascade(state, route, spec, texts, infer, truncate)
+            return await self._shadowed(state, route, spec, texts, infer, reading)
+        return await self._cascade(state, route, spec, texts, infer, reading)
 
     async def _run(
-        self, state: RoutingState, infer: Infer, model: str, texts: list[str], truncate: bool
+        self, state: RoutingState, infer: Infer, model: str, texts: list[str], reading: Reading
     ) -> list[TextAnswer]:
         if not texts:
             return []
-        return _answers(await infer(model, texts, truncate), state.models[model], len(texts))
+        return _answers(await infer(model, texts, reading), state.models[model], len(texts))
 
     async def _shadowed(
         self,
@@ -272,9 +275,9 @@ class Router:
         spec: ShadowRoute,
         texts: list[str],
         infer: Infer,
-        truncate: bool,
+        reading: Reading,
     ) -> RoutedAnswer:
-        answers = await self._run(state, infer, spec.primary, texts, truncate)
+        answers = await self._run(state, infer, spec.primary, texts, reading)
         shadowed = False
         if answers and self._shadow_rng.random() < spec.sample_rate:
             job = ShadowJob(
@@ -286,7 +289,7 @@ class Router:
                 shadow_order=route.shadow_order,
                 texts=list(texts),
                 primary_probs=np.stack([a.probabilities for a in answers]),
-                truncate=truncate,
+                reading=reading,
             )
             shadowed = self.shadow.submit(job, infer)
         return RoutedAnswer(route.name, answers, shadowed=shadowed)
@@ -298,9 +301,9 @@ class Router:
         spec: CascadeRoute,
         texts: list[str],
         infer: Infer,
-        truncate: bool,
+        reading: Reading,
     ) -> RoutedAnswer:
-        answers = await self._run(state, infer, spec.student, texts, truncate)
+        answers = await self._run(state, infer, spec.student, texts, reading)
         if not answers:
             return RoutedAnswer(route.name, answers)
         probs = np.stack([a.probabilities for a in answers])  # [N, C] student label order
@@ -309,7 +312,7 @@ class Router:
         # "clears the threshold" = top score >= the threshold of the top label
         unsure = probs[np.arange(len(texts)), top] < route.thresholds[top]  # NaN threshold: never
         if spec.escalate == "boundary" and self.category_thresholds is not None:
-            cuts = self.category_thresholds(spec.student)
+            cuts = self.category_thresholds(spec.student, reading.policy)
             if cuts is not None and cuts.shape == (probs.shape[1],):
                 band = BOUNDARY_BAND if spec.band is None else spec.band
                 with np.errstate(invalid="ignore"):
@@ -319,7 +322,7 @@ class Router:
         if len(escalate):
             self._escalations.labels(route.name).inc(len(escalate))
             subset = [texts[i] for i in escalate]
-            scores = await infer(spec.teacher, subset, truncate)
+            scores = await infer(spec.teacher, subset, reading)
             for answer, i in zip(_answers(scores, state.models[spec.teacher], len(subset), escalated=True), escalate):
                 answers[i] = answer
         return RoutedAnswer(route.name, answers)

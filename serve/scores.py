@@ -20,3 +20,15 @@ class Scores:
     logits: np.ndarray | None = None  # float32 [N, C], or None when the model gives none
     truncated: list[bool] | None = None  # text i lost tokens to the token limit; None: none did
     windows: list[int] | None = None  # rows text i ran as (long_text chunk); None: one each
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How a request wants its texts read and decided, passed explicitly down every call its route
+    makes (the router's ``infer``, a cascade's teacher, a shadow task): ``truncate=False`` refuses a
+    text over the token limit; ``long_text`` overrides the server's mode (None: its default);
+    ``policy`` names the moderation policy (None: each model's default)."""
+
+    truncate: bool = True
+    long_text: str | None = None
+    policy: str | None = None

@@ -39,7 +39,7 @@ from kdserve.serve.metrics import Metrics, ModelCounters
 from kdserve.serve.policies import PolicyStore
 from kdserve.serve.routing import ModelInfo, Router, TextAnswer
 from kdserve.serve.runtime import LoadedModel, discover, load_model, verify_all, warm_up
-from kdserve.serve.scores import Scores
+from kdserve.serve.scores import Reading, Scores
 
 log = logging.getLogger("kdserve.serve")
 
@@ -47,9 +47,6 @@ log = logging.getLogger("kdserve.serve")
 # time.monotonic() when the HTTP layer finished reading the request: request_timeout_s counts from
 # there, so time spent waiting for the event loop before classify (under overload) is not free
 admitted_at: contextvars.ContextVar[float | None] = contextvars.ContextVar("kdserve_admitted_at", default=None)
-# the request's long_text mode, set by ``classify`` for the ``infer`` calls its route makes (the
-# router passes ``truncate`` through but knows nothing of windows; a shadow task inherits it)
-long_text_mode: contextvars.ContextVar[str | None] = contextvars.ContextVar("kdserve_long_text", default=None)
 
 
 @dataclass
@@ -298,7 +295,7 @@ class Service:
                         f"at character {exc.start}"
                     ) from None
 
-    async def infer(self, model: str, texts: list[str], truncate: bool) -> Scores:
+    async def infer(self, model: str, texts: list[str], reading: Reading) -> Scores:
         """The router's ``Infer``: ``model``'s scores through its batcher, with the checksum and
         labels of the bundle version that ran them."""
         slot = self.slots.get(model)
@@ -306,14 +303,14 @@ class Service:
             if model in self.folders:
                 raise NotReady(f"model {model!r} is not loaded yet", retry_after=self.settings.retry_after_s)
             raise NotFound(f"model {model!r} is not loaded")
-        mode = long_text_mode.get() or self.settings.long_text
+        mode = reading.long_text or self.settings.long_text
         if mode != "truncate" and slot.batcher.windower is None:
             raise InvalidInput(f"model {model!r} cannot read long_text {mode!r} (see the server log); use truncate")
         counters, outcome = self.counters[model], "error"
         counters.add_request(len(texts))
         try:
             # no await between lookup and submit: a reload cannot close this batcher in between
-            logits, probabilities, truncated, windows = await slot.batcher.submit_async(texts, truncate, mode)
+            logits, probabilities, truncated, windows = await slot.batcher.submit_async(texts, reading.truncate, mode)
             outcome = "ok"
         except QueueFull:
             outcome = "queue_full"
@@ -354,6 +351,7 @@ class Service:
         field_name: str = "texts",
         long_text: str | None = None,
         explain: bool = False,
+        policy: str | None = None,
     ) -> Outcome:
         """Validate, route and answer ``texts`` within ``request_timeout_s``. ``long_text``
         overrides the server's ``long_text`` setting; ``explain`` adds an occlusion explanation
@@ -371,13 +369,13 @@ class Service:
         timeout = self.settings.request_timeout_s
         admitted = admitted_at.get()
         left = timeout - (time.monotonic() - admitted) if admitted is not None else timeout
-        mode = long_text_mode.set(long_text)
         explanations = None
         try:
             if left <= 0:
                 raise TimeoutError  # past the deadline already: queue no work that nobody will wait for
             async with asyncio.timeout(left):
-                routed = await self.router.classify(list(texts), requested, routing_key, self.infer, truncate)
+                reading = Reading(truncate, long_text, policy)
+                routed = await self.router.classify(list(texts), requested, routing_key, self.infer, reading)
                 if explain:
                     explanations = await self.explain(texts, routed.answers)
         except (TextTooLong, WindowLimit) as exc:
@@ -392,8 +390,6 @@ class Service:
                 f"no answer within request_timeout_s ({timeout:g} s); the server is overloaded, retry later",
                 retry_after=self.settings.retry_after_s,
             ) from None
-        finally:
-            long_text_mode.reset(mode)
         return Outcome(routed.route, routed.answers, routed.variant, routed.shadowed, explanations)
 
     async def explain(self, texts: list[str], answers: list[TextAnswer]) -> list[Explanation]:

@@ -25,14 +25,14 @@ from typing import Any
 import numpy as np
 import prometheus_client as prom
 
-from kdserve.serve.scores import Scores
+from kdserve.serve.scores import Reading, Scores
 
 logger = logging.getLogger(__name__)
 
 # |score difference| lies in [0, 1]; finer buckets near 0, where agreeing models land.
 SCORE_DIFF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 
-InferFn = Callable[[str, list[str], bool], Awaitable[Scores]]
+InferFn = Callable[[str, list[str], Reading], Awaitable[Scores]]
 
 
 def text_sha256(text: str) -> str:
@@ -91,7 +91,7 @@ class ShadowJob:
     shadow_order: tuple[int, ...]
     texts: list[str]
     primary_probs: np.ndarray
-    truncate: bool
+    reading: Reading
 
 
 class ShadowRecorder:
@@ -160,7 +160,7 @@ class ShadowRecorder:
 
     async def _run(self, job: ShadowJob, infer: InferFn) -> None:
         try:
-            scores = await infer(job.shadow, job.texts, job.truncate)
+            scores = await infer(job.shadow, job.texts, job.reading)
             shadow_probs = np.asarray(scores.probabilities, dtype=np.float32)
             if shadow_probs.shape != (len(job.texts), len(job.shadow_labels)):
                 raise ValueError(

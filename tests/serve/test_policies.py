@@ -246,12 +246,13 @@ def test_boundary_cascade_validation() -> None:
 def test_boundary_cascade_in_the_router_uses_the_live_thresholds(mod_bundles: Path) -> None:
     from kdserve.core.bundle import BundleModel
     from kdserve.serve.routing import ModelInfo, Router, Scores
+    from kdserve.serve.scores import Reading
 
     bundles = {m: BundleModel(mod_bundles / m, intra_op_threads=1) for m in (SINGLE, TEACHER)}
     models = {m: ModelInfo(m, b.manifest.role, list(b.labels)) for m, b in bundles.items()}
     calls: list[tuple[str, list[str]]] = []
 
-    async def infer(model: str, texts: list[str], truncate: bool) -> Scores:
+    async def infer(model: str, texts: list[str], reading: Reading) -> Scores:
         calls.append((model, texts))
         b = bundles[model]
         logits = b.predict(texts)
@@ -260,12 +261,15 @@ def test_boundary_cascade_in_the_router_uses_the_live_thresholds(mod_bundles: Pa
     router = Router(models, cascade_config(escalate="boundary", band=0.05))
     scores = expected_scores(mod_bundles, SINGLE, TEXTS)
     cut = float(scores[2, 0])  # a threshold exactly at text 2's score: only it (and any within 0.05) escalates
-    router.category_thresholds = lambda model: np.array([cut, np.nan]) if model == SINGLE else None
-    answer = asyncio.run(router.classify(TEXTS, "c", None, infer))
+    # thresholds only under the policy "strict": the request's policy travels with it to the cascade
+    router.category_thresholds = lambda model, policy: (
+        np.array([cut, np.nan]) if model == SINGLE and policy == "strict" else None
+    )
+    answer = asyncio.run(router.classify(TEXTS, "c", None, infer, Reading(policy="strict")))
     expected = np.flatnonzero(np.abs(scores[:, 0] - cut) <= 0.05).tolist()
     assert 2 in expected and [i for i, a in enumerate(answer.answers) if a.escalated] == expected
     assert calls == [(SINGLE, TEXTS), (TEACHER, [TEXTS[i] for i in expected])]
-    router.category_thresholds = lambda model: None  # no policy: only the top-score rule (none here)
+    # no policy named (no thresholds): only the top-score rule, which escalates none here
     assert not any(a.escalated for a in asyncio.run(router.classify(TEXTS, "c", None, infer)).answers)
 
 

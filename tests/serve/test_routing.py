@@ -16,6 +16,7 @@ import prometheus_client as prom
 import pytest
 
 from kdserve.serve.routing import ModelInfo, RoutedAnswer, Router, RoutingError, Scores, UnknownModel, load_config
+from kdserve.serve.scores import Reading
 from tests.conftest import REPO
 
 TEXTS = [
@@ -48,7 +49,7 @@ class RealInfer:
         self.gates: dict[str, asyncio.Event] = {}
         self.calls: list[tuple[str, list[str]]] = []
 
-    async def __call__(self, model: str, texts: list[str], truncate: bool) -> Scores:
+    async def __call__(self, model: str, texts: list[str], reading: Reading) -> Scores:
         from kdserve.core.bundle import softmax
 
         self.calls.append((model, list(texts)))
