@@ -145,11 +145,11 @@ class EdgeHttpToolsProtocol(CoalescingHttpToolsProtocol):
         self._timer = None
         if self.transport.is_closing():
             return
-        self.state.closed[reason] += 1
-        if reason == "header_timeout":
+        if reason == "header_timeout":  # counted by _refuse, as request_timeout
             limit = self.limits.header_timeout_s
             self._refuse(408, "request_timeout", f"request headers not complete within header_timeout_s ({limit:g} s)")
         else:  # nothing sent at all: close quietly, as after a keep-alive timeout
+            self.state.closed[reason] += 1
             self.transport.close()
 
     def _refuse(self, status: int, code: str, message: str) -> None:
