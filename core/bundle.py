@@ -243,6 +243,50 @@ def verify_bundle(folder: str | Path) -> Manifest:
     return manifest
 
 
+def read_verified(folder: Path, name: str, manifest: Manifest) -> bytes:
+    """The bytes of ``folder/name``, checked against the manifest's size and sha256 in memory."""
+    path = folder / name
+    entry = manifest.files.get(name)
+    if entry is None:
+        raise BundleError(f"{folder / MANIFEST_FILE}: lists no {name}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    if len(data) != entry.get("size") or hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+        raise BundleError(f"{path}: sha256 does not match the manifest (corrupted or modified)")
+    return data
+
+
+def check_output_width(model: BundleModel) -> None:
+    """The graph's ``manifest.output`` must give one score per manifest label: a width that differs
+    would pass every checksum and then fail (or mislabel) every request. A static width is read off
+    the graph; a symbolic one is measured with one single-token inference (what ``kdserve bundle
+    verify`` does)."""
+    manifest, where = model.manifest, model.folder / MODEL_FILE
+    outputs = {o.name: o for o in model.session.get_outputs()}
+    if manifest.output not in outputs:
+        raise BundleError(f"{where}: no output named {manifest.output!r} (graph outputs: {', '.join(outputs)})")
+    shape = outputs[manifest.output].shape
+    width = shape[-1] if shape and isinstance(shape[-1], int) else None
+    if width is None:
+        probe = Encoded(np.full((1, 1), manifest.pad_id, dtype=np.int64), np.ones((1, 1), dtype=np.int64), [1], [False])
+        try:
+            logits = model.run(probe)
+        except Exception as exc:  # ONNX Runtime's own error types
+            raise BundleError(f"{where}: a one-token inference failed ({str(exc).strip().splitlines()[0]})") from None
+        width = logits.shape[-1] if logits.ndim == 2 else None
+        if width is None:
+            raise BundleError(
+                f"{where}: output {manifest.output!r} has shape {list(logits.shape)}, expected [batch, C]"
+            )
+    if width != len(manifest.labels):
+        raise BundleError(
+            f"{where}: output {manifest.output!r} has {width} columns but the manifest lists "
+            f"{len(manifest.labels)} labels ({', '.join(manifest.labels)})"
+        )
+
+
 @dataclass
 class Encoded:
     """A padded batch. ``input_ids``/``attention_mask`` are int64 [B, L]; ``lengths`` are token
@@ -294,17 +338,22 @@ class BundleModel:
         if graph_optimization not in levels:
             raise BundleError(f"graph_optimization must be one of {', '.join(levels)}, got {graph_optimization!r}")
         options.graph_optimization_level = levels[graph_optimization]
+        # The bytes handed to ONNX Runtime are the bytes hashed: verifying the file and then letting
+        # ONNX Runtime open it again by name would leave a window for a swap in between.
+        model_bytes = read_verified(self.folder, MODEL_FILE, self.manifest)
         try:
             self.session = ort.InferenceSession(
-                str(self.folder / MODEL_FILE), options, providers=list(providers or ["CPUExecutionProvider"])
+                model_bytes, options, providers=list(providers or ["CPUExecutionProvider"])
             )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise BundleError(f"{self.folder / MODEL_FILE}: ONNX Runtime cannot load it ({exc})") from None
+        del model_bytes
         names = [i.name for i in self.session.get_inputs()]
         if sorted(names) != sorted(self.manifest.inputs):
             raise BundleError(
                 f"{self.folder / MODEL_FILE}: inputs {names} differ from the manifest's {self.manifest.inputs}"
             )
+        check_output_width(self)
 
     @property
     def name(self) -> str:

@@ -28,7 +28,9 @@ def admin_router(service: Service, token: SecretStr) -> APIRouter:
     async def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         if credentials is None:
             raise Unauthorized("admin routes need an 'Authorization: Bearer <token>' header")
-        if not hmac.compare_digest(credentials.credentials.encode("utf-8"), expected):
+        # HTTP header bytes reach us decoded as Latin-1: encoding back gives the bytes the client sent,
+        # so a UTF-8 client's non-ASCII token matches the token configured (UTF-8)
+        if not hmac.compare_digest(credentials.credentials.encode("latin-1", "replace"), expected):
             raise Forbidden("wrong admin token")
 
     router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_token)], responses=ADMIN_ERRORS)
@@ -41,7 +43,17 @@ def admin_router(service: Service, token: SecretStr) -> APIRouter:
         changes = await service.reload()
         return {"reloaded": changes, "seconds": round(time.perf_counter() - started, 3)}
 
-    @router.put("/routing")
+    @router.put(
+        "/routing",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"type": "object", "properties": {"routes": {"type": "object"}}}}
+                },
+            }
+        },
+    )
     async def put_routing(request: Request) -> dict[str, Any]:
         """Replace the routing config (the body is one, as in the routing file); 422 if invalid,
         and then the old config stays. Answers the effective routes."""

@@ -23,6 +23,8 @@ from kdserve.serve.admin import admin_router
 from kdserve.serve.auth import install_api_key, protect_direct
 from kdserve.serve.classify_route import answer, direct_classify
 from kdserve.serve.config import Settings
+from kdserve.serve.edge import EdgeState
+from kdserve.serve.edge import register as register_edge_metrics
 from kdserve.serve.errors import NotReady, error_response, install_error_handlers
 from kdserve.serve.middleware import ServeMiddleware
 from kdserve.serve.openai_api import moderations_router
@@ -82,6 +84,9 @@ def create_app(
     )
     app.state.service = svc
     app.state.settings = settings
+    # counts shared by the connection edge (kdserve.serve.http_protocol) and the middleware
+    app.state.edge = edge = EdgeState(max_connections=settings.max_connections)
+    register_edge_metrics(svc.metrics.registry, edge)
     install_error_handlers(app)
     install_api_key(app, settings.api_key)
     if settings.cors_origins:
@@ -102,6 +107,10 @@ def create_app(
             retry_after_s=settings.retry_after_s,
             metrics=svc.metrics,
             direct={"/classify": protect_direct(direct_classify(svc, settings), settings.api_key)},
+            edge=edge,
+            body_timeout_s=settings.body_timeout_s,
+            body_min_rate_bytes_s=settings.body_min_rate_bytes_s,
+            max_buffered_body_bytes=settings.max_buffered_body_bytes,
         )
     )
 
@@ -143,7 +152,16 @@ def create_app(
             reason = f"not ready: the server is {svc.status}" + (f" ({svc.failure})" if svc.failure else "")
             exc = NotReady(reason, retry_after=settings.retry_after_s)
             return error_response(503, exc.code, exc.message, {"Retry-After": str(settings.retry_after_s)})
-        return JSONResponse({"ready": True, "models": {n: s.loaded.checksum for n, s in svc.slots.items()}})
+        # saturation is reported, not a 503: taking a busy replica out of rotation would push its load
+        # onto the others exactly when all are busy (see docs/notes/edge.md)
+        return JSONResponse(
+            {"ready": True, "models": {n: s.loaded.checksum for n, s in svc.slots.items()}, **edge.snapshot()}
+        )
+
+    # HEAD for probes that only look at the status (curl -I, some load balancers); out of the schema
+    # so each operation keeps one id
+    app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
+    app.add_api_route("/ready", ready, methods=["HEAD"], include_in_schema=False)
 
     @app.get("/metrics", tags=["health"], response_class=Response)
     async def metrics() -> Response:

@@ -99,6 +99,43 @@ class Settings(BaseSettings):
         description="HTTP requests handled at once (503 above; health, "
         "readiness and metrics exempt): bounds memory at this x max_body_bytes",
     )
+    max_buffered_body_bytes: int = Field(
+        256 << 20,
+        ge=64,
+        description="request body bytes being read, all requests together, before they are admitted (503 "
+        "above): reading a body holds no in-flight slot, so this bounds the memory of slow uploads",
+    )
+    body_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="a request body must arrive within this many seconds plus its size over "
+        "body_min_rate_bytes_s (408 otherwise): a stalled or dribbled upload is cut, a slow large one is not",
+    )
+    body_min_rate_bytes_s: int = Field(
+        1024, ge=1, description="the slowest body upload accepted past body_timeout_s, in bytes per second"
+    )
+    max_connections: int = Field(
+        1024,
+        ge=1,
+        description="open client connections; past it the longest-idle connection is closed to make room, "
+        "or the newcomer gets 503 when none is idle (keep it below the process's file descriptor limit)",
+    )
+    idle_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="how long a connection may stay open without a request: before its first one, and "
+        "between keep-alive requests",
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=3600, description="how long a request's line and headers may take to arrive (408 after)"
+    )
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, description="request line plus headers, counted before buffering (431 above)"
+    )
+    max_header_count: int = Field(100, ge=8, description="headers per request (431 above)")
+    max_url_bytes: int = Field(8 * 1024, ge=256, description="request target (path and query) bytes (414 above)")
 
     admin_token: SecretStr | None = Field(
         None,
@@ -189,6 +226,16 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if self.max_url_bytes > self.max_header_bytes:
+            raise ValueError(
+                f"max_url_bytes ({self.max_url_bytes}) exceeds max_header_bytes ({self.max_header_bytes}), "
+                f"which counts the request line too"
+            )
+        if self.max_buffered_body_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"max_buffered_body_bytes ({self.max_buffered_body_bytes}) is below max_body_bytes "
+                f"({self.max_body_bytes}): a body of the largest size could never be read"
+            )
         if self.max_texts_per_request > self.max_queue_texts:
             raise ValueError(
                 f"max_texts_per_request ({self.max_texts_per_request}) exceeds max_queue_texts "

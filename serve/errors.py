@@ -170,7 +170,9 @@ def install_error_handlers(app: FastAPI) -> None:
         codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
         message = exc.detail if isinstance(exc.detail, str) else "error"
         if exc.status_code == 404 and message == "Not Found":
-            message = f"no route {request.method} {request.url.path}"
+            path = request.url.path
+            shown = path if len(path) <= 200 else f"{path[:200]}...({len(path)} chars)"  # not a 60 KB echo
+            message = f"no route {request.method} {shown}"
         elif exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path}"
         return error_response(

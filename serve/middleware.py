@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kdserve.serve.edge import EdgeState
 from kdserve.serve.errors import ClientGone, error_response, is_v2
 from kdserve.serve.metrics import Metrics
 from kdserve.serve.service import admitted_at
@@ -58,6 +59,10 @@ class ServeMiddleware:
         retry_after_s: int,
         metrics: Metrics,
         direct: dict[str, Direct] | None = None,
+        edge: EdgeState | None = None,
+        body_timeout_s: float = 10.0,
+        body_min_rate_bytes_s: int = 1024,
+        max_buffered_body_bytes: int = 256 << 20,
     ) -> None:
         self.app = app
         self.direct = direct or {}
@@ -65,11 +70,17 @@ class ServeMiddleware:
         self.max_inflight = max_inflight
         self.retry_after_s = retry_after_s
         self.metrics = metrics
-        self.inflight = 0  # only touched on the event loop: no lock
+        self.body_timeout_s = body_timeout_s
+        self.body_min_rate = body_min_rate_bytes_s
+        self.max_buffered = max_buffered_body_bytes
+        # in-flight, reading and buffered counts live in the edge state the app's /ready reads; only
+        # touched on the event loop: no lock
+        self.edge = edge if edge is not None else EdgeState()
+        self.edge.max_inflight = max_inflight
         # Read at scrape time rather than set twice per request; the series children are bound once
         # per label set (bounded: route templates, methods, statuses): per-request ``labels()`` calls
         # were a tenth of the loop's Python time per /classify.
-        metrics.inflight.set_function(lambda: self.inflight)
+        metrics.inflight.set_function(lambda: self.edge.inflight)
         self._requests: dict[tuple[str, str, int], Any] = {}
         self._latency: dict[str, Any] = {}
         # Under overload most requests are refused, so a refusal must cost as little as possible:
@@ -103,35 +114,48 @@ class ServeMiddleware:
 
         counted = scope["path"] not in EXEMPT
         endpoint: str | None = None  # the route template, when not FastAPI's to tell
+        edge = self.edge
+        body = b""
+        holding = False  # this request holds an in-flight slot
         try:
+            # A request takes an in-flight slot only once its body is read: a client stalling its
+            # upload holds a share of max_buffered_body_bytes for at most body_timeout_s, not a slot.
+            # Full slots are refused before the body is read too (the cheap refusal under overload).
+            if counted and edge.inflight >= self.max_inflight:
+                counted = False
+                endpoint = scope["path"] if scope["path"] in self.direct else None
+                await self._refuse_overloaded(scope, send_with_id)
+                return
+            if scope["method"] in _BODY_METHODS:
+                if not await self._acceptable_encoding(scope, send_with_id):
+                    return
+                read = await self._read_body(scope, declared, receive, send_with_id)
+                if read is None:
+                    return
+                body = read
             if counted:
-                if self.inflight >= self.max_inflight:
-                    self.metrics.rejected.labels("overloaded").inc()
+                if edge.inflight >= self.max_inflight:  # filled up while this body was read
                     counted = False
                     endpoint = scope["path"] if scope["path"] in self.direct else None
-                    refusal = self._overloaded[is_v2(scope["path"])]
-                    await send_with_id(
-                        {"type": "http.response.start", "status": 503, "headers": list(refusal.raw_headers)}
-                    )
-                    await send_with_id({"type": "http.response.body", "body": refusal.body})
+                    await self._refuse_overloaded(scope, send_with_id)
                     return
-                self.inflight += 1
+                edge.inflight += 1
+                holding = True
+            admitted_at.set(time.monotonic())
             if scope["method"] in _BODY_METHODS:
-                body = await self._read_body(scope, declared, receive, send_with_id)
-                if body is None:
-                    return
-                admitted_at.set(time.monotonic())
                 handler = self.direct.get(scope["path"]) if scope["method"] == "POST" else None
                 if handler is not None and await handler(scope, body, receive, send_with_id):
                     endpoint = scope["path"]
                     return
                 receive = _replay(body, receive)
-            else:
-                admitted_at.set(time.monotonic())
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            # the server cancels what still runs after graceful_timeout_s: the shutdown log counts it
+            edge.closed["cancelled"] += 1
+            raise
         finally:
-            if counted:
-                self.inflight -= 1
+            if holding:
+                edge.inflight -= 1
             endpoint = endpoint or getattr(scope.get("route"), "path", None) or "unmatched"
             key = (endpoint, scope["method"], status)
             requests = self._requests.get(key)
@@ -145,27 +169,96 @@ class ServeMiddleware:
                 latency = self._latency[endpoint] = self.metrics.http_latency.labels(endpoint)
             latency.observe(time.perf_counter() - started)
 
+    async def _refuse_overloaded(self, scope: Scope, send: Send) -> None:
+        self.metrics.rejected.labels("overloaded").inc()
+        refusal = self._overloaded[is_v2(scope["path"])]
+        await send({"type": "http.response.start", "status": 503, "headers": list(refusal.raw_headers)})
+        await send({"type": "http.response.body", "body": refusal.body})
+
+    async def _acceptable_encoding(self, scope: Scope, send: Send) -> bool:
+        """False after answering 415 for a body no route can read: compressed (Content-Encoding) or
+        declared as text or multipart (a 422 "invalid JSON" would send the client looking at its JSON)."""
+        encoding, ctype = _body_headers(scope["headers"])
+        problem = None
+        if encoding not in ("", "identity"):
+            problem = f"Content-Encoding {encoding!r} is not supported; send the body uncompressed"
+        elif ctype.startswith(("text/", "multipart/")):
+            problem = f"Content-Type {ctype!r} is not supported; send application/json"
+        if problem is None:
+            return True
+        self.metrics.rejected.labels("unsupported_media_type").inc()
+        response = error_response(415, "unsupported_media_type", problem, path=scope.get("path", ""))
+        response.headers["Connection"] = "close"  # the body was not read
+        await response(scope, _no_body, send)
+        return False
+
     async def _read_body(self, scope: Scope, declared: str | None, receive: Receive, send: Send) -> bytes | None:
-        """The whole body, or None after answering 413 (too large) or when the client left.
-        ``declared`` is the request's Content-Length header, if any."""
+        """The whole body, or None after answering 413 (too large), 408 (too slow), 503 (too many
+        bodies being read) or when the client left. ``declared`` is the request's Content-Length."""
         limit = self.max_body_bytes
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await self._too_large(scope, receive, send, f"Content-Length {declared}")
-            return None
+        if declared is not None:
+            declared = declared.strip(" \t")  # optional whitespace around a field value (RFC 9110 5.5)
+            if not declared.isdigit() or int(declared) > limit:
+                await self._too_large(scope, receive, send, f"Content-Length {declared[:32]}")
+                return None
+        edge = self.edge
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await self._too_large(scope, receive, send, f"more than {limit} bytes")
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        edge.reading += 1
+        try:
+            while True:
+                # the body may take body_timeout_s plus its size at the minimum rate: a stalled or
+                # dribbling upload is cut, a large one on a slow link is not
+                deadline = started + self.body_timeout_s + size / self.body_min_rate
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        message = await receive()
+                except TimeoutError:
+                    await self._too_slow(scope, send, size, loop.time() - started)
+                    return None
+                if message["type"] == "http.disconnect":
+                    return None
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    await self._too_large(scope, receive, send, f"more than {limit} bytes")
+                    return None
+                if edge.buffered_bytes + len(chunk) > self.max_buffered:
+                    await self._buffers_full(scope, send)
+                    return None
+                edge.buffered_bytes += len(chunk)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+        finally:
+            edge.reading -= 1
+            edge.buffered_bytes -= sum(len(c) for c in chunks)
+
+    async def _too_slow(self, scope: Scope, send: Send, size: int, seconds: float) -> None:
+        self.metrics.rejected.labels("body_timeout").inc()
+        self.edge.closed["body_timeout"] += 1
+        response = error_response(
+            408,
+            "request_timeout",
+            f"request body too slow: {size} bytes in {seconds:.1f} s (body_timeout_s = {self.body_timeout_s:g}, "
+            f"then body_min_rate_bytes_s = {self.body_min_rate})",
+            {"Connection": "close"},
+            path=scope.get("path", ""),
+        )
+        await response(scope, _no_body, send)
+
+    async def _buffers_full(self, scope: Scope, send: Send) -> None:
+        self.metrics.rejected.labels("body_buffers_full").inc()
+        response = error_response(
+            503,
+            "overloaded",
+            f"too many request bodies being uploaded (max_buffered_body_bytes = {self.max_buffered}); retry later",
+            {"Retry-After": str(self.retry_after_s), "Connection": "close"},
+            path=scope.get("path", ""),
+        )
+        await response(scope, _no_body, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send, what: str) -> None:
         self.metrics.rejected.labels("body_too_large").inc()
@@ -191,6 +284,24 @@ def _request_headers(raw: list[tuple[bytes, bytes]]) -> tuple[str | None, str | 
         elif name == b"content-length" and declared is None:
             declared = value.decode("latin-1")
     return given, declared
+
+
+async def _no_body() -> Message:
+    # a response sent without reading the request body must not wait on it (Starlette's response
+    # listens for a disconnect through ``receive``)
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
+
+
+def _body_headers(raw: list[tuple[bytes, bytes]]) -> tuple[str, str]:
+    """(Content-Encoding, Content-Type media type), lower-cased; "" when absent."""
+    encoding = ctype = ""
+    for name, value in raw:
+        if name == b"content-encoding":
+            encoding = value.decode("latin-1").strip().lower()
+        elif name == b"content-type":
+            ctype = value.decode("latin-1").split(";", 1)[0].strip().lower()
+    return encoding, ctype
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

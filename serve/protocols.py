@@ -178,6 +178,18 @@ def parse_v2(raw: bytes, header_length: str | None) -> tuple[V2Request, list[str
     return request, texts
 
 
+def _flag(parameters: dict[str, Any] | None, name: str, default: bool) -> bool:
+    """A boolean parameter; "false" (a string) is an error, not true."""
+    value = (parameters or {}).get(name, default)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"parameter {name!r} must be true or false (a JSON boolean), got {value!r}")
+    return value
+
+
+#: the one model version a bundle has (metadata lists it; versioned paths accept it)
+VERSION = "1"
+
+
 def v2_router(service: Service) -> APIRouter:
     # V2 errors have their own shape (see kdserve.serve.errors.error_response); any route may answer them
     router = APIRouter(prefix="/v2", tags=["open inference protocol v2"], responses=V2_ERRORS)
@@ -200,6 +212,21 @@ def v2_router(service: Service) -> APIRouter:
         if not service.ready:
             raise NotReady(f"not ready: the server is {service.status}", retry_after=service.settings.retry_after_s)
         return {"ready": True}
+
+    def versioned(name: str, version: str) -> None:
+        bundle(name)
+        if version != VERSION:
+            raise NotFound(f"model {name!r} has no version {version!r} (versions: {VERSION})")
+
+    @router.get("/models/{name}/versions/{version}")
+    async def model_version_metadata(name: str, version: str) -> dict[str, Any]:
+        versioned(name, version)
+        return await model_metadata(name)
+
+    @router.get("/models/{name}/versions/{version}/ready")
+    async def model_version_ready(name: str, version: str) -> dict[str, Any]:
+        versioned(name, version)
+        return await model_ready(name)
 
     @router.get("/models/{name}")
     async def model_metadata(name: str) -> dict[str, Any]:
@@ -227,18 +254,26 @@ def v2_router(service: Service) -> APIRouter:
         return {"name": name, "ready": True}
 
     # The body is read raw (the binary extension is not JSON); the JSON form is declared for OpenAPI.
-    @router.post(
-        "/models/{name}/infer",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": _inline_refs(V2Request.model_json_schema())}},
-            }
-        },
-    )
+    infer_body = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _inline_refs(V2Request.model_json_schema())}},
+        }
+    }
+
+    @router.post("/models/{name}/infer", openapi_extra=infer_body)
     async def infer(name: str, request: Request) -> Response:
         """V2 inference: JSON or binary tensors in, JSON or binary tensors out (per output's
         ``binary_data`` parameter, or the request's ``binary_data_output``)."""
+        return await run_infer(name, request)
+
+    @router.post("/models/{name}/versions/{version}/infer", openapi_extra=infer_body)
+    async def infer_version(name: str, version: str, request: Request) -> Response:
+        """V2 inference at a model version (only version 1 exists), as ``tritonclient`` sends it."""
+        versioned(name, version)
+        return await run_infer(name, request)
+
+    async def run_infer(name: str, request: Request) -> Response:
         bundle(name)
         req, texts = parse_v2(await request.body(), request.headers.get("inference-header-content-length"))
         wanted = req.outputs or [V2Output(name=n) for n in OUTPUTS]
@@ -248,10 +283,10 @@ def v2_router(service: Service) -> APIRouter:
         outcome = await until_disconnect(request.receive, service.classify(texts, name, None, True, "text"))
         probs = np.stack([r.probabilities for r in outcome.results]).astype("<f4")
         labels = [r.labels[int(np.argmax(r.probabilities))] for r in outcome.results]
-        binary_default = bool((req.parameters or {}).get("binary_data_output", False))
+        binary_default = _flag(req.parameters, "binary_data_output", False)
         outputs, buffers = [], []
         for out in wanted:
-            binary = bool((out.parameters or {}).get("binary_data", binary_default))
+            binary = _flag(out.parameters, "binary_data", binary_default)
             if out.name == "probabilities":
                 entry: dict[str, Any] = {"name": "probabilities", "datatype": "FP32", "shape": list(probs.shape)}
                 payload, data = probs.tobytes(), probs.ravel().tolist()

@@ -163,8 +163,11 @@ def _compile(name: str, spec: RouteSpec, models: Mapping[str, ModelInfo], implic
             _check_model(name, "variants", model, models)
             if not (math.isfinite(weight) and weight > 0):
                 raise _fail(name, "variants", f"weight of {model!r} must be a positive finite number, got {weight}")
-        total = sum(spec.variants.values())
-        cumulative = tuple(float(c) / total for c in np.cumsum(list(spec.variants.values())))
+        # scaled by the largest weight first: 1e308 twice would sum to inf (and every share to 0 or NaN)
+        largest = max(spec.variants.values())
+        scaled = [w / largest for w in spec.variants.values()]
+        total = math.fsum(scaled)
+        cumulative = tuple(float(c) / total for c in np.cumsum(scaled))
         return CompiledRoute(name, spec, implicit, cumulative=cumulative)
     if isinstance(spec, ShadowRoute):
         primary = _check_model(name, "primary", spec.primary, models)

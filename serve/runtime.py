@@ -32,7 +32,15 @@ def discover(root: Path, names: Sequence[str] = ()) -> dict[str, Path]:
     root = Path(root)
     if not root.is_dir():
         raise BundleError(f"bundles folder not found: {root}")
-    found = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and (p / MANIFEST_FILE).is_file()}
+    found = {}
+    for p in sorted(root.iterdir()):
+        if not p.is_dir():
+            continue
+        if (p / MANIFEST_FILE).is_file():
+            found[p.name] = p
+        elif not p.name.startswith("."):
+            # a half-copied bundle beside valid ones would otherwise vanish without a trace
+            log.warning("skipping %s: no %s, not a bundle", p, MANIFEST_FILE)
     if (root / MANIFEST_FILE).is_file():
         found.setdefault(root.name, root)  # --bundles pointing at one bundle works too
     if names:

@@ -86,9 +86,17 @@ def serving(app: Any) -> Iterator[str]:
 
     port = free_port()
     # the server's own HTTP protocol (one write per response), as `kdserve serve` runs it
+    settings = app.state.settings
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, lifespan="on", http=_http_protocol(), ws="none"
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            lifespan="on",
+            http=_http_protocol(app),
+            ws="none",
+            timeout_keep_alive=settings.idle_timeout_s,
         )
     )
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
