@@ -245,7 +245,11 @@
       const td = el("td", "text-col");
       td.append(el("div", "text", text), el("div", "agreement"));
       tr.append(td);
-      for (let j = 0; j < targets.length; j++) tr.append(el("td", "cell pending", "…"));
+      for (const t of targets) {
+        const cell = el("td", "cell pending", "…");
+        cell.dataset.target = t; // which model or route answered here (read by the browser tests too)
+        tr.append(cell);
+      }
       tbody.append(tr);
     });
     table.append(thead, tbody);
