@@ -128,6 +128,12 @@ def test_wheel_ships_the_page(tmp_path: Path) -> None:
     assert "kdserve/serve/ui/__init__.py" in names
 
 
+def test_ci_installs_chromium_before_the_tests() -> None:
+    ci = (REPO / ".ci" / "run").read_text()
+    install = ci.index("apt-get install -y -qq chromium")
+    assert install < ci.index("python -m pytest"), "CI must install Chromium before running the browser tests"
+
+
 # ---------------------------------------------------------------------- in a real browser
 
 
