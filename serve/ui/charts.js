@@ -120,8 +120,11 @@
       const plotW = width - left - right;
       const plotH = height - topPad - bottomPad;
       const now = this.times[this.times.length - 1];
-      const t0 = now - this.opts.windowS;
-      const x = (t) => left + ((t - t0) / this.opts.windowS) * plotW;
+      // the x axis grows with the data up to windowS: a fresh page does not squeeze its first
+      // seconds into the right edge
+      const span = Math.min(this.opts.windowS, Math.max(30, Math.ceil((now - this.times[0]) / 10) * 10));
+      const t0 = now - span;
+      const x = (t) => left + ((t - t0) / span) * plotW;
       const y = (v) => topPad + plotH - ((v - bottom) / (top - bottom)) * plotH;
 
       // grid and y labels
@@ -141,8 +144,8 @@
       // x labels: seconds ago
       ctx.textAlign = "center";
       ctx.textBaseline = "top";
-      const xStep = this.opts.windowS / 4;
-      for (let ago = this.opts.windowS; ago >= 0; ago -= xStep) {
+      const xStep = span / 6; // 5 s steps on a fresh page, 20 s on the full window
+      for (let ago = span; ago >= 0; ago -= xStep) {
         ctx.fillText(ago === 0 ? "now" : "-" + Math.round(ago) + " s", x(now - ago), topPad + plotH + 4);
       }
       // lines
