@@ -38,6 +38,7 @@ from kdserve.serve.schemas import (
     ModelSummary,
 )
 from kdserve.serve.service import Service
+from kdserve.serve.ui import mount_ui
 
 DESCRIPTION = """Distilled text classifiers behind one API, with dynamic batching and
 teacher/student routing (A/B, shadow, cascade). Also speaks the Hugging Face inference shape
@@ -173,4 +174,6 @@ def create_app(
     app.include_router(moderations_router(svc))
     if settings.admin_token is not None:
         app.include_router(admin_router(svc, settings.admin_token))
+    if settings.ui:
+        mount_ui(app)
     return app

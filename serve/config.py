@@ -152,6 +152,11 @@ class Settings(BaseSettings):
     graceful_timeout_s: float = Field(
         30.0, gt=0, description="on SIGTERM, how long in-flight requests may take to finish"
     )
+    ui: bool = Field(
+        True,
+        description="the comparison page at /ui/ (static files; it calls only the public routes, "
+        "so it grants nothing curl could not do); off: /ui is 404",
+    )
     otel: bool = Field(
         False,
         description="FastAPI's OpenTelemetry spans and metrics (for a deployment with an OTEL "

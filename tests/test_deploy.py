@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import tomllib
 from collections.abc import Iterator
 from importlib import metadata
@@ -597,3 +598,121 @@ def test_image_install_steps_give_a_torch_free_working_server(tmp_path: Path, ti
         if server.poll() is None:
             server.kill()
             server.wait(timeout=10)
+
+
+# ---------------------------------------------------------------------------- the Grafana dashboard
+
+DASHBOARD = REPO / "deploy" / "grafana" / "kdserve-dashboard.json"
+#: a metric name in PromQL (not one spelled as a regex on __name__, checked apart)
+_METRIC = re.compile(r"\b(kdserve_[a-z0-9_]*[a-z0-9])\b(\{[^}]*\})?")
+_NAME_REGEX = re.compile(r'__name__=~"([^"]+)"')
+
+
+def exported_series(bundles: Path, routing: Path) -> dict[str, set[str] | None]:
+    """Every series name a real server exports -> its label names (None where no sample shows them),
+    after traffic through an A/B, a shadow and a cascade route and one refused text."""
+    from tests.serve.conftest import ready_client
+
+    with ready_client(bundles, routing_file=routing) as client:
+        for route in ("ab", "shadow", "cascade", "tiny-teacher"):
+            assert client.post("/classify", json={"texts": ["the film was good .", "dull"], "model": route}).is_success
+        assert client.post("/classify", json={"text": "good " * 200, "truncate": False}).status_code == 413
+        time.sleep(0.5)  # the shadow call runs in the background
+        text = client.get("/metrics").text
+    series: dict[str, set[str] | None] = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            names = [f"{name}_bucket", f"{name}_sum", f"{name}_count"] if kind == "histogram" else [name]
+            for n in names:
+                series.setdefault(n, None)
+        elif line and not line.startswith("#"):
+            match = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? ", line)
+            assert match, line
+            labels = set(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="', match[2] or ""))
+            series[match[1]] = (series.get(match[1]) or set()) | labels
+    return series
+
+
+def dashboard_queries(dashboard: dict[str, Any]) -> list[str]:
+    queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    queries += [v["query"]["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    return queries
+
+
+def test_grafana_dashboard_queries_only_what_the_server_exports(tiny_bundles: Path, tmp_path: Path) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    routing = tmp_path / "routing.json"
+    routing.write_text(
+        json.dumps(
+            {
+                "routes": {
+                    "ab": {"policy": "ab", "variants": {"tiny-bilstm": 0.5, "tiny-textcnn": 0.5}},
+                    "shadow": {"policy": "shadow", "primary": "tiny-bilstm", "shadow": "tiny-teacher"},
+                    "cascade": {
+                        "policy": "cascade",
+                        "student": "tiny-bilstm",
+                        "teacher": "tiny-teacher",
+                        "threshold": 1,
+                    },
+                }
+            }
+        )
+    )
+    exported = exported_series(tiny_bundles, routing)
+    queries = dashboard_queries(dashboard)
+    assert len(queries) >= 20
+    used: set[str] = set()
+    for query in queries:
+        for regex in _NAME_REGEX.findall(query):
+            matched = [n for n in exported if re.fullmatch(regex, n)]
+            assert matched, f"{query}: no exported metric matches {regex}"
+            used.update(matched)
+        plain = _NAME_REGEX.sub("", query)
+        found = _METRIC.findall(plain)
+        assert found or _NAME_REGEX.search(query), f"{query}: names no kdserve metric"
+        labels_here: set[str] = set()
+        unseen = False  # a metric without samples here (e.g. shadow_dropped): its labels are unknown
+        for name, matchers in found:
+            assert name in exported, f"{query}: {name} is not a metric the server exports"
+            used.add(name)
+            known = exported[name]
+            unseen = unseen or known is None
+            labels_here |= (known or set()) | ({"le"} if name.endswith("_bucket") else set())
+            for label in re.findall(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*[=!]~?", matchers):
+                assert known is None or label in known, f"{query}: {name} has no label {label!r} ({sorted(known)})"
+        for group in re.findall(r"\bby \(([^)]*)\)", query):
+            for label in (g.strip() for g in group.split(",")):
+                assert unseen or label in labels_here, f"{query}: grouped by {label!r}, which its metrics do not carry"
+    # the families an operator of a teacher/student route needs are all on the dashboard
+    for family in (
+        "kdserve_model_texts_total",
+        "kdserve_batch_inference_seconds_bucket",
+        "kdserve_batch_size_sum",
+        "kdserve_http_request_duration_seconds_bucket",
+        "kdserve_queue_depth",
+        "kdserve_rejected_total",
+        "kdserve_shadow_agreed_total",
+        "kdserve_shadow_compared_total",
+        "kdserve_cascade_escalations_total",
+        "kdserve_cascade_texts_total",
+        "kdserve_ab_assignments_total",
+    ):
+        assert family in used, f"the dashboard does not chart {family}"
+
+
+def test_grafana_dashboard_is_importable() -> None:
+    """Structure Grafana needs to import it anywhere: a data-source variable every panel uses, unique
+    panel ids, panels inside the 24-column grid."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] and dashboard["title"] and dashboard["schemaVersion"] >= 36
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        grid = panel["gridPos"]
+        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, panel["title"]
+        if panel["type"] != "row":
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+            assert all(t["datasource"] == panel["datasource"] for t in panel["targets"]), panel["title"]
