@@ -96,6 +96,11 @@ def model_card(manifest: Manifest, model_bytes: int, triton_note: str = "") -> s
             + ", ".join(f"{a['precision']} (lost {a['drop_points']:.2f} points)" for a in refused)
             + "."
         )
+    compatibility = manifest.extra.get("compatibility")
+    if isinstance(compatibility, dict) and "per_class" in compatibility:
+        from kdserve.export.compat import card_section
+
+        lines += ["", *card_section(compatibility)]
     lines += [
         "",
         "## Intended use",
