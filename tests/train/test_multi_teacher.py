@@ -162,6 +162,8 @@ def test_distil_from_two_bundles_with_production_texts(tmp_path: Path, teachers:
             teachers["data"],
             teacher_weights=[0.7, 0.3],
             transfer_data=[str(production)],
+            epochs=8,
+            lr=1e-2,
         )
     )
     # the tiny teachers are imperfect on this data (a few %), so the student is held to a looser bar
