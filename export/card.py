@@ -159,6 +159,11 @@ def model_card(manifest: Manifest, model_bytes: int, triton_note: str = "") -> s
             + "."
         )
     lines += ["", *moderation_section(manifest)]
+    compatibility = manifest.extra.get("compatibility")
+    if isinstance(compatibility, dict) and "per_class" in compatibility:
+        from kdserve.export.compat import card_section
+
+        lines += ["", *card_section(compatibility), ""]
     lines += [
         "## Intended use",
         "",

@@ -57,6 +57,10 @@ def _export(args: argparse.Namespace) -> int:
         calibrate=args.calibrate,
         policy=args.policy,
         benign_labels=tuple(args.benign_labels.split(",")) if args.benign_labels else None,
+        baseline_bundle=args.baseline_bundle,
+        max_negative_flips=args.max_negative_flips,
+        max_class_f1_drop=args.max_class_f1_drop,
+        log_texts=args.log_texts or None,
     )
     for folder in export_checkpoint(config):
         _print_written(folder, config.format)
@@ -97,6 +101,55 @@ def _print_written(folder: object, fmt: str) -> None:
     )
 
 
+def _data_spec(args: argparse.Namespace) -> object:
+    from kdserve.core.data import DatasetSpec
+
+    return DatasetSpec(
+        source=args.data,
+        validation=args.validation_data,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        validation_fraction=args.validation_fraction,
+        seed=args.data_seed,
+    )
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """Report always (stdout, and --output as JSON); exit 1 when the gate refuses NEW, so CI can stop a swap."""
+    import json
+    from pathlib import Path
+
+    from kdserve.export.compat import GateThresholds, apply_gate, compare_bundles, format_report
+    from kdserve.export.config import DEFAULT_MAX_CLASS_F1_DROP, DEFAULT_MAX_NEGATIVE_FLIPS
+
+    thresholds = GateThresholds(
+        DEFAULT_MAX_NEGATIVE_FLIPS if args.max_negative_flips is None else args.max_negative_flips,
+        DEFAULT_MAX_CLASS_F1_DROP if args.max_class_f1_drop is None else args.max_class_f1_drop,
+    )
+    report = compare_bundles(
+        args.new,
+        args.baseline,
+        _data_spec(args),
+        args.split,
+        args.log_texts,
+        args.worst,
+        args.batch_size,
+        args.max_examples,
+    )
+    failures = apply_gate(report, thresholds)
+    if args.output:
+        target = Path(args.output)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        tmp.replace(target)
+    print(format_report(report))
+    if failures:
+        print(f"kdserve: error: {args.new} refused against {args.baseline}: {'; '.join(failures)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
     """Every bundle gets one line; a failure does not stop the others, but makes the exit code 1."""
     import numpy as np
@@ -129,6 +182,51 @@ def _verify(args: argparse.Namespace) -> int:
             failed += 1
             print(f"kdserve: error: {exc}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _gate_args(group: argparse._ActionsContainer) -> None:
+    group.add_argument(
+        "--max-negative-flips",
+        type=float,
+        metavar="POINTS",
+        help="percent of rows the baseline gets right that the new bundle may get wrong (default 5.0)",
+    )
+    group.add_argument(
+        "--max-class-f1-drop",
+        type=float,
+        metavar="POINTS",
+        help="F1 points any one class may lose against the baseline (default 2.0)",
+    )
+    group.add_argument(
+        "--log-texts",
+        action="store_true",
+        help="write the worst negative flips' texts into the report (default: their sha256 only)",
+    )
+
+
+def _register_compare(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser(
+        "compare-bundles",
+        help="what will NEW get wrong that the production bundle gets right? agreement, flips, per-class F1",
+        description="Score NEW and PROD on one labelled split: agreement, negative flips (PROD right, NEW wrong), "
+        "positive flips, per-class F1 change and the worst negative flips; exit 1 when the gate refuses NEW.",
+    )
+    parser.add_argument("new", metavar="NEW", help="the candidate bundle folder")
+    parser.add_argument("baseline", metavar="PROD", help="the production bundle folder")
+    parser.add_argument("--output", help="also write the full report as JSON here")
+    parser.add_argument("--split", choices=["train", "validation", "test"], default="validation")
+    parser.add_argument("--worst", type=int, default=20, help="worst negative flips listed (default 20)")
+    parser.add_argument("--max-examples", type=int, help="score only the first N rows of the split")
+    parser.add_argument("--batch-size", type=int, default=64)
+    _gate_args(parser)
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", required=True, help="dataset spec: package:NAME, a folder, a file or hub:NAME")
+    group.add_argument("--validation-data", help="a separate validation file, when --data is a single file")
+    group.add_argument("--text-column")
+    group.add_argument("--label-column")
+    group.add_argument("--validation-fraction", type=float, default=0.1)
+    group.add_argument("--data-seed", type=int, default=13)
+    parser.set_defaults(func=_compare)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -204,6 +302,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--policy", help="default thresholds per label: precision=P, recall=R or f1 (default: no policy)"
     )
     parser.add_argument("--benign-labels", help="comma-separated labels that never flag (default: neither,NOT,neutral)")
+    compat = parser.add_argument_group("compatibility with the production bundle")
+    compat.add_argument(
+        "--baseline-bundle",
+        metavar="PROD",
+        help="compare each new bundle with this production bundle on the validation split; a bundle "
+        "the gate refuses is not published (the report goes to <output>/<name>-compat-refused.json)",
+    )
+    _gate_args(compat)
     group = parser.add_argument_group("data (default: the data the checkpoint was trained on)")
     group.add_argument("--data", help="dataset spec for the checks: package:NAME, a folder, a file or hub:NAME")
     group.add_argument("--validation-data", help="a separate validation file, when --data is a single file")
@@ -215,6 +321,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     group.add_argument("--label-columns", help="multi-label: comma-separated 0/1, probability or *_votes columns")
     group.add_argument("--columns", help="column names of a headerless file, comma-separated")
     parser.set_defaults(func=_export)
+
+    _register_compare(sub)
 
     bundle = sub.add_parser("bundle", help="inspect exported bundles")
     bundle_sub = bundle.add_subparsers(dest="bundle_command", required=True, metavar="WHAT")

@@ -300,6 +300,61 @@ def _publish(config: ExportConfig, staged: dict[str, tuple[Path, Manifest]], tar
     return written
 
 
+def _load_baseline(config: ExportConfig, info: ox.CheckpointInfo) -> BundleModel | None:
+    """The production bundle of ``--baseline-bundle``, verified, with the checkpoint's label set."""
+    if config.baseline_bundle is None:
+        return None
+    from kdserve.export.compat import check_same_labels
+
+    baseline = BundleModel(config.baseline_bundle)
+    check_same_labels(info.labels, baseline.labels, str(info.folder), config.baseline_bundle)
+    return baseline
+
+
+def _compat_gate(
+    config: ExportConfig,
+    name: str,
+    baseline: BundleModel,
+    staged: dict[str, tuple[Path, Manifest]],
+    rows: list[tuple[str, int]],
+    data: LabeledData,
+) -> None:
+    """Compare every staged bundle with the baseline on the validation rows and put the report in
+    its manifest (and so its model card). When any is refused, nothing is published: the refusal
+    is about the model, not its precision, and a half-published pair would be served by mistake.
+    The refused reports then go to ``<output>/<name>-compat-refused.json`` for the reviewer."""
+    from kdserve.export.compat import CompatGateError, GateThresholds, apply_gate, compare_models
+
+    thresholds = GateThresholds(config.max_negative_flips, config.max_class_f1_drop)
+    refusals, reports = [], {}
+    for precision, (folder, manifest) in staged.items():
+        report = compare_models(
+            BundleModel(folder, verify=False),
+            baseline,
+            rows,
+            data.labels,
+            data.source,
+            "validation",
+            config.log_texts,
+            batch_size=config.batch_size,
+        )
+        failures = apply_gate(report, thresholds)
+        manifest.extra["compatibility"] = report
+        reports[precision] = report
+        if failures:
+            refusals.append(f"{precision}: " + "; ".join(failures))
+    if refusals:
+        target = Path(config.output_dir) / f"{name}-compat-refused.json"
+        tmp = target.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(reports, indent=2) + "\n")
+        tmp.replace(target)
+        raise CompatGateError(
+            f"refused against the baseline {config.baseline_bundle}: {' | '.join(refusals)}; nothing was "
+            f"published (report: {target})",
+            reports,
+        )
+
+
 def export_checkpoint(config: ExportConfig) -> list[Path]:
     """Export ``config.checkpoint``; returns the written bundle folders (fp32 first) or, for
     ``format="triton"``, the Triton model folders. Raises ExportError subclasses on failure;
@@ -319,6 +374,7 @@ def export_checkpoint(config: ExportConfig) -> list[Path]:
         _label_targets(data.validation, data, list(info.labels))  # label names checked before the slow part
     else:
         align_labels([y for _, y in data.validation], data.labels, info.labels)
+    baseline = _load_baseline(config, info)  # a wrong baseline fails before the slow part too
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-staging-", dir=out))
@@ -374,6 +430,8 @@ def export_checkpoint(config: ExportConfig) -> list[Path]:
         y_val = _label_targets(rows, data, list(info.labels))
         for precision, (_, manifest) in staged.items():
             metrics[precision]["moderation"] = _moderate(config, manifest, all_logits[precision], y_val, spec.seed)
+        if baseline is not None:
+            _compat_gate(config, name, baseline, staged, rows, data)
         total = round(time.perf_counter() - started, 3)
         for folder, manifest in staged.values():
             manifest.metrics = metrics

@@ -94,6 +94,13 @@ def _student_options(pairs: list[str] | None) -> dict[str, Any] | None:
     return options or None
 
 
+def _floats(value: str) -> list[float]:
+    try:
+        return [float(v) for v in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {value!r}") from None
+
+
 def _distill(args: argparse.Namespace) -> int:
     from kdserve.train.distill import DistillConfig, distill
 
@@ -125,6 +132,9 @@ def _distill(args: argparse.Namespace) -> int:
         intermediate_weight=args.intermediate_weight,
         cache_dir=args.cache_dir,
         teacher_bundle=args.teacher_bundle,
+        teacher_weights=args.teacher_weights,
+        teacher_combine=args.teacher_combine,
+        transfer_data=args.transfer_data,
         seed=args.seed,
         augment_seed=args.augment_seed,
         ema_decay=args.ema_decay,
@@ -215,7 +225,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     dist = sub.add_parser("distill", help="distil a teacher into a BiLSTM, Transformer or TextCNN student")
     dist.add_argument("--student", choices=["bilstm", "transformer", "textcnn"], required=True)
-    dist.add_argument("--teacher", help="teacher checkpoint folder (from `kdserve train teacher`)")
+    dist.add_argument(
+        "--teacher",
+        action="append",
+        help="teacher checkpoint folder (from `kdserve train teacher`) or bundle; repeat it to distil from "
+        "several, e.g. the new teacher and the production bundle (the first seeds a Transformer student)",
+    )
+    dist.add_argument(
+        "--teacher-weights",
+        type=_floats,
+        metavar="W1,W2",
+        help="one weight per --teacher, e.g. 0.7,0.3 (normalised; default equal)",
+    )
+    dist.add_argument(
+        "--teacher-combine",
+        choices=["prob", "logit"],
+        help="several teachers: average probabilities (default; use --soft kl) or logits",
+    )
+    dist.add_argument(
+        "--transfer-data",
+        action="append",
+        metavar="FILE",
+        help="unlabelled texts for the transfer set, labelled by the teacher(s): the shadow log (JSONL, "
+        "written with --log-texts) or a .txt/.csv/.jsonl of texts; deduplicated; repeatable",
+    )
     dist.add_argument("--no-teacher", action="store_true", help="hard labels only: the no-distillation baseline")
     dist.add_argument("--preset", choices=["quick", "full"], default="quick")
     dist.add_argument("--output", required=True, help="student checkpoint folder to write")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kdserve.core.data import DatasetSpec
-from kdserve.core.errors import ConfigError, DataError
+from kdserve.core.errors import ConfigError
 
 log = logging.getLogger("kdserve.train")
 
@@ -47,7 +47,9 @@ STUDENT_DEFAULTS: dict[str, dict[str, Any]] = {
 class DistillConfig:
     """Everything that defines a distillation run; written next to the student."""
 
-    teacher: str | None
+    #: a teacher checkpoint or bundle folder, or several (multi-teacher distillation,
+    #: ``kdserve.train.multi_teacher``); one teacher is kept as a plain string
+    teacher: str | list[str] | None
     data: DatasetSpec
     output_dir: str
     student: Literal["bilstm", "transformer", "textcnn"] = "bilstm"
@@ -90,6 +92,14 @@ class DistillConfig:
     #: An exported bundle of the teacher to label the transfer set with (ONNX Runtime; faster on a
     #: CPU); None labels with the PyTorch checkpoint.
     teacher_bundle: str | None = None
+    #: several teachers: one weight each (normalised to sum 1; default equal)
+    teacher_weights: list[float] | None = None
+    #: several teachers: "prob" averages their probabilities (stored as log-probabilities: use
+    #: --soft kl), "logit" averages their logits
+    teacher_combine: Literal["prob", "logit"] = "prob"
+    #: files of unlabelled texts (production traffic, the shadow log) added to the transfer set,
+    #: deduplicated against the labelled data and labelled by the teacher(s)
+    transfer_data: list[str] = dataclasses.field(default_factory=list)
     seed: int = 13
     #: seed of the augmentation alone (default: ``seed``): vary ``seed`` with this fixed to rerun the
     #: training's randomness (init, order, dropout) on the same, already-labelled transfer set
@@ -106,6 +116,7 @@ class DistillConfig:
     def __post_init__(self) -> None:
         from kdserve.train.losses import make_alpha_schedule
 
+        self._check_teachers()
         if self.student not in STUDENTS:
             raise ConfigError(f"unknown student {self.student!r}; choose one of {', '.join(STUDENTS)}")
         if self.augment not in AUGMENT_LEVELS:
@@ -167,6 +178,39 @@ class DistillConfig:
             raise ConfigError(str(exc)) from None
         if self.student_options:
             self._check_student_options()
+
+    @property
+    def teachers(self) -> list[str]:
+        """The teacher folders, in order (empty without a teacher)."""
+        if not self.teacher:
+            return []
+        return [self.teacher] if isinstance(self.teacher, str) else list(self.teacher)
+
+    @property
+    def primary_teacher(self) -> str | None:
+        """The first teacher: the one whose weights, vocabulary or layers a student may start from."""
+        return self.teachers[0] if self.teachers else None
+
+    def _check_teachers(self) -> None:
+        if isinstance(self.teacher, (list, tuple)):
+            teachers = [str(t) for t in self.teacher]
+            if len(set(teachers)) != len(teachers):
+                raise ConfigError(f"a teacher is given twice: {teachers}")
+            # one teacher stays a plain string, so a single --teacher runs and records exactly as before
+            self.teacher = teachers[0] if len(teachers) == 1 else (teachers or None)
+        self.transfer_data = [str(p) for p in self.transfer_data or []]
+        if self.teacher_combine not in ("prob", "logit"):
+            raise ConfigError(f"teacher_combine must be prob or logit, got {self.teacher_combine!r}")
+        n = len(self.teachers)
+        if self.teacher_weights is not None:
+            from kdserve.train.multi_teacher import normalised_weights
+
+            self.teacher_weights = [float(w) for w in self.teacher_weights]
+            normalised_weights(self.teacher_weights, max(n, 1))
+        if n > 1 and self.teacher_bundle:
+            raise ConfigError("teacher_bundle applies to a single teacher; pass each bundle as a --teacher instead")
+        if self.no_teacher and (self.transfer_data or n > 1):
+            raise ConfigError("transfer data and several teachers need a teacher to label them; drop --no-teacher")
 
     def _check_student_options(self) -> None:
         """Fail before any data is read: unknown keys, values the student config refuses."""
@@ -261,7 +305,6 @@ def distill(config: DistillConfig) -> dict[str, Any]:
 
     from kdserve.core.data import load_dataset
     from kdserve.train.batching import bucketed_batches
-    from kdserve.train.checkpoint import read_labels
     from kdserve.train.common import (
         DevPasses,
         WeightAverage,
@@ -275,9 +318,10 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     from kdserve.train.distill_setup import FixedColumns, build_student_for, build_tokenizer, intermediate_layer_loss
     from kdserve.train.evaluate import score_logits
     from kdserve.train.losses import distillation_loss, make_alpha_schedule
+    from kdserve.train.multi_teacher import check_primary, check_teachers, label_transfer
     from kdserve.train.student_tokenizers import encode_batch, save_tokenizer
     from kdserve.train.students import count_parameters, save_student
-    from kdserve.train.transfer import teacher_logits
+    from kdserve.train.transfer_data import load_transfer_texts
 
     started = time.perf_counter()
     if config.threads:
@@ -288,25 +332,23 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     rows = list(data.train)
     if config.max_train_examples and len(rows) > config.max_train_examples:
         rows = random.Random(config.seed).sample(rows, config.max_train_examples)
+    extra = None
     if not config.no_teacher:
-        teacher_labels = read_labels(config.teacher or "")
-        if sorted(teacher_labels) != sorted(data.labels):
-            raise DataError(f"teacher labels {list(teacher_labels)} differ from the dataset's {list(data.labels)}")
+        check_teachers(config.teachers, data.labels)
+        check_primary(config)
+        # read and check every transfer file before the slow part: a bad file fails in seconds
+        known = [t for t, _ in data.train] + [t for t, _ in data.validation]
+        extra = load_transfer_texts(config.transfer_data, known) if config.transfer_data else None
 
     transfer = _transfer_set(config, rows)
+    if extra is not None:
+        transfer += [(text, None) for text in extra.texts]  # no gold label: the teachers' targets only
     texts = [t for t, _ in transfer]
     targets = None
     if not config.no_teacher:
-        raw = teacher_logits(
-            config.teacher_bundle or config.teacher or "",
-            texts,
-            config.max_length,
-            config.cache_dir,
-            device=config.device,
-        )
-        order = [teacher_labels.index(name) for name in data.labels]  # teacher columns -> dataset order
-        targets = torch.from_numpy(np.ascontiguousarray(raw[:, order]))
-    tokenizer = build_tokenizer(config, [t for t, _ in rows])
+        targets = torch.from_numpy(np.ascontiguousarray(label_transfer(config, texts, data.labels)))
+    # production texts' words join the student's vocabulary: those are the words it will be served
+    tokenizer = build_tokenizer(config, [t for t, _ in rows] + (extra.texts if extra is not None else []))
     ids = encode_batch(tokenizer, texts, config.max_length)
     val_ids = encode_batch(tokenizer, [t for t, _ in data.validation], config.max_length)
     val_labels = [y for _, y in data.validation]
@@ -428,6 +470,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
         "labels": list(data.labels),
         "train_examples": len(rows),
         "transfer_examples": len(transfer),
+        "transfer_data": None if extra is None else extra.summary(),
         "best_epoch": best["epoch"],
         "best_at": best["at"],
         "metric_for_best": config.metric_for_best,

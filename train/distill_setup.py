@@ -24,7 +24,7 @@ def build_tokenizer(config: DistillConfig, texts: list[str]) -> Any:
     if config.student == "transformer":
         from kdserve.train.checkpoint import DEFAULT_TEACHER
 
-        return teacher_wordpiece(config.teacher or DEFAULT_TEACHER)
+        return teacher_wordpiece(config.primary_teacher or DEFAULT_TEACHER)
     tokenizer = train_word_tokenizer(texts, vocab_size=config.vocab_size)
     if config.vector_vocab:
         from kdserve.train.glove import glove_words
@@ -56,7 +56,7 @@ def build_student_for(config: DistillConfig, tokenizer: Any, num_classes: int) -
             from kdserve.train.checkpoint import DEFAULT_TEACHER
 
             model = TransformerStudent.from_teacher(
-                config.teacher or DEFAULT_TEACHER, config.student_layers, num_classes
+                config.primary_teacher or DEFAULT_TEACHER, config.student_layers, num_classes
             )
             return model, model.config
         options = {"num_layers": config.student_layers, **config.student_options}
@@ -73,7 +73,7 @@ def build_student_for(config: DistillConfig, tokenizer: Any, num_classes: int) -
         from kdserve.train.checkpoint import DEFAULT_TEACHER
         from kdserve.train.teacher_vectors import teacher_word_vectors
 
-        vectors, hits = teacher_word_vectors(config.teacher or DEFAULT_TEACHER, words, seed=config.seed)
+        vectors, hits = teacher_word_vectors(config.primary_teacher or DEFAULT_TEACHER, words, seed=config.seed)
         log.info(
             "teacher embeddings (%d-d): %d of %d vocabulary words spelled by the teacher's pieces",
             vectors.shape[1],
@@ -136,7 +136,7 @@ def intermediate_layer_loss(config: DistillConfig, student: Any, device: Any) ->
     from kdserve.train.checkpoint import load_classifier
     from kdserve.train.losses import HiddenStateLoss, attention_loss, uniform_layer_map
 
-    teacher, _ = load_classifier(config.teacher or "")
+    teacher, _ = load_classifier(config.primary_teacher or "")
     teacher.config._attn_implementation = "eager"  # attention maps are needed
     teacher.to(device).eval()
     for p in teacher.parameters():
