@@ -37,6 +37,7 @@ class Shard:
     start: int
     stop: int
     offset: int
+    line: int = 0  # lines before ``offset``, so errors name the file's own line numbers
 
     @property
     def name(self) -> str:
@@ -155,10 +156,11 @@ def _csv_options(fmt: str) -> dict[str, Any]:
 
 
 def _csv_records(
-    handle: BinaryIO, path: str, fmt: str, offset: int, width: int | None
+    handle: BinaryIO, path: str, fmt: str, offset: int, width: int | None, line: int = 0
 ) -> Iterator[tuple[int, list[str], int]]:
-    """(line, fields, byte offset after the record) for each non-blank record from ``offset``."""
-    lines = _Lines(handle, path, offset, 0)
+    """(last line, fields, byte offset after the record) for each non-blank record from ``offset``
+    (``line``: the lines before it)."""
+    lines = _Lines(handle, path, offset, line)
     reader = csv.reader(iter(lines), **_csv_options(fmt))
     try:
         for row in reader:
@@ -171,8 +173,10 @@ def _csv_records(
         raise DataError(f"{path} line {lines.line}: malformed {fmt.upper()} ({' '.join(str(exc).split())})") from None
 
 
-def _jsonl_records(handle: BinaryIO, path: str, offset: int) -> Iterator[tuple[int, dict[str, Any], int]]:
-    lines = _Lines(handle, path, offset, 0)
+def _jsonl_records(
+    handle: BinaryIO, path: str, offset: int, line: int = 0
+) -> Iterator[tuple[int, dict[str, Any], int]]:
+    lines = _Lines(handle, path, offset, line)
     for text in lines:
         if not text.strip():
             continue
@@ -225,28 +229,31 @@ def plan(
     return planned
 
 
-def _cut(index: int, starts: list[int], rows: int, shard_rows: int) -> list[Shard]:
-    return [Shard(index, k, k * shard_rows, min((k + 1) * shard_rows, rows), offset) for k, offset in enumerate(starts)]
+def _cut(index: int, starts: list[tuple[int, int]], rows: int, shard_rows: int) -> list[Shard]:
+    return [
+        Shard(index, k, k * shard_rows, min((k + 1) * shard_rows, rows), offset, line)
+        for k, (offset, line) in enumerate(starts)
+    ]
 
 
 def _plan_text(
     index: int, path: Path, fmt: str, shard_rows: int, text_column: str | None, id_column: str | None
 ) -> InputFile:
     name = str(path)
-    starts: list[int] = []
+    starts: list[tuple[int, int]] = []
     rows = 0
     with path.open("rb") as handle:
         if fmt == "jsonl":
             item: InputFile | None = None
-            position = 0
+            position, last = 0, 0
             for line, record, end in _jsonl_records(handle, name, 0):
                 if item is None:
                     text, ident = _pick_columns(name, list(record), text_column, id_column)
                     item = InputFile(name, fmt, text, ident)
                 _check_record(name, line, record, item)
                 if rows % shard_rows == 0:
-                    starts.append(position)
-                position = end
+                    starts.append((position, last))
+                position, last = end, line
                 rows += 1
             if item is None:
                 raise DataError(f"{path}: no records")
@@ -255,14 +262,14 @@ def _plan_text(
             first = next(records, None)
             if first is None:
                 raise DataError(f"{path}: file is empty (no header row)")
-            _, header, position = first
+            last, header, position = first
             header = [h.strip() for h in header]
             text, ident = _pick_columns(name, header, text_column, id_column)
             item = InputFile(name, fmt, text, ident, header=header)
-            for _line, _row, end in _csv_records(handle, name, fmt, position, len(header)):
+            for line, _row, end in _csv_records(handle, name, fmt, position, len(header), last):
                 if rows % shard_rows == 0:
-                    starts.append(position)
-                position = end
+                    starts.append((position, last))
+                position, last = end, line
                 rows += 1
     item.rows = rows
     item.shards = _cut(index, starts, rows, shard_rows)
@@ -291,7 +298,7 @@ def _plan_parquet(index: int, path: Path, shard_rows: int, text_column: str | No
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         raise DataError(f"{path}: text column {text!r} is {kind}, expected a string column")
     rows = meta.metadata.num_rows
-    starts = [k * shard_rows for k in range(-(-rows // shard_rows))]
+    starts = [(k * shard_rows, 0) for k in range(-(-rows // shard_rows))]
     return InputFile(str(path), "parquet", text, ident, rows=rows, shards=_cut(index, starts, rows, shard_rows))
 
 
@@ -313,26 +320,35 @@ def read_shard(task: dict[str, Any], shard: Shard) -> tuple[list[Any], list[str]
 
         columns = [text_column] + ([id_column] if id_column and id_column != text_column else [])
         handle = pq.ParquetFile(path)
-        seen = 0
+        # Only the row groups that overlap the shard, streamed in record batches: memory stays about
+        # one batch even when a writer made row groups of a million rows.
+        groups, first, seen = [], None, 0
         for group in range(handle.num_row_groups):
             size = handle.metadata.row_group(group).num_rows
             if seen + size > shard.start and seen < shard.stop:
-                table = handle.read_row_group(group, columns=columns)
-                lo, hi = max(shard.start - seen, 0), min(shard.stop - seen, size)
-                part = table.slice(lo, hi - lo)
-                texts.extend(_text(v) for v in part.column(text_column).to_pylist())
-                if id_column:
-                    ids.extend(str(v) for v in part.column(id_column).to_pylist())
+                groups.append(group)
+                first = seen if first is None else first
             seen += size
-            if seen >= shard.stop:
+        position = first or 0
+        for batch in handle.iter_batches(batch_size=4096, row_groups=groups, columns=columns):
+            lo, hi = max(shard.start - position, 0), min(shard.stop - position, batch.num_rows)
+            position += batch.num_rows
+            if hi <= lo:
+                continue
+            part = batch.slice(lo, hi - lo)
+            texts.extend(_text(v) for v in part.column(text_column).to_pylist())
+            if id_column:
+                ids.extend(str(v) for v in part.column(id_column).to_pylist())
+            if position >= shard.stop:
                 break
     else:
         with open(path, "rb") as handle:
             if fmt == "jsonl":
-                records: Iterator[Any] = (r for _, r, _ in _jsonl_records(handle, path, shard.offset))
+                records: Iterator[Any] = (r for _, r, _ in _jsonl_records(handle, path, shard.offset, shard.line))
             else:
                 header = task["header"]
-                records = (dict(zip(header, row)) for _, row, _ in _csv_records(handle, path, fmt, shard.offset, None))
+                rows = _csv_records(handle, path, fmt, shard.offset, len(header), shard.line)
+                records = (dict(zip(header, row)) for _, row, _ in rows)
             for record in records:
                 texts.append(_text(record.get(text_column)))
                 if id_column:
