@@ -6,6 +6,13 @@ import argparse
 
 
 def _classify(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from kdserve.core.errors import ConfigError
+
+    missing = [m for m in ("pyarrow", "onnxruntime", "tokenizers") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"kdserve classify needs {', '.join(missing)}: pip install 'kdserve[scale]'")
     from kdserve.bulk.job import ClassifyJob, run_job
 
     job = ClassifyJob(

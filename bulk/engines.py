@@ -89,6 +89,22 @@ class _RayShardActor:
         return results
 
 
+def _kdserve_cause(exc: BaseException) -> BaseException | None:
+    """The KdserveError an actor raised, through Ray's wrappers (``cause``, ``__cause__``)."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        inner = getattr(current, "cause", None)
+        if isinstance(current, KdserveError) and not isinstance(inner, BaseException):
+            return current
+        stack += [inner if isinstance(inner, BaseException) else None, current.__cause__, current.__context__]
+    return None
+
+
 def run_ray(
     pending: Pending, bundle: str, output: str, fmt: str, workers: int, threads: int, batch_size: int
 ) -> Iterator[dict[str, Any]]:
@@ -132,11 +148,11 @@ def run_ray(
         try:
             for row in dataset.iter_rows():
                 yield json.loads(row["result"])
-        except ray.exceptions.RayTaskError as exc:
-            cause = exc.cause if isinstance(getattr(exc, "cause", None), KdserveError) else None
+        except Exception as exc:  # noqa: BLE001 - Ray wraps an actor's error in its own types
+            cause = _kdserve_cause(exc)
             if cause is not None:
-                raise cause from None
-            raise KdserveError(f"a Ray actor failed: {' '.join(str(exc).split())[:300]}") from None
+                raise KdserveError(str(cause).splitlines()[0]) from None
+            raise KdserveError(f"the Ray job failed: {' '.join(str(exc).split())[:300]}") from None
     finally:
         if started:
             ray.shutdown()
