@@ -95,9 +95,3 @@ class ShardWorker:
             "pid": os.getpid(),
             "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         }
-
-
-def label_texts(bundle: str | Path, texts: Sequence[str], batch_size: int = 64, threads: int = 0) -> np.ndarray:
-    """Logits [N, C] of ``texts`` with the same length-bucketed batching as ``kdserve classify``, in one
-    process (teacher labelling of a transfer set calls this through the local engine's pool)."""
-    return ShardWorker(bundle, threads, batch_size).logits(texts)[0]

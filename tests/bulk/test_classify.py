@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from kdserve.bulk.classify import label_texts
 from kdserve.bulk.job import ClassifyJob, run_job
+from kdserve.bulk.label import label_texts
 from kdserve.core.bundle import BundleModel, softmax
 from kdserve.core.errors import ConfigError
 from tests.bulk.conftest import texts, write_input
@@ -106,9 +106,10 @@ def test_another_job_in_the_same_folder_is_refused(bilstm: Path, renamed: Path, 
         _run(bilstm, [source], tmp_path / "other")
 
 
-def test_label_texts_matches_the_bundle(bilstm: Path) -> None:
-    rows = texts(50)
-    np.testing.assert_allclose(label_texts(bilstm, rows, batch_size=8), BundleModel(bilstm).predict(rows), atol=1e-5)
+def test_label_texts_on_workers_equals_in_process_predict(bilstm: Path) -> None:
+    rows = texts(150) + ["", "the film was wonderful but the plot was dull ."]
+    logits = label_texts(bilstm, rows, batch_size=16, workers=2, batches_per_task=2)
+    assert np.array_equal(logits, BundleModel(bilstm).predict(rows, batch_size=16))  # identical, not close
 
 
 @pytest.mark.slow  # a local Ray instance takes about a minute to start on a loaded 2-core machine
