@@ -36,22 +36,29 @@ class ShardWorker:
     def logits(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(logits float32 [N, C], truncated bool [N]) in input order, in length-bucketed batches."""
         manifest = self.model.manifest
-        encodings = self.model.tokenizer.encode_batch(list(texts), add_special_tokens=True)
-        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
-        out = np.zeros((len(encodings), len(manifest.labels)), dtype=np.float32)
+        # Tokenize in slices and keep only the truncated ids: a tokenizers Encoding of a long post
+        # also holds its overflow (every token past max_length), hundreds of MiB for a shard of reviews.
+        token_ids: list[list[int]] = []
+        truncated = np.zeros(len(texts), dtype=bool)
+        for lo in range(0, len(texts), 1024):
+            encodings = self.model.tokenizer.encode_batch(list(texts[lo : lo + 1024]), add_special_tokens=True)
+            token_ids.extend(e.ids for e in encodings)
+            truncated[lo : lo + len(encodings)] = [bool(e.overflowing) for e in encodings]
+            del encodings
+        order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
+        out = np.zeros((len(token_ids), len(manifest.labels)), dtype=np.float32)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            lengths = [len(encodings[i].ids) for i in chunk]
+            lengths = [len(token_ids[i]) for i in chunk]
             width = max(max(lengths), 1)
             ids = np.full((len(chunk), width), manifest.pad_id, dtype=np.int64)
             mask = np.zeros((len(chunk), width), dtype=np.int64)
             for row, (i, n) in enumerate(zip(chunk, lengths)):
                 if n:
-                    ids[row, :n] = encodings[i].ids
+                    ids[row, :n] = token_ids[i]
                 # As BundleModel.encode: an empty text runs as one unmasked pad token.
                 mask[row, : max(n, 1)] = 1
             out[chunk] = self.model.run(Encoded(ids, mask, [max(n, 1) for n in lengths], []))
-        truncated = np.array([bool(e.overflowing) for e in encodings], dtype=bool)
         return out, truncated
 
     def table(self, source: str, ids: Sequence[Any], rows: Sequence[int], texts: Sequence[str]) -> Any:
