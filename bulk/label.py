@@ -13,13 +13,14 @@ import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kdserve.core.bundle import BundleModel, verify_bundle
-from kdserve.core.errors import ConfigError
+from kdserve.core.errors import ConfigError, KdserveError
 
 _model: BundleModel | None = None
 
@@ -59,6 +60,9 @@ def label_texts(
         futures: list[Any] = [
             pool.submit(_label_chunk, str(bundle), threads, batch_size, [texts[i] for i in chunk]) for chunk in chunks
         ]
-        for chunk, future in zip(chunks, futures):
-            out[chunk] = future.result()
+        try:
+            for chunk, future in zip(chunks, futures):
+                out[chunk] = future.result()
+        except BrokenProcessPool:
+            raise KdserveError("a labelling worker died (killed or out of memory)") from None
     return out
