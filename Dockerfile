@@ -33,6 +33,7 @@ COPY train/ train/
 COPY export/ export/
 COPY serve/ serve/
 COPY benchmarks/ benchmarks/
+COPY bulk/ bulk/
 
 # --no-index makes a lock that misses part of the serve extra fail the build here, instead of
 # pip fetching an unpinned package; pip check then proves the set is consistent. pip itself

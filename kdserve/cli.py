@@ -339,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_export(sub)
     register_serve(sub)
     register_bench(sub)
+    __import__("kdserve.bulk.cli", fromlist=["register"]).register(sub)  # kdserve classify
     return parser
 
 

@@ -26,6 +26,7 @@ FOLDERS = {
     "kdserve.export": "export",
     "kdserve.serve": "serve",
     "kdserve.bench": "benchmarks",
+    "kdserve.bulk": "bulk",
 }
 #: layer -> the layers it may import (besides itself and the root package's __version__)
 ALLOWED = {
@@ -34,10 +35,11 @@ ALLOWED = {
     "kdserve.serve": {"kdserve.core"},
     "kdserve.export": {"kdserve.core", "kdserve.train"},
     "kdserve.bench": {"kdserve.core", "kdserve.train", "kdserve.export", "kdserve.serve"},
-    "kdserve": {"kdserve.core", "kdserve.train", "kdserve.export", "kdserve.serve", "kdserve.bench"},
+    "kdserve.bulk": {"kdserve.core"},
+    "kdserve": {"kdserve.core", "kdserve.train", "kdserve.export", "kdserve.serve", "kdserve.bench", "kdserve.bulk"},
 }
 HEAVY = {"torch", "transformers", "optimum"}
-TORCH_FREE = {"kdserve.core", "kdserve.serve"}
+TORCH_FREE = {"kdserve.core", "kdserve.serve", "kdserve.bulk"}
 
 
 def layer_of(module: str) -> str | None:
@@ -140,6 +142,7 @@ def test_an_install_puts_only_kdserve_at_top_level(tmp_path: Path) -> None:
         "export",
         "serve",
         "bench",
+        "bulk",
     }
     check = (
         "import sys; sys.path[:0] = [sys.argv[1]]; import kdserve.serve.config, kdserve.core.bundle\n"

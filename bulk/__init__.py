@@ -1,0 +1,2 @@
+"""Bulk classification (``kdserve classify``): backfills over files, resumable shard by shard, on local
+worker processes or Ray Data. Torch-free: it runs bundles through ``kdserve.core.bundle``."""
