@@ -20,7 +20,7 @@ import numpy as np
 
 from kdserve.bulk.inputs import Shard, read_shard
 from kdserve.bulk.output import commit_shard
-from kdserve.core.bundle import BundleModel, Encoded, softmax
+from kdserve.core.bundle import BundleModel, Encoded
 
 
 class ShardWorker:
@@ -66,9 +66,14 @@ class ShardWorker:
         import pyarrow as pa
 
         logits, truncated = self.logits(texts)
-        probs = softmax(logits).astype(np.float32) if len(texts) else np.zeros((0, len(self.model.labels)), np.float32)
-        top = probs.argmax(axis=1) if len(texts) else np.zeros(0, dtype=np.int64)
+        # the bundle's own served scores: calibrated softmax, or one sigmoid per category when multi-label
         labels = self.model.labels
+        probs = (
+            self.model.probabilities(logits).astype(np.float32)
+            if len(texts)
+            else np.zeros((0, len(labels)), np.float32)
+        )
+        top = probs.argmax(axis=1) if len(texts) else np.zeros(0, dtype=np.int64)
         columns: dict[str, Any] = {
             "source": pa.array([source] * len(texts), pa.string()),
             "row": pa.array(rows, pa.int64()),
@@ -78,6 +83,11 @@ class ShardWorker:
         }
         for index, label in enumerate(labels):
             columns[f"score_{label}"] = pa.array(probs[:, index], pa.float32())
+        if self.model.manifest.policy.get("thresholds"):
+            # the bundle's default policy decides, as the server does for a request naming no policy
+            flags = self.model.flags(probs)
+            columns["flagged"] = pa.array([bool(f) for f in flags], pa.bool_())
+            columns["flags"] = pa.array(flags, pa.list_(pa.string()))
         columns["truncated"] = pa.array(truncated, pa.bool_())
         columns["bundle_checksum"] = pa.array([self.checksum] * len(texts), pa.string())
         return pa.table(columns)

@@ -130,3 +130,23 @@ def test_copy_of_bundle_is_the_same_job(bilstm: Path, tmp_path: Path) -> None:
     _run(bilstm, [source], tmp_path / "out")
     moved = shutil.copytree(bilstm, tmp_path / "moved")
     assert _run(moved, [source], tmp_path / "out")["classified_now"] == 0
+
+
+def test_a_moderation_bundle_gives_calibrated_scores_and_its_policy_decisions(
+    tiny_bundles: Path, tmp_path: Path
+) -> None:
+    """Multi-label: one sigmoid(z / T_c) per category, never a softmax; the default policy's flags."""
+    from tests.serve.moderation_bundles import MULTI, build_moderation_bundles
+
+    bundle = build_moderation_bundles(tiny_bundles, tmp_path / "bundles") / MULTI
+    rows = texts(40)
+    model = BundleModel(bundle)
+    logits = model.predict(rows)
+    expected = 1 / (1 + np.exp(-logits / np.array([1.5, 0.5], dtype=np.float32)))
+    _run(bundle, [write_input(tmp_path / "in.csv", rows)], tmp_path / "out")
+    table = _table(tmp_path / "out")
+    np.testing.assert_allclose(table["score_negative"], expected[:, 0], atol=1e-5)
+    np.testing.assert_allclose(table["score_positive"], expected[:, 1], atol=1e-5)
+    want = [[n for n, s, t in (("negative", p[0], 0.5), ("positive", p[1], 0.7)) if s >= t] for p in expected]
+    assert table["flags"] == want and table["flagged"] == [bool(f) for f in want]
+    assert len({tuple(f) for f in table["flags"]}) > 1  # the decisions differ across rows
