@@ -13,12 +13,76 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from kdserve.serve.errors import Forbidden, InvalidInput, Unauthorized
-from kdserve.serve.policies import InvalidPolicy, PolicyError
+from kdserve.serve.policies import NAME_PATTERN, InvalidPolicy, PolicyError
+from kdserve.serve.routing_config import ABRoute, CascadeRoute, FixedRoute, ShadowRoute
 from kdserve.serve.schemas import ADMIN_ERRORS, ReloadResponse
 from kdserve.serve.service import Service
+
+
+def _route_schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    schema.pop("title", None)
+    return schema
+
+
+#: the routing file's shape (kdserve.serve.routing_config); its model names are checked against the
+#: loaded bundles when it is applied (422 invalid_routing), which a schema cannot say
+ROUTING_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "routes": {
+            "type": "object",
+            "propertyNames": {"minLength": 1, "pattern": r"\S"},
+            "additionalProperties": {
+                "oneOf": [_route_schema(m) for m in (FixedRoute, ABRoute, ShadowRoute, CascadeRoute)]
+            },
+        }
+    },
+}
+
+#: the policy file's shape (kdserve.serve.policies); models and categories are checked against the
+#: loaded bundles (422 invalid_policy)
+POLICIES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "policies": {
+            "type": "object",
+            "propertyNames": {"pattern": NAME_PATTERN.pattern},
+            "additionalProperties": {
+                "type": "object",
+                # a model's entry; null: its manifest's default policy
+                "additionalProperties": {
+                    "anyOf": [
+                        {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                "thresholds": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1},
+                                },
+                                "benign_labels": {
+                                    "anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}]
+                                },
+                            },
+                        },
+                        {"type": "null"},
+                    ]
+                },
+            },
+        }
+    },
+}
+
+
+def json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """``openapi_extra`` declaring a required JSON body (the routes read it raw, to answer their own 422s)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def admin_router(service: Service, token: SecretStr) -> APIRouter:
@@ -43,17 +107,7 @@ def admin_router(service: Service, token: SecretStr) -> APIRouter:
         changes = await service.reload()
         return {"reloaded": changes, "seconds": round(time.perf_counter() - started, 3)}
 
-    @router.put(
-        "/routing",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": {"type": "object", "properties": {"routes": {"type": "object"}}}}
-                },
-            }
-        },
-    )
+    @router.put("/routing", openapi_extra=json_body(ROUTING_SCHEMA))
     async def put_routing(request: Request) -> dict[str, Any]:
         """Replace the routing config (the body is one, as in the routing file); 422 if invalid,
         and then the old config stays. Answers the effective routes."""
@@ -78,7 +132,7 @@ def add_policy_routes(router: APIRouter, service: Service) -> None:
         """The live policies: per policy and model, the effective thresholds and benign labels; and the config."""
         return service.policies.describe()
 
-    @router.put("/policies")
+    @router.put("/policies", openapi_extra=json_body(POLICIES_SCHEMA))
     async def put_policies(request: Request) -> dict[str, Any]:
         """Replace the policy config (the body is one, as in the policy file, as JSON). Validated whole
         against the loaded bundles, then swapped in one assignment: requests in flight finish under the

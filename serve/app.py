@@ -15,7 +15,9 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
+from starlette.routing import Match
 from starlette.types import ASGIApp
 
 from kdserve import __version__
@@ -28,6 +30,7 @@ from kdserve.serve.edge import register as register_edge_metrics
 from kdserve.serve.errors import NotReady, error_response, install_error_handlers
 from kdserve.serve.middleware import ServeMiddleware
 from kdserve.serve.openai_api import moderations_router
+from kdserve.serve.openapi_schema import refine
 from kdserve.serve.protocols import hf_router, v2_router
 from kdserve.serve.schemas import (
     ERRORS,
@@ -63,6 +66,31 @@ class KdserveApp(FastAPI):
         return app
 
 
+#: the methods probed for ``Allow`` (OPTIONS is never served: no CORS preflight without cors_origins)
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route serves at this path. Starlette's 405 names only the first route whose
+    path matched (``/models/{name}`` is GET in one router and POST in another): Allow must list both.
+    Each method is tried against every route (included routers too) through ``BaseRoute.matches``."""
+    served = []
+    for method in METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in app.router.routes):
+            served.append(method)
+    return served
+
+
+def install_method_not_allowed(app: FastAPI) -> None:
+    async def _405(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+        allow = {"Allow": ", ".join(allowed_methods(app, request))}
+        return error_response(405, "method_not_allowed", message, allow, request.url.path)
+
+    app.add_exception_handler(405, _405)  # type: ignore[arg-type]  # a status handler wins over the class one
+
+
 def create_app(
     settings: Settings, service: Service | None = None, on_startup_failure: Callable[[str], None] | None = None
 ) -> FastAPI:
@@ -89,6 +117,7 @@ def create_app(
     app.state.edge = edge = EdgeState(max_connections=settings.max_connections)
     register_edge_metrics(svc.metrics.registry, edge)
     install_error_handlers(app)
+    install_method_not_allowed(app)
     install_api_key(app, settings.api_key)
     if settings.cors_origins:
         app.outer_middleware.append(
@@ -154,7 +183,7 @@ def create_app(
             exc = NotReady(reason, retry_after=settings.retry_after_s)
             return error_response(503, exc.code, exc.message, {"Retry-After": str(settings.retry_after_s)})
         # saturation is reported, not a 503: taking a busy replica out of rotation would push its load
-        # onto the others exactly when all are busy (see docs/notes/edge.md)
+        # onto the others exactly when all are busy (see docs/RELIABILITY.md)
         return JSONResponse(
             {"ready": True, "models": {n: s.loaded.checksum for n, s in svc.slots.items()}, **edge.snapshot()}
         )
@@ -176,4 +205,12 @@ def create_app(
         app.include_router(admin_router(svc, settings.admin_token))
     if settings.ui:
         mount_ui(app)
+
+    # the schema with its cross-field rules and the settings' limits (kdserve.serve.openapi_schema)
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = refine(FastAPI.openapi(app), settings)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -26,8 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kdserve import __version__
 from kdserve.serve.errors import InvalidInput, NotFound, NotReady
 from kdserve.serve.middleware import until_disconnect
+from kdserve.serve.openapi_schema import v2_request_schema
 from kdserve.serve.routing import TextAnswer
-from kdserve.serve.schemas import ERRORS, V2_ERRORS, HFRequest, Score
+from kdserve.serve.schemas import ERRORS, V2_ERRORS, HFRequest, JsonInt, Score
 from kdserve.serve.service import Service
 
 # ------------------------------------------------------------------ Hugging Face
@@ -74,25 +75,26 @@ def hf_router(service: Service) -> APIRouter:
 OUTPUTS = ("probabilities", "label")
 
 
+# strict: a shape of "3" or a name of 1 is refused as the schema says (kdserve.serve.openapi_schema), not coerced
 class V2Tensor(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str
-    shape: list[int]
+    shape: list[JsonInt]  # 28.0 is an integer in JSON Schema
     datatype: str
     parameters: dict[str, Any] | None = None
     data: Any = None
 
 
 class V2Output(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str
     parameters: dict[str, Any] | None = None
 
 
 class V2Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     id: str | None = Field(None, max_length=128)
     parameters: dict[str, Any] | None = None
@@ -100,24 +102,13 @@ class V2Request(BaseModel):
     outputs: list[V2Output] | None = None
 
 
-def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
-    """A JSON schema with its ``$defs`` substituted in place (the OpenAPI document has no ``$defs``)."""
-    defs = schema.pop("$defs", {})
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            if "$ref" in node:
-                return walk(defs[node["$ref"].rsplit("/", 1)[-1]])
-            return {k: walk(v) for k, v in node.items()}
-        return [walk(v) for v in node] if isinstance(node, list) else node
-
-    return walk(schema)  # type: ignore[no-any-return]
-
-
-def _flatten(data: Any) -> list[Any]:
-    if isinstance(data, list):
-        return [x for item in data for x in _flatten(item)]
-    return [data]
+def _strings(data: Any) -> list[str]:
+    """The texts of a JSON ``data``: N strings ([N]), or N lists of one string ([N, 1] nested)."""
+    if isinstance(data, list) and data and all(isinstance(v, list) and len(v) == 1 for v in data):
+        data = [v[0] for v in data]
+    if not isinstance(data, list) or any(not isinstance(v, str) for v in data):
+        raise InvalidInput("input 'text' data must be a list of strings (or of one-string lists, for shape [N, 1])")
+    return data
 
 
 def _decode_bytes(buffer: bytes) -> list[str]:
@@ -163,16 +154,14 @@ def parse_v2(raw: bytes, header_length: str | None) -> tuple[V2Request, list[str
         raise InvalidInput(f"input 'text' must have datatype BYTES, got {tensor.datatype}")
     if not tensor.shape or len(tensor.shape) > 2 or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
         raise InvalidInput(f"input 'text' must have shape [N] (or [N, 1]), got {tensor.shape}")
-    size = (tensor.parameters or {}).get("binary_data_size")
-    if size is not None:
-        if not isinstance(size, int) or size != len(tail):
+    parameters = tensor.parameters or {}
+    if "binary_data_size" in parameters:  # present means binary, even as null: never silently read as JSON
+        size = parameters["binary_data_size"]
+        if isinstance(size, bool) or not isinstance(size, int) or size != len(tail):
             raise InvalidInput(f"binary_data_size {size!r} does not match the {len(tail)} bytes after the header")
         texts = _decode_bytes(tail)
     else:
-        values = _flatten(tensor.data)
-        if tensor.data is None or any(not isinstance(v, str) for v in values):
-            raise InvalidInput("input 'text' data must be a list of strings")
-        texts = values
+        texts = _strings(tensor.data)
     if len(texts) != tensor.shape[0]:
         raise InvalidInput(f"input 'text' has {len(texts)} elements but shape {tensor.shape}")
     return request, texts
@@ -253,21 +242,31 @@ def v2_router(service: Service) -> APIRouter:
             )
         return {"name": name, "ready": True}
 
-    # The body is read raw (the binary extension is not JSON); the JSON form is declared for OpenAPI.
+    # The body is read raw (the binary extension is not JSON); the JSON form is declared for OpenAPI,
+    # exactly as parse_v2 reads it (one BYTES input "text", the settings' text limits)
     infer_body = {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": _inline_refs(V2Request.model_json_schema())}},
+            "content": {"application/json": {"schema": v2_request_schema(service.settings)}},
         }
     }
 
-    @router.post("/models/{name}/infer", openapi_extra=infer_body)
+    # binary outputs (binary_data / binary_data_output) come as the JSON header, then the raw tensors
+    infer_answers: dict[int | str, dict[str, Any]] = {
+        200: {
+            "description": "the outputs as JSON, or (binary outputs asked) a JSON header of "
+            "Inference-Header-Content-Length bytes followed by the tensors' bytes",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    }
+
+    @router.post("/models/{name}/infer", openapi_extra=infer_body, responses=infer_answers)
     async def infer(name: str, request: Request) -> Response:
         """V2 inference: JSON or binary tensors in, JSON or binary tensors out (per output's
         ``binary_data`` parameter, or the request's ``binary_data_output``)."""
         return await run_infer(name, request)
 
-    @router.post("/models/{name}/versions/{version}/infer", openapi_extra=infer_body)
+    @router.post("/models/{name}/versions/{version}/infer", openapi_extra=infer_body, responses=infer_answers)
     async def infer_version(name: str, version: str, request: Request) -> Response:
         """V2 inference at a model version (only version 1 exists), as ``tritonclient`` sends it."""
         versioned(name, version)

@@ -122,7 +122,7 @@ def _parse_route(name: Any, raw: Any) -> RouteSpec:
     if not isinstance(raw, Mapping):
         raise RoutingError(f"route {name!r}: expected an object with a 'policy', got {type(raw).__name__}")
     policy = raw.get("policy")
-    if policy not in POLICIES:
+    if not isinstance(policy, str) or policy not in POLICIES:  # an object or list here is unhashable
         what = "missing" if policy is None else f"unknown policy {policy!r}"
         raise _fail(name, "policy", f"{what} (expected one of: {', '.join(POLICIES)})")
     try:

@@ -6,11 +6,21 @@ Request models forbid unknown fields and use strict types: ``"top_k": "3"`` or a
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]+$"
+
+
+def _integral(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+#: an integer as JSON Schema means it: 3 or 3.0 (one number in JSON), not "3", true or 3.5
+JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]
+#: a positive one (the bound inside the validator, so that the schema says "minimum": 1)
+PositiveJsonInt = Annotated[Annotated[StrictInt, Field(ge=1)], BeforeValidator(_integral)]
 
 
 class ErrorBody(BaseModel):
@@ -72,7 +82,7 @@ class ClassifyRequest(BaseModel):
     text: StrictStr | None = Field(None, description="one text")
     texts: list[StrictStr] | None = Field(None, description="several texts, answered in order")
     model: StrictStr | None = Field(None, description="a bundle name or a route (teacher, student, default, ...)")
-    top_k: StrictInt | None = Field(None, ge=1, description="also return the k best labels with scores")
+    top_k: PositiveJsonInt | None = Field(None, description="also return the k best labels with scores")
     all_scores: StrictBool = Field(False, description="also return every label's score")
     truncate: StrictBool = Field(
         True, description="read texts over the model's token limit as long_text says; false: 413 if a token is lost"
@@ -169,7 +179,7 @@ class ClassifyResponse(BaseModel):
 class HFParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    top_k: StrictInt | None = Field(None, ge=1)
+    top_k: PositiveJsonInt | None = None
     function_to_apply: Literal["sigmoid", "softmax", "none"] | None = None
 
 
