@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from kdserve.core.defaults import DEFAULT_DATA
 from kdserve.core.errors import ConfigError, DataError
+from kdserve.core.options import option
 
 TEXT_COLUMNS = ("text", "sentence", "review", "content")
 LABEL_COLUMNS = ("label", "labels", "class")
@@ -86,12 +88,22 @@ class DatasetSpec:
     validation file for a file or directory source; without one, a seeded split is used.
     """
 
-    source: str
-    validation: str | None = None
-    text_column: str | None = None
-    label_column: str | None = None
-    validation_fraction: float = 0.1
-    seed: int = 13
+    # The dataset flags of every command (``--data``, ``--validation-data``, ...) come from these
+    # declarations (kdserve.core.options); label_names is for code and bundles, not the CLI.
+    source: str = option(
+        flag="--data",
+        cli_default=DEFAULT_DATA,
+        show_default=True,
+        help="dataset spec: package:rotten_tomatoes|imdb|sms_spam, a GLUE-style folder (train.tsv, dev.tsv), "
+        "a .csv/.tsv/.jsonl file, or hub:NAME[/CONFIG] (needs internet)",
+    )
+    validation: str | None = option(
+        None, flag="--validation-data", help="a separate validation file, when --data is a single file"
+    )
+    text_column: str | None = option(None, help="text column (default: text, sentence, review or content)")
+    label_column: str | None = option(None, help="label column (default: label, labels or class)")
+    validation_fraction: float = option(0.1, help="held out when there is no split")
+    seed: int = option(13, flag="--data-seed", help="seed of that split")
     label_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:

@@ -1,0 +1,265 @@
+"""Command-line flags declared once, on the config dataclass's fields.
+
+A field declared with ``option(default, help=...)`` becomes one ``--flag``; a plain field stays
+off the command line. The flag's type comes from the annotation (int, float, str, bool ->
+``--x/--no-x``, ``Literal`` -> choices, ``list``/``tuple`` -> comma-separated, ``dict`` ->
+repeatable ``KEY=VALUE``, ``X | None``), and a field whose type is itself a dataclass adds that
+class's flags as an argument group (``DatasetSpec``'s ``--data``, ``--text-column``, ...).
+
+``option_values`` reads the parsed namespace back into field values. An unset flag parses to
+None (unless the field gives a ``cli_default``) so that a config's ``from_preset``, which drops
+None, keeps its preset's value: only the flags the user gave override it. Validation stays in
+the config classes (``__post_init__`` raising ``ConfigError``), so the CLI checks nothing twice.
+
+Standard library only: the CLI builds every parser without importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from kdserve.core.errors import ConfigError
+
+#: The key of a field's ``metadata`` that holds its ``Flag``.
+METADATA_KEY = "kdserve.option"
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """How one field appears on the command line."""
+
+    help: str | None = None
+    #: the flag, e.g. "--output" for ``output_dir``; default "--" + the field name with dashes
+    flag: str | None = None
+    #: default: a ``Literal``'s values
+    choices: tuple[Any, ...] | None = None
+    metavar: str | None = None
+    #: None: required when the field has neither a default nor a ``cli_default``
+    required: bool | None = None
+    #: what an unset flag parses to; None lets the preset or the field default decide
+    cli_default: Any = None
+    #: append " (default: X)" to the help when ``cli_default`` is set
+    show_default: bool = False
+    #: bool: one ``--x`` flag that sets True (``--x/--no-x`` otherwise)
+    switch: bool = False
+    #: bool: one ``--flag`` that sets False, e.g. ``--no-torch`` for ``torch_reference``
+    negate: bool = False
+    #: a dataclass-typed field: the title of its flags' argument group
+    title: str | None = None
+    #: a dataclass-typed field: ``Flag`` changes per child field, e.g. {"source": {"help": "..."}}
+    nested: Mapping[str, Mapping[str, Any]] | None = None
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+    help: str | None = None,  # noqa: A002 - argparse's own name for it
+    flag: str | None = None,
+    choices: tuple[Any, ...] | None = None,
+    metavar: str | None = None,
+    required: bool | None = None,
+    cli_default: Any = None,
+    show_default: bool = False,
+    switch: bool = False,
+    negate: bool = False,
+    title: str | None = None,
+    nested: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Any:
+    """A dataclass field that is also a command-line flag. ``{default}`` in ``help`` becomes the
+    field's default, so a help text cannot drift from the value it names."""
+    spec = Flag(help, flag, choices, metavar, required, cli_default, show_default, switch, negate, title, nested)
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={METADATA_KEY: spec})
+
+
+def _flag_name(field: dataclasses.Field[Any], spec: Flag) -> str:
+    return spec.flag or "--" + field.name.replace("_", "-")
+
+
+def _dest(field: dataclasses.Field[Any], spec: Flag) -> str:
+    # argparse's own rule, so that ``--output`` stays ``args.output`` for code that reads it
+    return _flag_name(field, spec).lstrip("-").replace("-", "_")
+
+
+def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    """(the type, whether None is allowed) for ``X | None`` / ``Optional[X]`` / ``X``."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"an option's type must be one type or that type | None, got {annotation}")
+        return args[0], True
+    return annotation, False
+
+
+def _has_default(field: dataclasses.Field[Any]) -> bool:
+    return field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+
+
+def _field_default(field: dataclasses.Field[Any]) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None if field.default is dataclasses.MISSING else field.default
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _options(cls: type[Any]) -> list[tuple[dataclasses.Field[Any], Flag, Any]]:
+    """(field, its Flag, its resolved annotation) for every field declared with ``option``."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    hints = typing.get_type_hints(cls)
+    return [(f, f.metadata[METADATA_KEY], hints[f.name]) for f in dataclasses.fields(cls) if METADATA_KEY in f.metadata]
+
+
+def _with_overrides(spec: Flag, changes: Mapping[str, Any] | None) -> Flag:
+    return dataclasses.replace(spec, **changes) if changes else spec
+
+
+def _comma_list(item: Any, flag: str, as_tuple: bool) -> Callable[[str], Any]:
+    """An argparse ``type``: "1,8,32" -> [1, 8, 32] (blank parts dropped; "" -> empty)."""
+
+    def parse(raw: str) -> Any:
+        try:
+            items = [item(part.strip()) for part in raw.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{flag} wants comma-separated {item.__name__} values, got {raw!r}"
+            ) from None
+        return tuple(items) if as_tuple else items
+
+    parse.__name__ = f"comma-separated {item.__name__}"
+    return parse
+
+
+def add_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type[Any],
+    *,
+    title: str | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    _optional: bool = False,
+) -> None:
+    """One flag per ``option`` field of ``cls``, in field order; ``title`` puts them in a group.
+
+    ``overrides`` changes a field's ``Flag`` for this parser only (e.g. another help text)."""
+    target: Any = parser.add_argument_group(title) if title is not None else parser
+    for field, spec, annotation in _options(cls):
+        spec = _with_overrides(spec, (overrides or {}).get(field.name))
+        kind, optional = _unwrap_optional(annotation)
+        if dataclasses.is_dataclass(kind):
+            if not isinstance(parser, argparse.ArgumentParser):
+                raise TypeError(f"{cls.__name__}.{field.name}: a nested option group needs the parser itself")
+            add_options(parser, kind, title=spec.title or field.name, overrides=spec.nested, _optional=optional)
+            continue
+        target.add_argument(_flag_name(field, spec), **_argparse_kwargs(field, spec, kind, required_ok=not _optional))
+
+
+def _argparse_kwargs(field: dataclasses.Field[Any], spec: Flag, kind: Any, required_ok: bool) -> dict[str, Any]:
+    flag = _flag_name(field, spec)
+    help_text = spec.help
+    if help_text is not None:
+        help_text = help_text.replace("{default}", _show(_field_default(field)))
+        if spec.show_default and spec.cli_default is not None:
+            help_text += f" (default: {_show(spec.cli_default)})"
+        help_text = help_text.replace("%", "%%")  # argparse formats help with %
+    required = spec.required
+    if required is None:
+        required = required_ok and not _has_default(field) and spec.cli_default is None
+    kwargs: dict[str, Any] = {"dest": _dest(field, spec), "default": spec.cli_default, "help": help_text}
+    if required:
+        kwargs["required"] = True
+    if spec.metavar is not None:
+        kwargs["metavar"] = spec.metavar
+    origin = typing.get_origin(kind)
+    if kind is bool:
+        if spec.negate:
+            kwargs["action"] = "store_false"
+        elif spec.switch:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        kwargs.pop("metavar", None)
+        return kwargs
+    if origin is Literal:
+        kwargs["choices"] = list(spec.choices or typing.get_args(kind))
+        return kwargs
+    if origin in (list, tuple):
+        item = typing.get_args(kind)[0] if typing.get_args(kind) else str
+        kwargs["type"] = _comma_list(item, flag, as_tuple=origin is tuple)
+    elif origin is dict:
+        kwargs["action"] = "append"
+        kwargs.setdefault("metavar", "KEY=VALUE")
+    elif kind in (int, float):
+        kwargs["type"] = kind
+    if spec.choices is not None:
+        kwargs["choices"] = list(spec.choices)
+    return kwargs
+
+
+def _key_values(pairs: list[str], flag: str) -> dict[str, Any]:
+    """["a=1", "b=x"] -> {"a": 1, "b": "x"}: each VALUE read as JSON, else as a string."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} wants KEY=VALUE, got {pair!r}")
+        try:
+            values[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key.strip()] = raw
+    return values
+
+
+def option_values(
+    cls: type[Any],
+    args: argparse.Namespace,
+    *,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """{field name: value} for every ``option`` field of ``cls``, None where the flag was not given.
+
+    A dataclass-typed field is built from its own flags; an optional one (``DatasetSpec | None``)
+    is None when none of them was given, and a ConfigError when some were but not a required one."""
+    values: dict[str, Any] = {}
+    for field, spec, annotation in _options(cls):
+        spec = _with_overrides(spec, (overrides or {}).get(field.name))
+        kind, optional = _unwrap_optional(annotation)
+        if dataclasses.is_dataclass(kind):
+            values[field.name] = build_from_args(kind, args, overrides=spec.nested, optional=optional)
+            continue
+        value = getattr(args, _dest(field, spec), None)
+        if typing.get_origin(kind) is dict and value is not None:
+            value = _key_values(value, _flag_name(field, spec))
+        values[field.name] = value
+    return values
+
+
+def build_from_args(
+    cls: type[Any],
+    args: argparse.Namespace,
+    *,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    optional: bool = False,
+) -> Any:
+    """``cls`` built from its flags in ``args`` (unset ones keep the field defaults); with
+    ``optional``, None when none of its flags was given."""
+    values = option_values(cls, args, overrides=overrides)
+    given = {name: value for name, value in values.items() if value is not None}
+    options = {f.name: (f, _with_overrides(s, (overrides or {}).get(f.name))) for f, s, _ in _options(cls)}
+    missing = [_flag_name(*options[n]) for n in values if n not in given and not _has_default(options[n][0])]
+    if missing:
+        if optional and not given:
+            return None
+        flags = ", ".join(_flag_name(*options[name]) for name in given)
+        raise ConfigError(f"{' and '.join(missing)} is required" + (f" with {flags}" if flags else ""))
+    return cls(**given)
