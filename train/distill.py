@@ -85,7 +85,9 @@ class DistillConfig:
         switch=True,
         help="BiLSTM/TextCNN: word vectors from the teacher's input embeddings (384-d for MiniLM) instead of GloVe",
     )
-    vocab_size: int = 30_000
+    vocab_size: int = option(
+        30_000, help="BiLSTM/TextCNN: word vocabulary size, the training texts' most frequent words (default {default})"
+    )
     #: BiLSTM/TextCNN: also give the word vocabulary GloVe's N most frequent words that the training
     #: texts lack, so a word first met at serving time keeps a pretrained vector instead of [UNK]
     vector_vocab: int = option(
