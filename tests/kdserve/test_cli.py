@@ -222,12 +222,12 @@ def test_distill_flags_override_preset_and_student_defaults(monkeypatch: pytest.
         target,
         [*base, "--student", "bilstm", "--lr", "0.002", "--teacher-embeddings", "--static-channel"]
         + ["--student-option", "hidden_size=150", "--student-option", "dropout=0.2", "--vector-vocab", "100"]
-        + ["--alpha", "linear:1:0:2", "--ema-decay", "0.99"],
+        + ["--alpha", "linear:1:0:2", "--vocab-size", "5000", "--ema-decay", "0.99"],
     )
     assert given.lr == 0.002 and given.glove is False  # --teacher-embeddings replaces the preset's GloVe
     assert given.teacher_embeddings and given.static_channel and given.vector_vocab == 100
     assert given.student_options == {"hidden_size": 150, "dropout": 0.2}
-    assert (given.alpha, given.ema_decay) == ("linear:1:0:2", 0.99)
+    assert (given.alpha, given.vocab_size, given.ema_decay) == ("linear:1:0:2", 5000, 0.99)
 
 
 @pytest.mark.parametrize(
@@ -235,6 +235,10 @@ def test_distill_flags_override_preset_and_student_defaults(monkeypatch: pytest.
     [
         (["distill", "--student", "bilstm", "--no-teacher", "--output", "o", "--epochs", "0"], "epochs must be >= 1"),
         (["distill", "--student", "bilstm", "--output", "o"], "a teacher checkpoint is required"),
+        (
+            ["distill", "--student", "bilstm", "--no-teacher", "--output", "o", "--vocab-size", "9"],
+            "vocab_size must be >= 10",
+        ),
         (
             ["distill", "--student", "bilstm", "--no-teacher", "--output", "o", "--student-option", "wide"],
             "--student-option wants KEY=VALUE, got 'wide'",
