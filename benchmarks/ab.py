@@ -25,21 +25,27 @@ from kdserve.bench.http_bench import status_name
 from kdserve.bench.loadgen import RunResult, Target, replay, run_async
 from kdserve.bench.stats import summarize
 from kdserve.core.errors import ConfigError
+from kdserve.core.options import option
 
 
 @dataclass
 class ABConfig:
-    target: str
-    data: str = "package:rotten_tomatoes"
-    split: str = "validation"
-    limit: int | None = 1000
-    seed: int = 0
-    route: str | None = None
-    key_prefix: str = "user-"
-    concurrency: int = 4
-    timeout_s: float = 30.0
-    agreement: bool = True
-    label_names: list[str] | None = None
+    # option() fields are the `kdserve bench ab` flags (kdserve.core.options)
+    target: str = option(help="base URL of a running kdserve")
+    data: str = option("package:rotten_tomatoes")
+    split: str = option("validation", choices=("train", "validation", "test"))
+    limit: int | None = option(1000, none_word="0", help="examples replayed, 0 for all (default {default})")
+    seed: int = option(0, help="seed of the text sample (default {default})")
+    label_names: list[str] | None = option(
+        None, help="dataset label names in id order, when the files hold ids (e.g. negative,positive)"
+    )
+    route: str | None = option(None, help='route to request as "model" (default: the server\'s default route)')
+    key_prefix: str = option("user-", help="routing_key of example i is PREFIX + i")
+    concurrency: int = option(4)
+    timeout_s: float = option(30.0, flag="--timeout")
+    agreement: bool = option(
+        True, flag="--no-agreement", negate=True, help="skip asking every model about every example"
+    )
 
     def __post_init__(self) -> None:
         if self.split not in ("train", "validation", "test"):

@@ -54,6 +54,13 @@ class Flag:
     title: str | None = None
     #: a dataclass-typed field: ``Flag`` changes per child field, e.g. {"source": {"help": "..."}}
     nested: Mapping[str, Mapping[str, Any]] | None = None
+    #: this word on the command line sets the field to None, e.g. "none" for "skip the long texts"
+    none_word: str | None = None
+    #: (raw text, flag) -> value, for a format the type alone does not say (e.g. ``shlex.split``);
+    #: run when the config is built, so a ConfigError it raises is one line and exit 2
+    parse: Callable[[str, str], Any] | None = None
+    #: a positional argument (a list: one or more) instead of a --flag
+    positional: bool = False
 
 
 def option(
@@ -71,10 +78,28 @@ def option(
     negate: bool = False,
     title: str | None = None,
     nested: Mapping[str, Mapping[str, Any]] | None = None,
+    none_word: str | None = None,
+    parse: Callable[[str, str], Any] | None = None,
+    positional: bool = False,
 ) -> Any:
     """A dataclass field that is also a command-line flag. ``{default}`` in ``help`` becomes the
     field's default, so a help text cannot drift from the value it names."""
-    spec = Flag(help, flag, choices, metavar, required, cli_default, show_default, switch, negate, title, nested)
+    spec = Flag(
+        help,
+        flag,
+        choices,
+        metavar,
+        required,
+        cli_default,
+        show_default,
+        switch,
+        negate,
+        title,
+        nested,
+        none_word,
+        parse,
+        positional,
+    )
     return dataclasses.field(default=default, default_factory=default_factory, metadata={METADATA_KEY: spec})
 
 
@@ -83,6 +108,8 @@ def _flag_name(field: dataclasses.Field[Any], spec: Flag) -> str:
 
 
 def _dest(field: dataclasses.Field[Any], spec: Flag) -> str:
+    if spec.positional:
+        return field.name
     # argparse's own rule, so that ``--output`` stays ``args.output`` for code that reads it
     return _flag_name(field, spec).lstrip("-").replace("-", "_")
 
@@ -109,8 +136,8 @@ def _field_default(field: dataclasses.Field[Any]) -> Any:
 
 def _show(value: Any) -> str:
     if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return str(value)
+        return ",".join(_show(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _options(cls: type[Any]) -> list[tuple[dataclasses.Field[Any], Flag, Any]]:
@@ -125,20 +152,18 @@ def _with_overrides(spec: Flag, changes: Mapping[str, Any] | None) -> Flag:
     return dataclasses.replace(spec, **changes) if changes else spec
 
 
-def _comma_list(item: Any, flag: str, as_tuple: bool) -> Callable[[str], Any]:
-    """An argparse ``type``: "1,8,32" -> [1, 8, 32] (blank parts dropped; "" -> empty)."""
+#: what ``_read`` returns for a flag given as its ``none_word``: None, but set by the user
+_EXPLICIT_NONE = object()
 
-    def parse(raw: str) -> Any:
-        try:
-            items = [item(part.strip()) for part in raw.split(",") if part.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{flag} wants comma-separated {item.__name__} values, got {raw!r}"
-            ) from None
-        return tuple(items) if as_tuple else items
 
-    parse.__name__ = f"comma-separated {item.__name__}"
-    return parse
+def _comma_list(raw: str, flag: str, kind: Any) -> Any:
+    """ "1,8,32" -> [1, 8, 32] for ``list[int]`` (a tuple for ``tuple[int, ...]``); blank parts dropped."""
+    item = (typing.get_args(kind) or (str,))[0]
+    try:
+        items = [item(part.strip()) for part in raw.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} wants comma-separated {item.__name__} values, got {raw!r}") from None
+    return tuple(items) if typing.get_origin(kind) is tuple else items
 
 
 def add_options(
@@ -161,11 +186,18 @@ def add_options(
                 raise TypeError(f"{cls.__name__}.{field.name}: a nested option group needs the parser itself")
             add_options(parser, kind, title=spec.title or field.name, overrides=spec.nested, _optional=optional)
             continue
-        target.add_argument(_flag_name(field, spec), **_argparse_kwargs(field, spec, kind, required_ok=not _optional))
+        kwargs = _argparse_kwargs(field, spec, kind, required_ok=not _optional)
+        if spec.positional:
+            # argparse names a positional by its dest and refuses required= for it
+            del kwargs["dest"], kwargs["default"]
+            kwargs.pop("required", None)
+            kwargs.update(nargs="+" if typing.get_origin(kind) in (list, tuple) else None)
+            target.add_argument(field.name, **kwargs)
+        else:
+            target.add_argument(_flag_name(field, spec), **kwargs)
 
 
 def _argparse_kwargs(field: dataclasses.Field[Any], spec: Flag, kind: Any, required_ok: bool) -> dict[str, Any]:
-    flag = _flag_name(field, spec)
     help_text = spec.help
     if help_text is not None:
         help_text = help_text.replace("{default}", _show(_field_default(field)))
@@ -193,9 +225,8 @@ def _argparse_kwargs(field: dataclasses.Field[Any], spec: Flag, kind: Any, requi
     if origin is Literal:
         kwargs["choices"] = list(spec.choices or typing.get_args(kind))
         return kwargs
-    if origin in (list, tuple):
-        item = typing.get_args(kind)[0] if typing.get_args(kind) else str
-        kwargs["type"] = _comma_list(item, flag, as_tuple=origin is tuple)
+    if spec.parse is not None or spec.none_word is not None or origin in (list, tuple):
+        pass  # read as text; converted when the config is built (_read), so a bad value is a ConfigError
     elif origin is dict:
         kwargs["action"] = "append"
         kwargs.setdefault("metavar", "KEY=VALUE")
@@ -220,16 +251,11 @@ def _key_values(pairs: list[str], flag: str) -> dict[str, Any]:
     return values
 
 
-def option_values(
-    cls: type[Any],
-    args: argparse.Namespace,
-    *,
-    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+def _read(
+    cls: type[Any], args: argparse.Namespace, overrides: Mapping[str, Mapping[str, Any]] | None
 ) -> dict[str, Any]:
-    """{field name: value} for every ``option`` field of ``cls``, None where the flag was not given.
-
-    A dataclass-typed field is built from its own flags; an optional one (``DatasetSpec | None``)
-    is None when none of them was given, and a ConfigError when some were but not a required one."""
+    """{field name: value} for every ``option`` field: None where the flag was not given,
+    ``_EXPLICIT_NONE`` where it was given as its ``none_word``."""
     values: dict[str, Any] = {}
     for field, spec, annotation in _options(cls):
         spec = _with_overrides(spec, (overrides or {}).get(field.name))
@@ -238,10 +264,38 @@ def option_values(
             values[field.name] = build_from_args(kind, args, overrides=spec.nested, optional=optional)
             continue
         value = getattr(args, _dest(field, spec), None)
-        if typing.get_origin(kind) is dict and value is not None:
-            value = _key_values(value, _flag_name(field, spec))
+        flag = _flag_name(field, spec)
+        if value is None or spec.positional:
+            pass
+        elif spec.none_word is not None and value == spec.none_word:
+            value = _EXPLICIT_NONE
+        elif spec.parse is not None:
+            value = spec.parse(value, flag)
+        elif typing.get_origin(kind) is dict:
+            value = _key_values(value, flag)
+        elif typing.get_origin(kind) in (list, tuple):
+            value = _comma_list(value, flag, kind)
+        elif kind in (int, float) and isinstance(value, str):  # a none_word field reads its text
+            try:
+                value = kind(value)
+            except ValueError:
+                raise ConfigError(f"{flag} wants {kind.__name__} or {spec.none_word!r}, got {value!r}") from None
         values[field.name] = value
     return values
+
+
+def option_values(
+    cls: type[Any],
+    args: argparse.Namespace,
+    *,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """{field name: value} for every ``option`` field of ``cls``, None where the flag was not given
+    (for ``from_preset``, which keeps its preset's value where it gets None).
+
+    A dataclass-typed field is built from its own flags; an optional one (``DatasetSpec | None``)
+    is None when none of them was given, and a ConfigError when some were but not a required one."""
+    return {name: None if v is _EXPLICIT_NONE else v for name, v in _read(cls, args, overrides).items()}
 
 
 def build_from_args(
@@ -251,12 +305,12 @@ def build_from_args(
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     optional: bool = False,
 ) -> Any:
-    """``cls`` built from its flags in ``args`` (unset ones keep the field defaults); with
-    ``optional``, None when none of its flags was given."""
-    values = option_values(cls, args, overrides=overrides)
-    given = {name: value for name, value in values.items() if value is not None}
+    """``cls`` built from its flags in ``args``: unset ones keep the field defaults, a ``none_word``
+    sets None. With ``optional``, None when none of its flags was given."""
+    raw = _read(cls, args, overrides)
+    given = {name: None if v is _EXPLICIT_NONE else v for name, v in raw.items() if v is not None}
     options = {f.name: (f, _with_overrides(s, (overrides or {}).get(f.name))) for f, s, _ in _options(cls)}
-    missing = [_flag_name(*options[n]) for n in values if n not in given and not _has_default(options[n][0])]
+    missing = [_flag_name(*options[n]) for n in raw if n not in given and not _has_default(options[n][0])]
     if missing:
         if optional and not given:
             return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -148,8 +149,8 @@ def test_given_flags_are_parsed_by_type() -> None:
 
 def test_bad_values_are_refused() -> None:
     parser = _parser()
-    with pytest.raises(argparse.ArgumentError, match="--sizes wants comma-separated int values, got '1,x'"):
-        parser.parse_args(["--name=n", "--sizes=1,x"])
+    with pytest.raises(ConfigError, match="--sizes wants comma-separated int values, got '1,x'"):
+        option_values(Demo, parser.parse_args(["--name=n", "--sizes=1,x"]))
     with pytest.raises(argparse.ArgumentError, match="invalid choice"):
         parser.parse_args(["--name=n", "--mode=c"])
     with pytest.raises(ConfigError, match="--set wants KEY=VALUE, got 'novalue'"):
@@ -187,3 +188,27 @@ def test_overrides_change_a_flag_for_one_parser() -> None:
 def test_a_non_dataclass_is_refused() -> None:
     with pytest.raises(TypeError, match="not a dataclass"):
         add_options(argparse.ArgumentParser(), dict)
+
+
+@dataclass
+class Bench:
+    bundles: list[str] = option(positional=True, help="folders")
+    long_data: str | None = option("package:imdb", none_word="none", help="long texts, or 'none'")
+    limit: int | None = option(1000, none_word="0", help="examples, 0 for all")
+    server_args: list[str] = option(default_factory=list, parse=lambda raw, flag: shlex.split(raw))
+
+
+def test_positional_none_word_and_parse_hook() -> None:
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_options(parser, Bench)
+    assert "bundles" in parser.format_usage() and "--bundles" not in parser.format_usage()
+    assert build_from_args(Bench, parser.parse_args(["a", "b"])) == Bench(bundles=["a", "b"])
+    given = parser.parse_args(["a", "--long-data", "none", "--limit", "0", "--server-args", "--port 9 --x 'a b'"])
+    assert build_from_args(Bench, given) == Bench(
+        bundles=["a"], long_data=None, limit=None, server_args=["--port", "9", "--x", "a b"]
+    )
+    # for from_preset, an explicit 'none' and an unset flag both read None; build_from_args tells them apart
+    assert option_values(Bench, given)["long_data"] is None
+    assert build_from_args(Bench, parser.parse_args(["a", "--limit", "5"])).limit == 5
+    with pytest.raises(ConfigError, match="--limit wants int or '0', got 'all'"):
+        build_from_args(Bench, parser.parse_args(["a", "--limit", "all"]))

@@ -175,7 +175,7 @@ class _Captured(Exception):
 
 
 def _capture(monkeypatch: pytest.MonkeyPatch, target: str, argv: list[str]) -> Any:
-    def run(config: Any) -> Any:
+    def run(config: Any, *_: Any) -> Any:
         raise _Captured(config)
 
     monkeypatch.setattr(target, run)
@@ -290,6 +290,9 @@ def _option_fields(cls: Any, overrides: Any = None) -> list[tuple[str, str | Non
         (["train", "teacher"], "kdserve.train.teacher:TeacherConfig"),
         (["distill"], "kdserve.train.distill:DistillConfig"),
         (["export"], "kdserve.export.config:ExportConfig"),
+        (["bench", "model"], "kdserve.bench.model_bench:ModelBenchConfig"),
+        (["bench", "footprint"], "kdserve.bench.footprint:FootprintConfig"),
+        (["bench", "ab"], "kdserve.bench.ab:ABConfig"),
     ],
 )
 def test_help_lists_every_option_field(
@@ -304,8 +307,32 @@ def test_help_lists_every_option_field(
         main([*command, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     fields = _option_fields(cls)
-    assert len(fields) >= 14
+    assert len(fields) >= 8
     for flag, help_text in fields:
-        assert f" {flag}" in text, flag
+        assert f" {flag}" in text or (flag == "--bundles" and " bundles " in text), flag
         if help_text and "{default}" not in help_text:
             assert " ".join(help_text.split()) in text, flag
+
+
+def test_bench_flags_build_their_configs(monkeypatch: pytest.MonkeyPatch) -> None:
+    ab = _capture(monkeypatch, "kdserve.bench.ab.run_ab", ["bench", "ab", "--target", "http://h:1"])
+    assert (ab.limit, ab.agreement, ab.label_names, ab.timeout_s, ab.seed) == (1000, True, None, 30.0, 0)
+    ab = _capture(
+        monkeypatch,
+        "kdserve.bench.ab.run_ab",
+        ["bench", "ab", "--target", "http://h:1", "--limit", "0", "--no-agreement", "--label-names", "neg,pos"]
+        + ["--timeout", "5", "--seed", "3"],
+    )
+    assert (ab.limit, ab.agreement, ab.label_names, ab.timeout_s, ab.seed) == (None, False, ["neg", "pos"], 5.0, 3)
+    model = _capture(
+        monkeypatch,
+        "kdserve.bench.model_bench.run_model_bench",
+        ["bench", "model", "a", "b", "--batch-sizes", "1,4", "--long-data", "none", "--no-torch"],
+    )
+    assert (model.bundles, model.batch_sizes, model.long_data, model.torch_reference) == (
+        ["a", "b"],
+        [1, 4],
+        None,
+        False,
+    )
+    assert model.short_data == "package:rotten_tomatoes" and model.iterations == 100
