@@ -17,43 +17,13 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from kdserve.bench.common import BenchError, machine_info, sample_examples
+from kdserve.bench.configs import ABConfig as ABConfig
 from kdserve.bench.http_bench import status_name
 from kdserve.bench.loadgen import RunResult, Target, replay, run_async
 from kdserve.bench.stats import summarize
-from kdserve.core.errors import ConfigError
-from kdserve.core.options import option
-
-
-@dataclass
-class ABConfig:
-    # option() fields are the `kdserve bench ab` flags (kdserve.core.options)
-    target: str = option(help="base URL of a running kdserve")
-    data: str = option("package:rotten_tomatoes")
-    split: str = option("validation", choices=("train", "validation", "test"))
-    limit: int | None = option(1000, none_word="0", help="examples replayed, 0 for all (default {default})")
-    seed: int = option(0, help="seed of the text sample (default {default})")
-    label_names: list[str] | None = option(
-        None, help="dataset label names in id order, when the files hold ids (e.g. negative,positive)"
-    )
-    route: str | None = option(None, help='route to request as "model" (default: the server\'s default route)')
-    key_prefix: str = option("user-", help="routing_key of example i is PREFIX + i")
-    concurrency: int = option(4)
-    timeout_s: float = option(30.0, flag="--timeout")
-    agreement: bool = option(
-        True, flag="--no-agreement", negate=True, help="skip asking every model about every example"
-    )
-
-    def __post_init__(self) -> None:
-        if self.split not in ("train", "validation", "test"):
-            raise ConfigError(f"--split must be train, validation or test, got {self.split!r}")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"--limit must be >= 1, got {self.limit}")
-        if self.concurrency < 1 or not self.timeout_s > 0:
-            raise ConfigError("--concurrency must be >= 1 and --timeout > 0")
 
 
 def parse_answer(body: bytes | None) -> dict[str, Any] | None:

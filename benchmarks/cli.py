@@ -187,10 +187,8 @@ def _load_flags(parser: argparse.ArgumentParser, duration: float, rates: bool = 
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    # The configs' modules import the standard library and core only: the flags come from their fields.
-    from kdserve.bench.ab import ABConfig
-    from kdserve.bench.footprint import FootprintConfig
-    from kdserve.bench.model_bench import ModelBenchConfig
+    # benchmarks/configs.py imports the standard library and core only: the flags come from its fields.
+    from kdserve.bench.configs import ABConfig, FootprintConfig, ModelBenchConfig
 
     bench = sub.add_parser(
         "bench",

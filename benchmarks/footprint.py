@@ -14,39 +14,13 @@ import http.client
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from kdserve.bench.common import BenchError, machine_info, parse_shell_words, sample_texts
+from kdserve.bench.common import BenchError, machine_info, sample_texts
 from kdserve.bench.compare import find_bundles
-from kdserve.bench.model_bench import DEFAULT_SHORT
+from kdserve.bench.configs import FootprintConfig as FootprintConfig
 from kdserve.bench.servers import start_server
 from kdserve.bench.stats import summarize
-from kdserve.core.errors import ConfigError
-from kdserve.core.options import option
-
-
-@dataclass
-class FootprintConfig:
-    # option() fields are the `kdserve bench footprint` flags (kdserve.core.options)
-    bundles_root: str = option(flag="--bundles", help="folder of bundles (as for kdserve serve)")
-    # empty: every bundle under bundles_root
-    models: list[str] = option(default_factory=list, help="comma-separated bundle names (default: all)")
-    data: str = option(DEFAULT_SHORT, help="dataset spec of the request texts")
-    requests: int = option(500, help="single-text requests sent to each model (default {default})")
-    texts: int = option(200)
-    seed: int = option(0, help="seed of the text sample (default {default})")
-    server_args: list[str] = option(
-        default_factory=list, parse=parse_shell_words, help="extra kdserve serve flags, quoted"
-    )
-    start_timeout_s: float = option(180.0, flag="--start-timeout", help="seconds the server may take to be ready")
-    log_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.requests < 0 or self.texts < 1:
-            raise ConfigError(f"requests must be >= 0 and texts >= 1, got {self.requests} and {self.texts}")
-        if not self.start_timeout_s > 0:
-            raise ConfigError(f"start timeout must be > 0, got {self.start_timeout_s}")
 
 
 def _mb(value: int | None) -> float | None:

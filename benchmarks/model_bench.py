@@ -14,49 +14,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdserve.bench.common import bundle_size, machine_info, parse_int_list, sample_texts
+from kdserve.bench.common import bundle_size, machine_info, sample_texts
+from kdserve.bench.configs import DEFAULT_LONG as DEFAULT_LONG
+from kdserve.bench.configs import DEFAULT_SHORT as DEFAULT_SHORT
+from kdserve.bench.configs import ModelBenchConfig as ModelBenchConfig
 from kdserve.bench.stats import summarize
-from kdserve.core.defaults import DEFAULT_DATA as DEFAULT_SHORT
-from kdserve.core.errors import ConfigError
-from kdserve.core.options import option
-
-DEFAULT_LONG = "package:imdb"
-
-
-@dataclass
-class ModelBenchConfig:
-    """``threads`` is ONNX Runtime's intra-op thread count (0: its default, one per core)."""
-
-    # option() fields are the `kdserve bench model` flags (kdserve.core.options)
-    bundles: list[str] = option(positional=True, help="bundle folders (fp32 and int8 are separate bundles)")
-    batch_sizes: list[int] = option(default_factory=lambda: [1, 8, 32, 128], parse=parse_int_list)
-    short_data: str | None = option(
-        DEFAULT_SHORT, none_word="none", help="spec of short texts, or 'none' (default {default})"
-    )
-    long_data: str | None = option(
-        DEFAULT_LONG, none_word="none", help="spec of long texts, or 'none' (default {default})"
-    )
-    texts: int = option(512, help="texts sampled per set (default {default})")
-    seed: int = option(0, help="seed of the text sample (default {default})")
-    warmup: int = option(5, help="untimed iterations per cell (default {default})")
-    iterations: int = option(100, help="timed iterations per cell (default {default})")
-    max_seconds: float = option(10.0, help="time budget per cell (default {default})")
-    threads: int = option(0, help="ONNX Runtime intra-op threads (0: one per core)")
-    torch_reference: bool = option(True, flag="--no-torch", negate=True, help="skip the PyTorch eager reference")
-
-    def __post_init__(self) -> None:
-        if not self.bundles:
-            raise ConfigError("give at least one bundle folder")
-        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
-            raise ConfigError(f"batch sizes must be >= 1, got {self.batch_sizes}")
-        if self.short_data is None and self.long_data is None:
-            raise ConfigError("need short or long texts (or both)")
-        if self.texts < 1 or self.warmup < 0 or self.iterations < 1 or not self.max_seconds > 0 or self.threads < 0:
-            raise ConfigError("texts and iterations must be >= 1, warm-up and threads >= 0, max_seconds > 0")
 
 
 def _time_cells(
