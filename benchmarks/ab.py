@@ -17,37 +17,13 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from kdserve.bench.common import BenchError, machine_info, sample_examples
+from kdserve.bench.configs import ABConfig as ABConfig
 from kdserve.bench.http_bench import status_name
 from kdserve.bench.loadgen import RunResult, Target, replay, run_async
 from kdserve.bench.stats import summarize
-from kdserve.core.errors import ConfigError
-
-
-@dataclass
-class ABConfig:
-    target: str
-    data: str = "package:rotten_tomatoes"
-    split: str = "validation"
-    limit: int | None = 1000
-    seed: int = 0
-    route: str | None = None
-    key_prefix: str = "user-"
-    concurrency: int = 4
-    timeout_s: float = 30.0
-    agreement: bool = True
-    label_names: list[str] | None = None
-
-    def __post_init__(self) -> None:
-        if self.split not in ("train", "validation", "test"):
-            raise ConfigError(f"--split must be train, validation or test, got {self.split!r}")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"--limit must be >= 1, got {self.limit}")
-        if self.concurrency < 1 or not self.timeout_s > 0:
-            raise ConfigError("--concurrency must be >= 1 and --timeout > 0")
 
 
 def parse_answer(body: bytes | None) -> dict[str, Any] | None:

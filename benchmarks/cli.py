@@ -8,6 +8,7 @@ its PNG plots into ``--output`` (default ``benchmarks/results/<command>-<UTC tim
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kdserve.core.defaults import DEFAULT_DATA as DEFAULT_SHORT
+from kdserve.core.options import add_options, build_from_args
 
 DEFAULT_LONG = "package:imdb"
 
@@ -60,23 +62,9 @@ def _sweep_config(args: argparse.Namespace, rates: bool = True) -> Any:
 
 
 def _model(args: argparse.Namespace) -> int:
-    from kdserve.bench.common import parse_int_list
     from kdserve.bench.model_bench import ModelBenchConfig, run_model_bench
 
-    config = ModelBenchConfig(
-        bundles=args.bundles,
-        batch_sizes=parse_int_list(args.batch_sizes, "--batch-sizes"),
-        short_data=None if args.short_data == "none" else args.short_data,
-        long_data=None if args.long_data == "none" else args.long_data,
-        texts=args.texts,
-        seed=args.seed,
-        warmup=args.warmup,
-        iterations=args.iterations,
-        max_seconds=args.max_seconds,
-        threads=args.threads,
-        torch_reference=not args.no_torch,
-    )
-    return _finish(run_model_bench(config, _log), args, "model")
+    return _finish(run_model_bench(build_from_args(ModelBenchConfig, args), _log), args, "model")
 
 
 def _http(args: argparse.Namespace) -> int:
@@ -143,17 +131,7 @@ def _footprint(args: argparse.Namespace) -> int:
     from kdserve.bench.footprint import FootprintConfig, run_footprint
 
     folder = _output(args, "footprint")
-    config = FootprintConfig(
-        bundles_root=args.bundles,
-        models=[m for m in (args.models or "").split(",") if m],
-        data=args.data,
-        requests=args.requests,
-        texts=args.texts,
-        seed=args.seed,
-        server_args=shlex.split(args.server_args or ""),
-        start_timeout_s=args.start_timeout,
-        log_dir=str(folder / "logs"),
-    )
+    config = dataclasses.replace(build_from_args(FootprintConfig, args), log_dir=str(folder / "logs"))
     args.output = str(folder)
     return _finish(run_footprint(config, _log), args, "footprint")
 
@@ -161,20 +139,7 @@ def _footprint(args: argparse.Namespace) -> int:
 def _ab(args: argparse.Namespace) -> int:
     from kdserve.bench.ab import ABConfig, run_ab
 
-    config = ABConfig(
-        target=args.target,
-        data=args.data,
-        split=args.split,
-        limit=args.limit or None,
-        seed=args.seed,
-        route=args.route,
-        key_prefix=args.key_prefix,
-        concurrency=args.concurrency,
-        timeout_s=args.timeout,
-        agreement=not args.no_agreement,
-        label_names=[n for n in args.label_names.split(",") if n] if args.label_names else None,
-    )
-    return _finish(run_ab(config, _log), args, "ab")
+    return _finish(run_ab(build_from_args(ABConfig, args), _log), args, "ab")
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -187,12 +152,14 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, seed: bool = True) -> None:
+    """--output and --no-plots; --seed too, unless the command's config declares it."""
     parser.add_argument(
         "--output", help="folder for result.json, report.md and plots (default benchmarks/results/<command>-<UTC time>)"
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the text sample (default 0)")
+    if seed:
+        parser.add_argument("--seed", type=int, default=0, help="seed of the text sample (default 0)")
 
 
 def _load_flags(parser: argparse.ArgumentParser, duration: float, rates: bool = True) -> None:
@@ -220,6 +187,9 @@ def _load_flags(parser: argparse.ArgumentParser, duration: float, rates: bool = 
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    # benchmarks/configs.py imports the standard library and core only: the flags come from its fields.
+    from kdserve.bench.configs import ABConfig, FootprintConfig, ModelBenchConfig
+
     bench = sub.add_parser(
         "bench",
         help="latency and throughput: model, http, compare, footprint, ab, report",
@@ -228,21 +198,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     what = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
 
     model = what.add_parser("model", help="in-process latency/throughput per bundle (ONNX Runtime, torch reference)")
-    model.add_argument("bundles", nargs="+", help="bundle folders (fp32 and int8 are separate bundles)")
-    model.add_argument("--batch-sizes", default="1,8,32,128")
-    model.add_argument(
-        "--short-data", default=DEFAULT_SHORT, help=f"spec of short texts, or 'none' (default {DEFAULT_SHORT})"
-    )
-    model.add_argument(
-        "--long-data", default=DEFAULT_LONG, help=f"spec of long texts, or 'none' (default {DEFAULT_LONG})"
-    )
-    model.add_argument("--texts", type=int, default=512, help="texts sampled per set (default 512)")
-    model.add_argument("--warmup", type=int, default=5, help="untimed iterations per cell (default 5)")
-    model.add_argument("--iterations", type=int, default=100, help="timed iterations per cell (default 100)")
-    model.add_argument("--max-seconds", type=float, default=10.0, help="time budget per cell (default 10)")
-    model.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: one per core)")
-    model.add_argument("--no-torch", action="store_true", help="skip the PyTorch eager reference")
-    _common(model)
+    add_options(model, ModelBenchConfig)
+    _common(model, seed=False)
     model.set_defaults(func=_model)
 
     http = what.add_parser("http", help="load a running server: closed-loop and open-loop sweeps")
@@ -306,32 +263,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     footprint = what.add_parser(
         "footprint", help="one server holding several bundles: time to ready and resident memory"
     )
-    footprint.add_argument("--bundles", required=True, help="folder of bundles (as for kdserve serve)")
-    footprint.add_argument("--models", help="comma-separated bundle names (default: all)")
-    footprint.add_argument("--data", default=DEFAULT_SHORT, help="dataset spec of the request texts")
-    footprint.add_argument(
-        "--requests", type=int, default=500, help="single-text requests sent to each model (default 500)"
-    )
-    footprint.add_argument("--texts", type=int, default=200)
-    footprint.add_argument("--server-args", help="extra kdserve serve flags, quoted")
-    footprint.add_argument("--start-timeout", type=float, default=180.0, help="seconds the server may take to be ready")
-    _common(footprint)
+    add_options(footprint, FootprintConfig)
+    _common(footprint, seed=False)
     footprint.set_defaults(func=_footprint)
 
     ab = what.add_parser("ab", help="replay a labelled dataset through a running server's A/B, shadow or cascade route")
-    ab.add_argument("--target", required=True, help="base URL of a running kdserve")
-    ab.add_argument("--data", default=DEFAULT_SHORT)
-    ab.add_argument("--split", default="validation", choices=["train", "validation", "test"])
-    ab.add_argument("--limit", type=int, default=1000, help="examples replayed, 0 for all (default 1000)")
-    ab.add_argument(
-        "--label-names", help="dataset label names in id order, when the files hold ids (e.g. negative,positive)"
-    )
-    ab.add_argument("--route", help='route to request as "model" (default: the server\'s default route)')
-    ab.add_argument("--key-prefix", default="user-", help="routing_key of example i is PREFIX + i")
-    ab.add_argument("--concurrency", type=int, default=4)
-    ab.add_argument("--timeout", type=float, default=30.0)
-    ab.add_argument("--no-agreement", action="store_true", help="skip asking every model about every example")
-    _common(ab)
+    add_options(ab, ABConfig)
+    _common(ab, seed=False)
     ab.set_defaults(func=_ab)
 
     report = what.add_parser("report", help="re-render report.md and plots from a result.json")

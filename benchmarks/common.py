@@ -150,6 +150,18 @@ def parse_float_list(value: str, what: str) -> list[float]:
     return items
 
 
+def parse_shell_words(value: str, what: str) -> list[str]:
+    """ "--port 9 --x 'a b'" -> ["--port", "9", "--x", "a b"]; an unbalanced quote is a ConfigError."""
+    import shlex
+
+    from kdserve.core.errors import ConfigError
+
+    try:
+        return shlex.split(value)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc} in {value!r}") from None
+
+
 def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

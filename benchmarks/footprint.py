@@ -14,34 +14,13 @@ import http.client
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from kdserve.bench.common import BenchError, machine_info, sample_texts
 from kdserve.bench.compare import find_bundles
-from kdserve.bench.model_bench import DEFAULT_SHORT
+from kdserve.bench.configs import FootprintConfig as FootprintConfig
 from kdserve.bench.servers import start_server
 from kdserve.bench.stats import summarize
-from kdserve.core.errors import ConfigError
-
-
-@dataclass
-class FootprintConfig:
-    bundles_root: str
-    models: list[str] = field(default_factory=list)  # empty: every bundle under bundles_root
-    data: str = DEFAULT_SHORT
-    requests: int = 500
-    texts: int = 200
-    seed: int = 0
-    server_args: list[str] = field(default_factory=list)
-    start_timeout_s: float = 180.0
-    log_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.requests < 0 or self.texts < 1:
-            raise ConfigError(f"requests must be >= 0 and texts >= 1, got {self.requests} and {self.texts}")
-        if not self.start_timeout_s > 0:
-            raise ConfigError(f"start timeout must be > 0, got {self.start_timeout_s}")
 
 
 def _mb(value: int | None) -> float | None:

@@ -14,43 +14,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kdserve.bench.common import bundle_size, machine_info, sample_texts
+from kdserve.bench.configs import DEFAULT_LONG as DEFAULT_LONG
+from kdserve.bench.configs import DEFAULT_SHORT as DEFAULT_SHORT
+from kdserve.bench.configs import ModelBenchConfig as ModelBenchConfig
 from kdserve.bench.stats import summarize
-from kdserve.core.defaults import DEFAULT_DATA as DEFAULT_SHORT
-from kdserve.core.errors import ConfigError
-
-DEFAULT_LONG = "package:imdb"
-
-
-@dataclass
-class ModelBenchConfig:
-    """``threads`` is ONNX Runtime's intra-op thread count (0: its default, one per core)."""
-
-    bundles: list[str]
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32, 128])
-    short_data: str | None = DEFAULT_SHORT
-    long_data: str | None = DEFAULT_LONG
-    texts: int = 512
-    seed: int = 0
-    warmup: int = 5
-    iterations: int = 100
-    max_seconds: float = 10.0
-    threads: int = 0
-    torch_reference: bool = True
-
-    def __post_init__(self) -> None:
-        if not self.bundles:
-            raise ConfigError("give at least one bundle folder")
-        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
-            raise ConfigError(f"batch sizes must be >= 1, got {self.batch_sizes}")
-        if self.short_data is None and self.long_data is None:
-            raise ConfigError("need short or long texts (or both)")
-        if self.texts < 1 or self.warmup < 0 or self.iterations < 1 or not self.max_seconds > 0 or self.threads < 0:
-            raise ConfigError("texts and iterations must be >= 1, warm-up and threads >= 0, max_seconds > 0")
 
 
 def _time_cells(

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from kdserve.core.defaults import PROBLEM_TYPES
 from kdserve.core.errors import KdserveError
 
 FORMAT = "kdserve-bundle"
@@ -31,7 +32,6 @@ CARD_FILE = "README.md"
 MODEL_KINDS = ("teacher", "bilstm", "transformer", "textcnn")
 PRECISIONS = ("fp32", "int8", "int8-static")
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-PROBLEM_TYPES = ("single_label", "multi_label")
 
 
 class BundleError(KdserveError):

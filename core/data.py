@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from kdserve.core.defaults import DEFAULT_DATA, PROBLEM_TYPES
 from kdserve.core.errors import ConfigError, DataError
+from kdserve.core.options import option
 
 TEXT_COLUMNS = ("text", "sentence", "review", "content", "tweet")  # "tweet": OLID as it ships
 LABEL_COLUMNS = ("label", "labels", "class")
 EXTENSIONS = (".tsv", ".csv", ".jsonl")
-PROBLEM_TYPES = ("single_label", "multi_label")
+
 #: A vote-count label column ends with this; votes / the ``annotators`` column is its soft target.
 VOTES_SUFFIX = "_votes"
 ANNOTATORS_COLUMN = "annotators"
@@ -96,20 +98,36 @@ class DatasetSpec:
     validation file for a file or directory source; without one, a seeded split is used.
     """
 
-    source: str
-    validation: str | None = None
-    text_column: str | None = None
-    label_column: str | None = None
-    validation_fraction: float = 0.1
-    seed: int = 13
+    # The dataset flags of every command (``--data``, ``--validation-data``, ...) come from these
+    # declarations (kdserve.core.options); label_names is for code and bundles, not the CLI.
+    source: str = option(
+        flag="--data",
+        cli_default=DEFAULT_DATA,
+        show_default=True,
+        help="dataset spec: package:rotten_tomatoes|imdb|sms_spam, a GLUE-style folder (train.tsv, dev.tsv), "
+        "a .csv/.tsv/.jsonl file, or hub:NAME[/CONFIG] (needs internet)",
+    )
+    validation: str | None = option(
+        None, flag="--validation-data", help="a separate validation file, when --data is a single file"
+    )
+    text_column: str | None = option(None, help="text column (default: text, sentence, review or content)")
+    label_column: str | None = option(None, help="label column (default: label, labels or class)")
+    validation_fraction: float = option(0.1, help="held out when there is no split")
+    seed: int = option(13, flag="--data-seed", help="seed of that split")
     label_names: tuple[str, ...] | None = None
     # Moderation data (see load_dataset): "multi_label" reads one 0/1-or-soft target per category.
-    problem_type: str = "single_label"
+    problem_type: str = option(
+        "single_label",
+        choices=PROBLEM_TYPES,
+        help="single_label (one class per text) or multi_label (a 0/1 or soft target per category)",
+    )
     # Several label columns (multi-label): 0/1 or probability columns, ``*_votes`` counts (divided
     # by the ``annotators`` column) or categorical columns (each value a category, NULL = none).
-    label_columns: tuple[str, ...] | None = None
+    label_columns: tuple[str, ...] | None = option(
+        None, help="multi-label: comma-separated 0/1, probability, *_votes or categorical columns"
+    )
     # Column names of a headerless file (GoEmotions: text, labels, id).
-    columns: tuple[str, ...] | None = None
+    columns: tuple[str, ...] | None = option(None, help="column names of a headerless file, comma-separated")
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source.strip():

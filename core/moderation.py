@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-PROBLEM_TYPES = ("single_label", "multi_label")
+from kdserve.core.defaults import PROBLEM_TYPES
+
 ECE_BINS = 15
 #: The target vote share at which a soft target counts as a positive for ranking and F1.
 POSITIVE_AT = 0.5

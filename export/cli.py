@@ -8,60 +8,16 @@ import sys
 import time
 
 from kdserve.core.errors import KdserveError
+from kdserve.core.options import add_options, option_values
 
 VERIFY_TEXT = "kdserve bundle verify: a short test sentence."
 
 
 def _export(args: argparse.Namespace) -> int:
-    from kdserve.core.data import DatasetSpec
     from kdserve.export.config import ExportConfig
     from kdserve.export.pipeline import export_checkpoint
 
-    data = None
-    if args.data is not None:
-        data = DatasetSpec(
-            source=args.data,
-            validation=args.validation_data,
-            text_column=args.text_column,
-            label_column=args.label_column,
-            validation_fraction=args.validation_fraction,
-            seed=args.data_seed,
-            problem_type=args.problem_type,
-            label_columns=args.label_columns,
-            columns=args.columns,
-        )
-    config = ExportConfig.from_preset(
-        args.preset,
-        checkpoint=args.checkpoint,
-        output_dir=args.output,
-        name=args.name,
-        format=args.format,
-        quantization=args.quantize,
-        quant_preset=args.quant_preset,
-        quantize_ops=tuple(args.quantize_ops.split(",")) if args.quantize_ops else None,
-        calibration_examples=args.calibration_examples,
-        calibration_method=args.calibration_method,
-        max_length=args.max_length,
-        opset=args.opset,
-        optimization=args.optimize,
-        exporter=args.exporter,
-        data=data,
-        parity_texts=args.parity_texts,
-        parity_tolerance=args.parity_tolerance,
-        max_accuracy_drop=args.max_accuracy_drop,
-        max_eval_examples=args.max_eval_examples,
-        batch_size=args.batch_size,
-        force=args.force,
-        overwrite=args.overwrite,
-        triton_max_batch_size=args.triton_max_batch_size,
-        calibrate=args.calibrate,
-        policy=args.policy,
-        benign_labels=tuple(args.benign_labels.split(",")) if args.benign_labels else None,
-        baseline_bundle=args.baseline_bundle,
-        max_negative_flips=args.max_negative_flips,
-        max_class_f1_drop=args.max_class_f1_drop,
-        log_texts=args.log_texts or None,
-    )
+    config = ExportConfig.from_preset(**option_values(ExportConfig, args))
     for folder in export_checkpoint(config):
         _print_written(folder, config.format)
     return 0
@@ -103,15 +59,9 @@ def _print_written(folder: object, fmt: str) -> None:
 
 def _data_spec(args: argparse.Namespace) -> object:
     from kdserve.core.data import DatasetSpec
+    from kdserve.core.options import build_from_args
 
-    return DatasetSpec(
-        source=args.data,
-        validation=args.validation_data,
-        text_column=args.text_column,
-        label_column=args.label_column,
-        validation_fraction=args.validation_fraction,
-        seed=args.data_seed,
-    )
+    return build_from_args(DatasetSpec, args)
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -219,107 +169,23 @@ def _register_compare(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--max-examples", type=int, help="score only the first N rows of the split")
     parser.add_argument("--batch-size", type=int, default=64)
     _gate_args(parser)
-    group = parser.add_argument_group("data")
-    group.add_argument("--data", required=True, help="dataset spec: package:NAME, a folder, a file or hub:NAME")
-    group.add_argument("--validation-data", help="a separate validation file, when --data is a single file")
-    group.add_argument("--text-column")
-    group.add_argument("--label-column")
-    group.add_argument("--validation-fraction", type=float, default=0.1)
-    group.add_argument("--data-seed", type=int, default=13)
+    from kdserve.core.data import DatasetSpec
+
+    add_options(parser, DatasetSpec, title="data", overrides={"source": {"cli_default": None, "required": True}})
     parser.set_defaults(func=_compare)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    # standard library and core only: the flags come from the config's fields
+    from kdserve.export.config import ExportConfig
+
     parser = sub.add_parser(
         "export",
         help="export a teacher or student checkpoint to ONNX bundles (fp32 + int8), checked",
         description="Checkpoint -> <name>-fp32/ and <name>-int8/ bundles under --output: ONNX export, parity with "
         "PyTorch on validation texts, int8 quantization, and an accuracy gate on the validation split.",
     )
-    parser.add_argument(
-        "--checkpoint", required=True, help="teacher (kdserve train teacher) or student (kdserve distill) folder"
-    )
-    parser.add_argument("--output", required=True, help="folder that receives the bundles")
-    parser.add_argument("--name", help="bundle name prefix (default: the checkpoint folder's name)")
-    parser.add_argument(
-        "--format",
-        choices=["bundle", "triton"],
-        default="bundle",
-        help="bundle (kdserve serve) or triton (a Triton/KServe model repository)",
-    )
-    parser.add_argument("--preset", choices=["quick", "full"], help="quick: checks on <= 1000 validation examples")
-    parser.add_argument(
-        "--quantize",
-        choices=["auto", "dynamic", "static", "none"],
-        default="auto",
-        help="int8 mode of the second bundle: auto (the default) tries dynamic, then static when the "
-        "accuracy gate refuses dynamic; none writes fp32 only",
-    )
-    parser.add_argument(
-        "--quant-preset",
-        choices=["auto", "avx512_vnni", "avx2", "arm64"],
-        default="auto",
-        help="CPU the int8 model is tuned for (default: detect this machine's)",
-    )
-    parser.add_argument(
-        "--quantize-ops",
-        help="comma-separated op types to quantize (default MatMul,Attention,LSTM,Gather,EmbedLayerNormalization)",
-    )
-    parser.add_argument("--calibration-examples", type=int, help="training texts for static calibration (default 256)")
-    parser.add_argument("--calibration-method", choices=["minmax", "entropy", "percentile"])
-    parser.add_argument(
-        "--max-length", type=int, help="truncation length (default: the one the checkpoint trained with)"
-    )
-    parser.add_argument("--opset", type=int, help="ONNX opset (default 18)")
-    parser.add_argument(
-        "--optimize", choices=["none", "O1", "O2"], help="teacher graph fusions by ORTOptimizer (default O2)"
-    )
-    parser.add_argument(
-        "--exporter",
-        choices=["auto", "torchscript", "dynamo"],
-        help="student exporter: auto (default) builds the BiLSTM as one bidirectional LSTM op and "
-        "exports other students with torch.onnx's torchscript exporter",
-    )
-    parser.add_argument("--parity-texts", type=int, help="validation texts for the PyTorch-vs-ONNX check (default 64)")
-    parser.add_argument("--parity-tolerance", type=float, help="max |logit difference| allowed (default 1e-4)")
-    parser.add_argument(
-        "--max-accuracy-drop", type=float, help="accuracy points int8 may lose against fp32 (default 1.0)"
-    )
-    parser.add_argument("--max-eval-examples", type=int, help="cap on validation examples scored")
-    parser.add_argument("--batch-size", type=int, help="evaluation batch size (default 64)")
-    parser.add_argument("--triton-max-batch-size", type=int, help="max_batch_size in config.pbtxt (default 64)")
-    parser.add_argument(
-        "--force", action="store_true", help="keep the int8 bundle even when it fails the accuracy gate"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace existing bundle folders")
-    parser.add_argument(
-        "--calibrate",
-        choices=["temperature", "none"],
-        help="score calibration fitted on half the validation rows, ECE/Brier reported on the other half "
-        "(default temperature)",
-    )
-    parser.add_argument(
-        "--policy", help="default thresholds per label: precision=P, recall=R or f1 (default: no policy)"
-    )
-    parser.add_argument("--benign-labels", help="comma-separated labels that never flag (default: neither,NOT,neutral)")
-    compat = parser.add_argument_group("compatibility with the production bundle")
-    compat.add_argument(
-        "--baseline-bundle",
-        metavar="PROD",
-        help="compare each new bundle with this production bundle on the validation split; a bundle "
-        "the gate refuses is not published (the report goes to <output>/<name>-compat-refused.json)",
-    )
-    _gate_args(compat)
-    group = parser.add_argument_group("data (default: the data the checkpoint was trained on)")
-    group.add_argument("--data", help="dataset spec for the checks: package:NAME, a folder, a file or hub:NAME")
-    group.add_argument("--validation-data", help="a separate validation file, when --data is a single file")
-    group.add_argument("--text-column")
-    group.add_argument("--label-column")
-    group.add_argument("--validation-fraction", type=float, default=0.1)
-    group.add_argument("--data-seed", type=int, default=13)
-    group.add_argument("--problem-type", choices=["single_label", "multi_label"], default="single_label")
-    group.add_argument("--label-columns", help="multi-label: comma-separated 0/1, probability or *_votes columns")
-    group.add_argument("--columns", help="column names of a headerless file, comma-separated")
+    add_options(parser, ExportConfig)
     parser.set_defaults(func=_export)
 
     _register_compare(sub)

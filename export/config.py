@@ -15,6 +15,7 @@ from typing import Any
 
 from kdserve.core.data import DatasetSpec
 from kdserve.core.errors import ConfigError
+from kdserve.core.options import option
 
 FORMATS = ("bundle", "triton")
 QUANTIZATIONS = ("auto", "dynamic", "static", "none")
@@ -92,48 +93,104 @@ class ExportConfig:
     percentage point); a negative value demands that int8 be that much better.
     """
 
-    checkpoint: str
-    output_dir: str
-    name: str | None = None
-    format: str = "bundle"
-    quantization: str = "auto"
-    quant_preset: str = "auto"
-    quantize_ops: tuple[str, ...] = DEFAULT_QUANTIZE_OPS
-    calibration_examples: int = 256
-    calibration_method: str = "minmax"
-    max_length: int | None = None
-    opset: int = 18
+    # Fields declared with option() are the `kdserve export` flags (kdserve.core.options); plain
+    # fields are settable from Python only.
+    checkpoint: str = option(help="teacher (kdserve train teacher) or student (kdserve distill) folder")
+    output_dir: str = option(flag="--output", help="folder that receives the bundles")
+    name: str | None = option(None, help="bundle name prefix (default: the checkpoint folder's name)")
+    format: str = option(
+        "bundle", choices=FORMATS, help="bundle (kdserve serve) or triton (a Triton/KServe model repository)"
+    )
+    quantization: str = option(
+        "auto",
+        flag="--quantize",
+        choices=QUANTIZATIONS,
+        help="int8 mode of the second bundle: auto (the default) tries dynamic, then static when the "
+        "accuracy gate refuses dynamic; none writes fp32 only",
+    )
+    quant_preset: str = option(
+        "auto",
+        choices=("auto", *QUANT_PRESETS),
+        help="CPU the int8 model is tuned for (default: detect this machine's)",
+    )
+    quantize_ops: tuple[str, ...] = option(
+        DEFAULT_QUANTIZE_OPS, help="comma-separated op types to quantize (default {default})"
+    )
+    calibration_examples: int = option(256, help="training texts for static calibration (default {default})")
+    calibration_method: str = option("minmax", choices=CALIBRATION_METHODS)
+    max_length: int | None = option(None, help="truncation length (default: the one the checkpoint trained with)")
+    opset: int = option(18, help="ONNX opset (default {default})")
     # ORTOptimizer level for teachers. On all-MiniLM-L6-v2 (2 busy CPU cores, ORT_ENABLE_ALL at
     # load) none/O1/O2 ran within noise of each other in latency and session load time, since
     # ONNX Runtime applies the same CPU fusions when a session loads. O2 is kept as the default
     # so the shipped graph is the fused graph that runs (the int8 model then holds QAttention),
     # and servers with graph_optimization "basic" lose nothing; the choice is in the manifest.
-    optimization: str = "O2"
-    exporter: str = "auto"
-    data: DatasetSpec | None = None
-    parity_texts: int = 64
-    parity_tolerance: float = 1e-4
-    max_accuracy_drop: float = 1.0
-    max_eval_examples: int | None = None
-    batch_size: int = 64
-    force: bool = False
-    overwrite: bool = False
-    triton_max_batch_size: int = 64
+    optimization: str = option(
+        "O2", flag="--optimize", choices=OPTIMIZATIONS, help="teacher graph fusions by ORTOptimizer (default {default})"
+    )
+    exporter: str = option(
+        "auto",
+        choices=EXPORTERS,
+        help="student exporter: auto (default) builds the BiLSTM as one bidirectional LSTM op and "
+        "exports other students with torch.onnx's torchscript exporter",
+    )
+    data: DatasetSpec | None = option(
+        None,
+        title="data (default: the data the checkpoint was trained on)",
+        nested={
+            "source": {
+                "cli_default": None,
+                "help": "dataset spec for the checks: package:NAME, a folder, a file or hub:NAME",
+            }
+        },
+    )
+    parity_texts: int = option(64, help="validation texts for the PyTorch-vs-ONNX check (default {default})")
+    parity_tolerance: float = option(1e-4, help="max |logit difference| allowed (default {default})")
+    max_accuracy_drop: float = option(1.0, help="accuracy points int8 may lose against fp32 (default {default})")
+    max_eval_examples: int | None = option(None, help="cap on validation examples scored")
+    batch_size: int = option(64, help="evaluation batch size (default {default})")
+    force: bool = option(False, switch=True, help="keep the int8 bundle even when it fails the accuracy gate")
+    overwrite: bool = option(False, switch=True, help="replace existing bundle folders")
+    triton_max_batch_size: int = option(64, help="max_batch_size in config.pbtxt (default {default})")
     triton_queue_delay_us: int = 2000
-    #: a production bundle to compare every new bundle with; refused bundles are not published
-    baseline_bundle: str | None = None
-    max_negative_flips: float = DEFAULT_MAX_NEGATIVE_FLIPS
-    max_class_f1_drop: float = DEFAULT_MAX_CLASS_F1_DROP
-    #: write the worst negative flips' texts into the report (default: their sha256 only)
-    log_texts: bool = False
-    preset: str | None = None
+    preset: str | None = option(None, choices=tuple(PRESETS), help="quick: checks on <= 1000 validation examples")
     # Score calibration fitted on half the validation rows (kdserve.core.calibration): every
     # served score is then calibrated; "none" keeps T = 1 but still reports ECE/Brier.
-    calibrate: str = "temperature"
+    calibrate: str = option(
+        "temperature",
+        choices=("temperature", "none"),
+        help="score calibration fitted on half the validation rows, ECE/Brier reported on the other half "
+        "(default {default})",
+    )
     # The bundle's default policy: "precision=0.9", "recall=0.95" or "f1"; None writes none.
-    policy: str | None = None
+    policy: str | None = option(
+        None, help="default thresholds per label: precision=P, recall=R or f1 (default: no policy)"
+    )
     # Labels that never flag; None means those of neither/NOT/neutral the model has.
-    benign_labels: tuple[str, ...] | None = None
+    benign_labels: tuple[str, ...] | None = option(
+        None, help="comma-separated labels that never flag (default: neither,NOT,neutral)"
+    )
+    #: a production bundle to compare every new bundle with; refused bundles are not published
+    baseline_bundle: str | None = option(
+        None,
+        metavar="PROD",
+        help="compare each new bundle with this production bundle on the validation split; a bundle "
+        "the gate refuses is not published (the report goes to <output>/<name>-compat-refused.json)",
+    )
+    max_negative_flips: float = option(
+        DEFAULT_MAX_NEGATIVE_FLIPS,
+        metavar="POINTS",
+        help="percent of rows the baseline gets right that the new bundle may get wrong (default {default})",
+    )
+    max_class_f1_drop: float = option(
+        DEFAULT_MAX_CLASS_F1_DROP,
+        metavar="POINTS",
+        help="F1 points any one class may lose against the baseline (default {default})",
+    )
+    #: write the worst negative flips' texts into the report (default: their sha256 only)
+    log_texts: bool = option(
+        False, switch=True, help="write the worst negative flips' texts into the report (default: their sha256 only)"
+    )
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from kdserve.core.data import DatasetSpec
 from kdserve.core.errors import ConfigError
+from kdserve.core.options import option
+from kdserve.train.teacher import EVALS_PER_EPOCH_HELP
 
 log = logging.getLogger("kdserve.train")
 
@@ -47,71 +49,127 @@ STUDENT_DEFAULTS: dict[str, dict[str, Any]] = {
 class DistillConfig:
     """Everything that defines a distillation run; written next to the student."""
 
+    # Fields declared with option() are the `kdserve distill` flags (kdserve.core.options): a new
+    # flag is one such field with its help text. Plain fields are settable from Python only.
     #: a teacher checkpoint or bundle folder, or several (multi-teacher distillation,
     #: ``kdserve.train.multi_teacher``); one teacher is kept as a plain string
-    teacher: str | list[str] | None
-    data: DatasetSpec
-    output_dir: str
-    student: Literal["bilstm", "transformer", "textcnn"] = "bilstm"
-    preset: str | None = None
-    no_teacher: bool = False
-    epochs: int = 3
-    lr: float = 1e-3
+    teacher: str | list[str] | None = option(
+        required=False,
+        repeat=True,
+        parse=lambda values, flag: values[0] if len(values) == 1 else values,
+        help="teacher checkpoint or bundle folder (from `kdserve train teacher` / `kdserve export`); "
+        "repeat for multi-teacher distillation",
+    )
+    data: DatasetSpec = option(title="data")
+    output_dir: str = option(flag="--output", help="student checkpoint folder to write")
+    student: Literal["bilstm", "transformer", "textcnn"] = option("bilstm", required=True)
+    preset: str | None = option(None, choices=tuple(PRESETS), cli_default="quick")
+    no_teacher: bool = option(False, switch=True, help="hard labels only: the no-distillation baseline")
+    epochs: int = option(3)
+    lr: float = option(1e-3)
     #: "constant", or "linear": decay to 0 over all training steps (steadier last epochs)
-    lr_schedule: Literal["constant", "linear"] = "constant"
+    lr_schedule: Literal["constant", "linear"] = option(
+        "constant", help="learning rate: constant, or linear decay to 0"
+    )
     #: which validation metric picks the saved epoch: macro_f1 for imbalanced moderation data
-    metric_for_best: Literal["accuracy", "macro_f1"] = "accuracy"
-    batch_size: int = 64
-    max_length: int = 128
-    max_train_examples: int | None = None
-    alpha: str = "constant:0.0"
-    soft: Literal["mse", "kl", "ce"] = "mse"
-    temperature: float = 1.0
-    augment: str = "all"
-    n_iter: int = 10
-    glove: bool = True
+    metric_for_best: Literal["accuracy", "macro_f1"] = option(
+        "accuracy", help="validation metric that picks the saved epoch (macro_f1 for imbalanced classes)"
+    )
+    batch_size: int = option(64)
+    max_length: int = option(128)
+    max_train_examples: int | None = option(None)
+    alpha: str = option(
+        "constant:0.0", help="constant:A | easy-to-hard | linear:START:END:EPOCHS (weight of the hard loss)"
+    )
+    soft: Literal["mse", "kl", "ce"] = option("mse", help="soft loss: logit MSE or KL / CE at --temperature")
+    temperature: float = option(1.0)
+    augment: str = option("all", choices=tuple(AUGMENT_LEVELS), help="transfer-set augmentation")
+    n_iter: int = option(10, help="augmented copies per example")
+    glove: bool = option(True, help="GloVe-50d word vectors")
     #: BiLSTM/TextCNN: word vectors from the teacher's input embeddings (``kdserve.train.teacher_vectors``;
     #: 384-d for MiniLM) instead of GloVe-50d
-    teacher_embeddings: bool = False
-    vocab_size: int = 30_000
+    teacher_embeddings: bool = option(
+        False,
+        switch=True,
+        help="BiLSTM/TextCNN: word vectors from the teacher's input embeddings (384-d for MiniLM) instead of GloVe",
+    )
+    vocab_size: int = option(
+        30_000, help="BiLSTM/TextCNN: word vocabulary size, the training texts' most frequent words (default {default})"
+    )
     #: BiLSTM/TextCNN: also give the word vocabulary GloVe's N most frequent words that the training
     #: texts lack, so a word first met at serving time keeps a pretrained vector instead of [UNK]
-    vector_vocab: int = 0
+    vector_vocab: int = option(
+        0,
+        metavar="N",
+        help="BiLSTM/TextCNN: add GloVe's N most frequent words the training texts lack to the "
+        "vocabulary, so words unseen in training keep a pretrained vector (default {default})",
+    )
     #: BiLSTM/TextCNN: Kim (2014)'s multichannel input, the word vectors twice over with the second
     #: copy held fixed, so a word the training texts lack (``vector_vocab``) still sits where the
     #: tuned words' fixed half does. Doubles embedding_dim; the saved student is an ordinary one.
-    static_channel: bool = False
-    student_layers: int = 2
+    static_channel: bool = option(
+        False,
+        switch=True,
+        help="BiLSTM/TextCNN: the word vectors twice, one copy tuned and one held fixed (Kim 2014's "
+        "multichannel input), so words added by --vector-vocab stay comparable to the tuned ones",
+    )
+    student_layers: int = option(2, help="transformer student layers (1-4)")
     init_from_teacher: bool = True
     #: Fields of the student's config dataclass to override (e.g. ``{"hidden_size": 150}`` for a
     #: faster BiLSTM, ``{"num_filters": 200}`` for a wider TextCNN); not for a teacher-initialised
     #: Transformer, whose shape is the teacher's.
-    student_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    intermediate_weight: float = 0.0
-    cache_dir: str | None = "runs/cache"
+    student_options: dict[str, Any] = option(
+        default_factory=dict,
+        flag="--student-option",
+        help="override a field of the student's config, e.g. hidden_size=150 or num_filters=200 "
+        "(repeatable; VALUE is read as JSON, else as a string)",
+    )
+    intermediate_weight: float = option(0.0, help="weight of hidden-state/attention losses")
+    cache_dir: str | None = option("runs/cache", help="teacher-logit cache (default {default})")
     #: An exported bundle of the teacher to label the transfer set with (ONNX Runtime; faster on a
     #: CPU); None labels with the PyTorch checkpoint.
-    teacher_bundle: str | None = None
+    teacher_bundle: str | None = option(
+        None,
+        help="label the transfer set with this exported teacher bundle (ONNX "
+        "Runtime, faster on a CPU) instead of the PyTorch checkpoint",
+    )
     #: several teachers: one weight each (normalised to sum 1; default equal)
-    teacher_weights: list[float] | None = None
+    teacher_weights: list[float] | None = option(
+        None, metavar="W1,W2", help="several teachers: one weight each, e.g. 0.7,0.3 (default: equal)"
+    )
     #: several teachers: "prob" averages their probabilities (stored as log-probabilities: use
     #: --soft kl), "logit" averages their logits
-    teacher_combine: Literal["prob", "logit"] = "prob"
+    teacher_combine: Literal["prob", "logit"] = option(
+        "prob", help="several teachers: average probabilities (prob; use --soft kl) or logits (logit)"
+    )
     #: files of unlabelled texts (production traffic, the shadow log) added to the transfer set,
     #: deduplicated against the labelled data and labelled by the teacher(s)
-    transfer_data: list[str] = dataclasses.field(default_factory=list)
-    seed: int = 13
+    transfer_data: list[str] = option(
+        default_factory=list,
+        repeat=True,
+        metavar="FILE",
+        help="unlabelled texts (a shadow-route JSONL kept with --log-texts, or a txt/csv/tsv/jsonl file) "
+        "added to the transfer set, deduplicated and labelled by the teacher(s); repeatable",
+    )
+    seed: int = option(13)
     #: seed of the augmentation alone (default: ``seed``): vary ``seed`` with this fixed to rerun the
     #: training's randomness (init, order, dropout) on the same, already-labelled transfer set
-    augment_seed: int | None = None
+    augment_seed: int | None = option(
+        None,
+        metavar="N",
+        help="seed of the augmentation alone (default: --seed); fix it to vary --seed on the same, "
+        "already-labelled transfer set",
+    )
     #: > 0: evaluate and save an exponential moving average of the weights (e.g. 0.9995) instead of
     #: the last weights; each dev pass also records the raw weights' accuracy, for comparison
-    ema_decay: float = 0.0
-    device: str = "auto"
-    threads: int | None = None
+    ema_decay: float = option(
+        0.0, metavar="D", help="evaluate and save a moving average of the weights (e.g. 0.9995; default 0: off)"
+    )
+    device: str = option("auto")
+    threads: int | None = option(None)
     #: validation passes per epoch (the last at its end); the best of all of them is kept. More
     #: than one suits a large transfer set, whose long epochs overshoot the best weights.
-    evals_per_epoch: int = 1
+    evals_per_epoch: int = option(1, metavar="N", help=EVALS_PER_EPOCH_HELP)
 
     def __post_init__(self) -> None:
         from kdserve.train.losses import make_alpha_schedule

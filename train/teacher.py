@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from kdserve.core.data import DatasetSpec
 from kdserve.core.errors import ConfigError
+from kdserve.core.options import option
 from kdserve.train.checkpoint import DEFAULT_TEACHER
 
 log = logging.getLogger("kdserve.train")
@@ -48,34 +49,44 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+#: The --evals-per-epoch help, shared with the distill command.
+EVALS_PER_EPOCH_HELP = (
+    "validation passes per epoch, evenly spaced, the last at its end; the best pass's weights are kept "
+    "(default {default})"
+)
+
 
 @dataclass
 class TeacherConfig:
     """Everything that defines a teacher run; written next to the checkpoint."""
 
-    data: DatasetSpec
-    output_dir: str
-    model: str = DEFAULT_TEACHER
-    preset: str | None = None
-    epochs: int = 3
-    lr: float = 6e-5
-    batch_size: int = 32
+    # Fields declared with option() are the `kdserve train teacher` flags (kdserve.core.options);
+    # plain fields are settable from Python only.
+    data: DatasetSpec = option(title="data")
+    output_dir: str = option(flag="--output", help="checkpoint folder to write")
+    model: str = option(DEFAULT_TEACHER, help="local folder or hub id (default: embedded all-MiniLM-L6-v2)")
+    preset: str | None = option(None, choices=tuple(PRESETS), cli_default="quick")
+    epochs: int = option(3)
+    lr: float = option(6e-5)
+    batch_size: int = option(32)
     eval_batch_size: int = 128
-    max_length: int = 128
+    max_length: int = option(128)
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     layer_decay: float = 0.95
     grad_clip: float = 1.0
-    freeze_word_embeddings: bool = False
-    max_train_examples: int | None = None
-    seed: int = 13
-    device: str = "auto"
-    metric_for_best: Literal["accuracy", "macro_f1"] = "accuracy"
+    freeze_word_embeddings: bool = option(
+        False, help="skip updating the word-embedding matrix (the presets do; faster on CPU)"
+    )
+    max_train_examples: int | None = option(None)
+    seed: int = option(13)
+    device: str = option("auto", help="auto (default), cpu or cuda")
+    metric_for_best: Literal["accuracy", "macro_f1"] = option("accuracy")
     pool_batches: int = 50
     #: validation passes per epoch (the last at its end); the best of all of them is kept. More
     #: than one suits long epochs, whose best weights often lie between two epoch ends.
-    evals_per_epoch: int = 1
-    threads: int | None = None
+    evals_per_epoch: int = option(1, metavar="N", help=EVALS_PER_EPOCH_HELP)
+    threads: int | None = option(None, help="torch intra-op threads (default: all cores)")
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

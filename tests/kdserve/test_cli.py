@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -164,3 +165,174 @@ def test_serve_help_needs_no_torch() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "usage: kdserve serve" in proc.stdout
+
+
+# ------------------------------------------------------------------ flags generated from the config fields
+
+
+class _Captured(Exception):
+    """Raised by a stand-in for a stage's run function: the config the CLI built, before any training."""
+
+
+def _capture(monkeypatch: pytest.MonkeyPatch, target: str, argv: list[str]) -> Any:
+    def run(config: Any, *_: Any) -> Any:
+        raise _Captured(config)
+
+    monkeypatch.setattr(target, run)
+    with pytest.raises(_Captured) as exc:
+        main(argv)
+    return exc.value.args[0]
+
+
+def test_teacher_flags_override_only_what_they_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kdserve.core.data import DatasetSpec
+
+    target = "kdserve.train.teacher.train_teacher"
+    quick = _capture(monkeypatch, target, ["train", "teacher", "--output", "o"])
+    # the quick preset's values, the field defaults for the rest, the default dataset
+    assert (quick.preset, quick.epochs, quick.lr, quick.max_length, quick.max_train_examples) == (
+        "quick",
+        2,
+        1e-4,
+        64,
+        10_000,
+    )
+    assert quick.freeze_word_embeddings is True and quick.seed == 13 and quick.evals_per_epoch == 1
+    assert quick.data == DatasetSpec("package:rotten_tomatoes")
+    given = _capture(
+        monkeypatch,
+        target,
+        ["train", "teacher", "--preset", "full", "--output", "o", "--epochs", "1", "--no-freeze-word-embeddings"]
+        + ["--data", "d.csv", "--text-column", "body", "--data-seed", "7", "--metric-for-best", "macro_f1"],
+    )
+    assert (given.preset, given.epochs, given.max_length, given.evals_per_epoch) == ("full", 1, 128, 4)
+    assert given.freeze_word_embeddings is False and given.metric_for_best == "macro_f1"
+    assert given.data == DatasetSpec("d.csv", text_column="body", seed=7)
+
+
+def test_distill_flags_override_preset_and_student_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    target = "kdserve.train.distill.distill"
+    base = ["distill", "--no-teacher", "--output", "o"]
+    textcnn = _capture(monkeypatch, target, [*base, "--student", "textcnn"])
+    assert (textcnn.student, textcnn.teacher, textcnn.no_teacher) == ("textcnn", None, True)
+    assert (textcnn.epochs, textcnn.n_iter, textcnn.lr, textcnn.batch_size, textcnn.glove) == (3, 4, 1e-3, 64, True)
+    assert textcnn.student_options == {} and textcnn.cache_dir == "runs/cache" and textcnn.vocab_size == 30_000
+    given = _capture(
+        monkeypatch,
+        target,
+        [*base, "--student", "bilstm", "--lr", "0.002", "--teacher-embeddings", "--static-channel"]
+        + ["--student-option", "hidden_size=150", "--student-option", "dropout=0.2", "--vector-vocab", "100"]
+        + ["--alpha", "linear:1:0:2", "--vocab-size", "5000", "--ema-decay", "0.99"],
+    )
+    assert given.lr == 0.002 and given.glove is False  # --teacher-embeddings replaces the preset's GloVe
+    assert given.teacher_embeddings and given.static_channel and given.vector_vocab == 100
+    assert given.student_options == {"hidden_size": 150, "dropout": 0.2}
+    assert (given.alpha, given.vocab_size, given.ema_decay) == ("linear:1:0:2", 5000, 0.99)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["distill", "--student", "bilstm", "--no-teacher", "--output", "o", "--epochs", "0"], "epochs must be >= 1"),
+        (["distill", "--student", "bilstm", "--output", "o"], "a teacher checkpoint is required"),
+        (
+            ["distill", "--student", "bilstm", "--no-teacher", "--output", "o", "--vocab-size", "9"],
+            "vocab_size must be >= 10",
+        ),
+        (
+            ["distill", "--student", "bilstm", "--no-teacher", "--output", "o", "--student-option", "wide"],
+            "--student-option wants KEY=VALUE, got 'wide'",
+        ),
+        (["train", "teacher", "--output", "o", "--data-seed", "1", "--validation-fraction", "2"], "between 0 and 1"),
+        (["export", "--checkpoint", "c", "--output", "o", "--quantize-ops", "Foo"], "quantize_ops ['Foo']"),
+        (
+            ["export", "--checkpoint", "c", "--output", "o", "--text-column", "t"],
+            "--data is required with --text-column",
+        ),
+    ],
+)
+def test_a_bad_value_is_one_line_and_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _run(capsys, *argv)
+    assert code == 2 and err.count("\n") == 0 and err.startswith("kdserve: error: ") and message in err, err
+
+
+def test_a_badly_typed_flag_is_an_argparse_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["distill", "--student", "bilstm", "--output", "o", "--epochs", "two"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "argument --epochs: invalid int value: 'two'" in err and "Traceback" not in err
+
+
+def _option_fields(cls: Any, overrides: Any = None) -> list[tuple[str, str | None]]:
+    """(flag, help) of every field declared with option(), nested dataclasses included."""
+    import dataclasses
+    import typing
+
+    from kdserve.core.options import METADATA_KEY
+
+    hints = typing.get_type_hints(cls)
+    out: list[tuple[str, str | None]] = []
+    for field in dataclasses.fields(cls):
+        if METADATA_KEY not in field.metadata:
+            continue
+        spec = dataclasses.replace(field.metadata[METADATA_KEY], **(overrides or {}).get(field.name, {}))
+        kind = next((a for a in typing.get_args(hints[field.name]) if a is not type(None)), hints[field.name])
+        if dataclasses.is_dataclass(kind):
+            out += _option_fields(kind, spec.nested)
+        else:
+            out.append((spec.flag or "--" + field.name.replace("_", "-"), spec.help))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("command", "config"),
+    [
+        (["train", "teacher"], "kdserve.train.teacher:TeacherConfig"),
+        (["distill"], "kdserve.train.distill:DistillConfig"),
+        (["export"], "kdserve.export.config:ExportConfig"),
+        (["bench", "model"], "kdserve.bench.model_bench:ModelBenchConfig"),
+        (["bench", "footprint"], "kdserve.bench.footprint:FootprintConfig"),
+        (["bench", "ab"], "kdserve.bench.ab:ABConfig"),
+    ],
+)
+def test_help_lists_every_option_field(
+    command: list[str], config: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    module, name = config.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    fields = _option_fields(cls)
+    assert len(fields) >= 8
+    for flag, help_text in fields:
+        assert f" {flag}" in text or (flag == "--bundles" and " bundles " in text), flag
+        if help_text and "{default}" not in help_text:
+            assert " ".join(help_text.split()) in text, flag
+
+
+def test_bench_flags_build_their_configs(monkeypatch: pytest.MonkeyPatch) -> None:
+    ab = _capture(monkeypatch, "kdserve.bench.ab.run_ab", ["bench", "ab", "--target", "http://h:1"])
+    assert (ab.limit, ab.agreement, ab.label_names, ab.timeout_s, ab.seed) == (1000, True, None, 30.0, 0)
+    ab = _capture(
+        monkeypatch,
+        "kdserve.bench.ab.run_ab",
+        ["bench", "ab", "--target", "http://h:1", "--limit", "0", "--no-agreement", "--label-names", "neg,pos"]
+        + ["--timeout", "5", "--seed", "3"],
+    )
+    assert (ab.limit, ab.agreement, ab.label_names, ab.timeout_s, ab.seed) == (None, False, ["neg", "pos"], 5.0, 3)
+    model = _capture(
+        monkeypatch,
+        "kdserve.bench.model_bench.run_model_bench",
+        ["bench", "model", "a", "b", "--batch-sizes", "1,4", "--long-data", "none", "--no-torch"],
+    )
+    assert (model.bundles, model.batch_sizes, model.long_data, model.torch_reference) == (
+        ["a", "b"],
+        [1, 4],
+        None,
+        False,
+    )
+    assert model.short_data == "package:rotten_tomatoes" and model.iterations == 100
