@@ -23,13 +23,15 @@ from typing import Any, Literal, Protocol
 import torch
 
 from kdserve.core.errors import ConfigError, DataError
-from kdserve.train.common import DevPasses, eval_points, progress_kwargs
+from kdserve.train.common import progress_kwargs
 
 log = logging.getLogger("kdserve.train")
 
-#: Smoothing of the displayed and recorded training loss (an exponential moving average over
-#: roughly the last 50 steps): a display statistic, not a training knob, so not a config field.
-LOSS_SMOOTHING = 0.98
+#: Weights of the old value and the new batch's in the displayed and recorded training loss (an
+#: exponential moving average over roughly the last 50 steps): a display statistic, not a training
+#: knob, so not a config field. Two literals because 1 - 0.98 is 0.020000000000000018 in floats,
+#: which would move every recorded ``train_loss`` in its last digit against earlier runs.
+LOSS_KEEP, LOSS_NEW = 0.98, 0.02
 
 #: ``epoch -> index batches``: called once at each epoch's start (it may draw from the recipe's RNG).
 BatchPlan = Callable[[int], Sequence[Sequence[int]]]
@@ -48,6 +50,57 @@ class DevMetrics(Protocol):
 
 #: ``() -> (metrics, extra)``: one dev pass; ``extra`` holds more numbers to record (or None).
 EvaluateFn = Callable[[], tuple[DevMetrics, dict[str, float] | None]]
+
+
+def eval_points(num_batches: int, per_epoch: int) -> set[int]:
+    """Batch counts (1-based) after which an epoch of ``num_batches`` batches is evaluated.
+
+    ``per_epoch`` evenly spaced points, the last at the epoch's end; fewer when the epoch has
+    fewer batches than points.
+    """
+    return {max(1, round(num_batches * k / per_epoch)) for k in range(1, per_epoch + 1)}
+
+
+class DevPasses:
+    """The dev-set passes of a run: records each, keeps the best by one metric.
+
+    ``save`` is called whenever a pass beats every earlier one, so the folder always holds the
+    best pass's weights; ``log_each`` logs every pass (runs with more than one per epoch).
+    """
+
+    def __init__(self, metric: str, save: Callable[[], None], log_each: bool) -> None:
+        self.metric = metric
+        self.save = save
+        self.log_each = log_each
+        self.evaluations: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+
+    def record(self, epoch: int, at: float, metrics: Any, extra: dict[str, float] | None = None) -> None:
+        """One pass ``at`` epochs into training (``epoch`` is the 1-based epoch it falls in).
+
+        ``extra``: more numbers for this pass's entry (kept, never used to pick the best).
+        """
+        at = round(at, 4)
+        self.evaluations.append(
+            {
+                "at": at,
+                "validation_accuracy": metrics.accuracy,
+                "validation_macro_f1": metrics.macro_f1,
+                **(extra or {}),
+            }
+        )
+        if self.log_each:
+            log.info(
+                "at epoch %.2f: validation accuracy %.2f%%, macro-F1 %.2f%%%s",
+                at,
+                metrics.accuracy * 100,
+                metrics.macro_f1 * 100,
+                "".join(f", {k} {v:.4f}" for k, v in (extra or {}).items()),
+            )
+        score = getattr(metrics, self.metric)
+        if self.best is None or score > self.best["score"]:
+            self.best = {"score": score, "epoch": epoch, "at": at, "metrics": metrics.to_dict()}
+            self.save()
 
 
 @dataclass(frozen=True)
@@ -131,7 +184,7 @@ def run_training(
             optimizer.zero_grad(set_to_none=True)
             seen += len(batch_idx)
             value = loss.item()
-            running = value if done == 1 else LOSS_SMOOTHING * running + (1 - LOSS_SMOOTHING) * value
+            running = value if done == 1 else LOSS_KEEP * running + LOSS_NEW * value
             rate = seen / max(time.perf_counter() - epoch_start - eval_seconds, 1e-9)
             bar.set_postfix(loss=f"{running:.4f}", ex_per_s=f"{rate:.0f}", refresh=False)
             if done in points:

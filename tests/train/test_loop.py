@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from kdserve.core.errors import ConfigError, DataError  # noqa: E402
 from kdserve.core.metrics import Metrics, compute_metrics  # noqa: E402
-from kdserve.train.loop import LoopConfig, run_training  # noqa: E402
+from kdserve.train.loop import LoopConfig, eval_points, run_training  # noqa: E402
 
 LABELS = ("neg", "pos")
 
@@ -43,6 +43,20 @@ def constant_lr(optimizer: torch.optim.Optimizer) -> Any:
 
 def fixed_batches(num: int, size: int = 2) -> Any:
     return lambda epoch: [list(range(b * size, (b + 1) * size)) for b in range(num)]
+
+
+@pytest.mark.parametrize(
+    ("num_batches", "per_epoch", "expected"),
+    [
+        (100, 1, {100}),
+        (100, 4, {25, 50, 75, 100}),
+        (10, 3, {3, 7, 10}),
+        (2, 5, {1, 2}),  # more passes than batches: one pass per batch at most
+        (1, 3, {1}),
+    ],
+)
+def test_eval_points_are_evenly_spaced_and_end_the_epoch(num_batches: int, per_epoch: int, expected: set[int]) -> None:
+    assert eval_points(num_batches, per_epoch) == expected
 
 
 def test_losses_steps_and_history_are_exact() -> None:
@@ -339,3 +353,21 @@ def test_an_empty_epoch_is_a_clear_error() -> None:
 def test_loop_config_refuses_bad_knobs(knobs: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="need epochs >= 1"):
         LoopConfig(**knobs)
+
+
+def test_the_recorded_loss_average_is_bit_exact_with_earlier_runs() -> None:
+    # 0.98 * 0 + 0.02 * 1 must be 0.02 exactly: weighting by 1 - 0.98 would give 0.020000000000000018
+    model = scalar_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    values = iter([0.0, 1.0])
+    result = run_training(
+        model,
+        optimizer,
+        constant_lr(optimizer),
+        fixed_batches(2),
+        lambda batch, epoch: model.weight.sum() * 0.0 + next(values),
+        scripted_scores([0.5]),
+        lambda: None,
+        LoopConfig(epochs=1, max_grad_norm=1.0),
+    )
+    assert result.history[0]["train_loss"] == 0.02
