@@ -5,6 +5,9 @@ replacement, n-gram sampling), let the teacher label it once (logits cached on d
 train the student on alpha * hard + (1 - alpha) * soft, with alpha constant or scheduled per
 epoch. ``no_teacher`` trains the same student on the gold labels alone: the baseline every
 distillation paper reports. The Transformer student can add TinyBERT/PKD layer losses.
+
+This module is the recipe (transfer set, student, loss step, evaluation); the epochs, clipping,
+dev passes, best weights and the EMA / fixed-column hooks run in the shared ``kdserve.train.loop``.
 """
 
 from __future__ import annotations

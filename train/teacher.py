@@ -4,6 +4,9 @@ Recipe (Sun et al. 2019, "How to Fine-Tune BERT for Text Classification"): AdamW
 warm-up then linear decay, layer-wise learning-rate decay lr_i = lr * decay^(L - i),
 gradient clipping, evaluation after every epoch keeping the best checkpoint. Dynamic padding
 over length-bucketed batches makes short-text training several times faster on a CPU.
+
+This module is the recipe (config, optimizer groups, schedule, loss step, evaluation); the epochs,
+clipping, dev passes and best-checkpoint bookkeeping are the shared loop's (``kdserve.train.loop``).
 """
 
 from __future__ import annotations
