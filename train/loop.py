@@ -8,8 +8,9 @@ optimizer and scheduler steps, the evenly spaced dev passes, keeping the best we
 act on the weights (an exponential moving average, embedding columns held fixed) are hooks run
 right after each optimizer step, so a recipe never copies the loop to add one.
 
-The order of operations is part of the contract: the tests pin each recipe's exact losses, so
-the batches are drawn (consuming the recipe's RNG) at the start of each epoch, before any step.
+The order of operations is part of the contract, so that moving a recipe onto the loop moved none
+of its figures: the batches are drawn (consuming the recipe's RNG) at the start of each epoch,
+before any step; hooks run between the optimizer and the scheduler step.
 """
 
 from __future__ import annotations
