@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,6 @@ import numpy as np
 import torch
 
 from kdserve.core.errors import ConfigError
-
-log = logging.getLogger("kdserve.train")
 
 
 def set_seed(seed: int) -> None:
@@ -82,57 +79,6 @@ def progress_kwargs() -> dict[str, Any]:
     """tqdm settings: live on a terminal, a line every 30 s in logs (CI, nohup) instead of a flood."""
     interactive = sys.stderr.isatty()
     return {"mininterval": 0.5 if interactive else 30.0, "file": sys.stderr, "dynamic_ncols": True}
-
-
-def eval_points(num_batches: int, per_epoch: int) -> set[int]:
-    """Batch counts (1-based) after which an epoch of ``num_batches`` batches is evaluated.
-
-    ``per_epoch`` evenly spaced points, the last at the epoch's end; fewer when the epoch has
-    fewer batches than points.
-    """
-    return {max(1, round(num_batches * k / per_epoch)) for k in range(1, per_epoch + 1)}
-
-
-class DevPasses:
-    """The dev-set passes of a run: records each, keeps the best by one metric.
-
-    ``save`` is called whenever a pass beats every earlier one, so the folder always holds the
-    best pass's weights; ``log_each`` logs every pass (runs with more than one per epoch).
-    """
-
-    def __init__(self, metric: str, save: Callable[[], None], log_each: bool) -> None:
-        self.metric = metric
-        self.save = save
-        self.log_each = log_each
-        self.evaluations: list[dict[str, Any]] = []
-        self.best: dict[str, Any] | None = None
-
-    def record(self, epoch: int, at: float, metrics: Any, extra: dict[str, float] | None = None) -> None:
-        """One pass ``at`` epochs into training (``epoch`` is the 1-based epoch it falls in).
-
-        ``extra``: more numbers for this pass's entry (kept, never used to pick the best).
-        """
-        at = round(at, 4)
-        self.evaluations.append(
-            {
-                "at": at,
-                "validation_accuracy": metrics.accuracy,
-                "validation_macro_f1": metrics.macro_f1,
-                **(extra or {}),
-            }
-        )
-        if self.log_each:
-            log.info(
-                "at epoch %.2f: validation accuracy %.2f%%, macro-F1 %.2f%%%s",
-                at,
-                metrics.accuracy * 100,
-                metrics.macro_f1 * 100,
-                "".join(f", {k} {v:.4f}" for k, v in (extra or {}).items()),
-            )
-        score = getattr(metrics, self.metric)
-        if self.best is None or score > self.best["score"]:
-            self.best = {"score": score, "epoch": epoch, "at": at, "metrics": metrics.to_dict()}
-            self.save()
 
 
 class WeightAverage:

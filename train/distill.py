@@ -5,6 +5,9 @@ replacement, n-gram sampling), let the teacher label it once (logits cached on d
 train the student on alpha * hard + (1 - alpha) * soft, with alpha constant or scheduled per
 epoch. ``no_teacher`` trains the same student on the gold labels alone: the baseline every
 distillation paper reports. The Transformer student can add TinyBERT/PKD layer losses.
+
+This module is the recipe (transfer set, student, loss step, evaluation); the epochs, clipping,
+dev passes, best weights and the EMA / fixed-column hooks run in the shared ``kdserve.train.loop``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import dataclasses
 import logging
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -170,6 +174,16 @@ class DistillConfig:
     #: validation passes per epoch (the last at its end); the best of all of them is kept. More
     #: than one suits a large transfer set, whose long epochs overshoot the best weights.
     evals_per_epoch: int = option(1, metavar="N", help=EVALS_PER_EPOCH_HELP)
+    weight_decay: float = option(
+        0.01, help="AdamW decoupled weight decay of the student and any layer-loss projections (default {default})"
+    )
+    grad_clip: float = option(
+        5.0, help="gradients are clipped to this global L2 norm before each optimizer step (default {default})"
+    )
+    eval_batch_size: int = option(256, help="batch size of the validation passes: speed only (default {default})")
+    pool_batches: int = option(
+        50, help="length-bucketing pool, in batches: texts of similar length share a batch (default {default})"
+    )
 
     def __post_init__(self) -> None:
         from kdserve.train.losses import make_alpha_schedule
@@ -185,6 +199,10 @@ class DistillConfig:
         word_vectors = self.student != "transformer" and (self.glove or self.teacher_embeddings)
         checks = [
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
+            (self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
+            (self.pool_batches >= 1, f"pool_batches must be >= 1, got {self.pool_batches}"),
             (self.evals_per_epoch >= 1, f"evals_per_epoch must be >= 1, got {self.evals_per_epoch}"),
             (0 < self.lr < 10, f"lr must be in (0, 10), got {self.lr}"),
             (
@@ -359,22 +377,13 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     """Run the recipe; returns the metrics also written to ``metrics.json``."""
     import numpy as np
     import torch
-    from tqdm.auto import tqdm
 
     from kdserve.core.data import load_dataset
     from kdserve.train.batching import bucketed_batches
-    from kdserve.train.common import (
-        DevPasses,
-        WeightAverage,
-        eval_points,
-        pad_batch,
-        progress_kwargs,
-        resolve_device,
-        set_seed,
-        write_json,
-    )
+    from kdserve.train.common import WeightAverage, pad_batch, resolve_device, set_seed, write_json
     from kdserve.train.distill_setup import FixedColumns, build_student_for, build_tokenizer, intermediate_layer_loss
     from kdserve.train.evaluate import score_logits
+    from kdserve.train.loop import LoopConfig, run_training
     from kdserve.train.losses import distillation_loss, make_alpha_schedule
     from kdserve.train.multi_teacher import check_primary, check_teachers, label_transfer
     from kdserve.train.student_tokenizers import encode_batch, save_tokenizer
@@ -419,7 +428,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     params = [p for p in model.parameters() if p.requires_grad]
     if layer_loss is not None:
         params += list(layer_loss.parameters())
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(ids) // config.batch_size)  # bucketed batches hold at most batch_size rows
     total_steps = max(1, steps_per_epoch * config.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -430,97 +439,79 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     rng = random.Random(config.seed)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    history: list[dict[str, Any]] = []
     average = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
     kept = average.model if average is not None else model  # the weights evaluated and saved
+    lengths = [len(s) for s in ids]
 
     def save() -> None:
         save_student(kept, student_config, out)
         save_tokenizer(tokenizer, out)
         write_json(out / "labels.json", list(data.labels))
 
-    passes = DevPasses(config.metric_for_best, save, log_each=config.evals_per_epoch > 1)
+    def step(batch_idx: Sequence[int], epoch: int) -> Any:
+        """The distillation loss step: alpha * hard + (1 - alpha) * soft, plus any layer losses."""
+        alpha = schedule(epoch)
+        batch = pad_batch([ids[i] or [0] for i in batch_idx], 0, with_token_types=False)
+        input_ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        labels = gold[batch_idx].to(device)
+        has_label = labels >= 0
+        if layer_loss is None:
+            logits = model(input_ids, mask)
+        else:
+            logits, states, attentions = model.forward_with_states(input_ids, mask)
+        loss = distillation_loss(
+            logits,
+            None if targets is None else targets[batch_idx].to(device),
+            labels.clamp(min=0) if alpha > 0 else None,
+            alpha,
+            config.temperature,
+            config.soft,
+            has_label=has_label if alpha > 0 else None,
+        )
+        if layer_loss is not None:
+            loss = loss + config.intermediate_weight * layer_loss(input_ids, mask, states, attentions)
+        return loss
 
-    def evaluate(epoch: int, at: float) -> Any:
+    def evaluate() -> tuple[Any, dict[str, float] | None]:
         eval_start = time.perf_counter()
-        val_logits = predict_student(kept, val_ids, 256, device)  # puts the model back in training mode
+        val_logits = predict_student(kept, val_ids, config.eval_batch_size, device)
         metrics = score_logits(val_logits, val_labels, data.labels, len(val_ids) / (time.perf_counter() - eval_start))
         extra = None
-        if average is not None:
-            raw = score_logits(predict_student(model, val_ids, 256, device), val_labels, data.labels, 0.0)
-            extra = {"raw_validation_accuracy": raw.accuracy, "raw_validation_macro_f1": raw.macro_f1}
-        passes.record(epoch, at, metrics, extra)
-        return metrics
-
-    for epoch in range(1, config.epochs + 1):
-        alpha = schedule(epoch)
-        model.train()
-        epoch_start, seen, running, eval_seconds = time.perf_counter(), 0, None, 0.0
-        batches = bucketed_batches([len(s) for s in ids], config.batch_size, rng)
-        points = eval_points(len(batches), config.evals_per_epoch)
-        bar = tqdm(batches, desc=f"{config.student} epoch {epoch}/{config.epochs}", unit="batch", **progress_kwargs())
-        for done, batch_idx in enumerate(bar, start=1):
-            batch = pad_batch([ids[i] or [0] for i in batch_idx], 0, with_token_types=False)
-            input_ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-            labels = gold[batch_idx].to(device)
-            has_label = labels >= 0
-            if layer_loss is None:
-                logits = model(input_ids, mask)
-            else:
-                logits, states, attentions = model.forward_with_states(input_ids, mask)
-            loss = distillation_loss(
-                logits,
-                None if targets is None else targets[batch_idx].to(device),
-                labels.clamp(min=0) if alpha > 0 else None,
-                alpha,
-                config.temperature,
-                config.soft,
-                has_label=has_label if alpha > 0 else None,
+        if average is not None:  # the raw weights' scores beside the average's, for comparison
+            raw = score_logits(
+                predict_student(model, val_ids, config.eval_batch_size, device), val_labels, data.labels, 0.0
             )
-            if layer_loss is not None:
-                loss = loss + config.intermediate_weight * layer_loss(input_ids, mask, states, attentions)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 5.0)
-            optimizer.step()
-            if fixed is not None:
-                fixed.restore()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            if average is not None:
-                average.update(model)
-            seen += len(batch_idx)
-            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-            rate = seen / (time.perf_counter() - epoch_start - eval_seconds)
-            bar.set_postfix(loss=f"{running:.4f}", ex_per_s=f"{rate:.0f}", refresh=False)
-            if done in points:
-                eval_start = time.perf_counter()
-                metrics = evaluate(epoch, epoch - 1 + done / len(batches))
-                eval_seconds += time.perf_counter() - eval_start
-        bar.close()
-        epoch_seconds = time.perf_counter() - epoch_start - eval_seconds
-        history.append(
-            {
-                "epoch": epoch,
-                "alpha": alpha,
-                "train_loss": running,
-                "epoch_seconds": epoch_seconds,
-                "lr_at_end": scheduler.get_last_lr()[0],
-                "train_examples_per_s": seen / epoch_seconds,
-                "validation_accuracy": metrics.accuracy,
-                "validation_macro_f1": metrics.macro_f1,
-            }
-        )
-        log.info(
-            "epoch %d: loss %.4f, validation accuracy %.2f%%, macro-F1 %.2f%% (%.0f s)",
-            epoch,
-            running or 0.0,
-            metrics.accuracy * 100,
-            metrics.macro_f1 * 100,
-            epoch_seconds,
-        )
+            extra = {"raw_validation_accuracy": raw.accuracy, "raw_validation_macro_f1": raw.macro_f1}
+        return metrics, extra
 
-    best = passes.best
-    assert best is not None
+    # hook order matters: the average must see the fixed columns already restored
+    hooks: list[Callable[[], None]] = []
+    if fixed is not None:
+        hooks.append(fixed.restore)
+    if average is not None:
+        hooks.append(lambda: average.update(model))
+
+    trained = run_training(
+        model,
+        optimizer,
+        scheduler,
+        lambda epoch: bucketed_batches(lengths, config.batch_size, rng, config.pool_batches),
+        step,
+        evaluate,
+        save,
+        LoopConfig(
+            epochs=config.epochs,
+            max_grad_norm=config.grad_clip,
+            evals_per_epoch=config.evals_per_epoch,
+            metric_for_best=config.metric_for_best,
+            name=config.student,
+        ),
+        clip_params=params,
+        after_optimizer_step=hooks,
+        epoch_fields=lambda epoch: {"alpha": schedule(epoch)},
+    )
+
+    best = trained.best
     result = {
         "student": config.student,
         "teacher": None if config.no_teacher else config.teacher,
@@ -533,8 +524,8 @@ def distill(config: DistillConfig) -> dict[str, Any]:
         "best_at": best["at"],
         "metric_for_best": config.metric_for_best,
         "validation": best["metrics"],
-        "history": history,
-        "evaluations": passes.evaluations,
+        "history": trained.history,
+        "evaluations": trained.evaluations,
         "parameters": count_parameters(model),
         "checkpoint_bytes": sum(f.stat().st_size for f in out.iterdir() if f.is_file()),
         "wall_seconds": time.perf_counter() - started,

@@ -4,6 +4,9 @@ Recipe (Sun et al. 2019, "How to Fine-Tune BERT for Text Classification"): AdamW
 warm-up then linear decay, layer-wise learning-rate decay lr_i = lr * decay^(L - i),
 gradient clipping, evaluation after every epoch keeping the best checkpoint. Dynamic padding
 over length-bucketed batches makes short-text training several times faster on a CPU.
+
+This module is the recipe (config, optimizer groups, schedule, loss step, evaluation); the epochs,
+clipping, dev passes and best-checkpoint bookkeeping are the shared loop's (``kdserve.train.loop``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import math
 import random
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -154,22 +158,14 @@ def layerwise_param_groups(model: Any, lr: float, decay: float, weight_decay: fl
 def train_teacher(config: TeacherConfig) -> dict[str, Any]:
     """Run the recipe; returns the metrics that are also written to ``metrics.json``."""
     import torch
-    from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
     from kdserve.core.data import load_dataset
     from kdserve.train.batching import bucketed_batches
     from kdserve.train.checkpoint import load_classifier, save_classifier
-    from kdserve.train.common import (
-        DevPasses,
-        eval_points,
-        pad_batch,
-        progress_kwargs,
-        resolve_device,
-        set_seed,
-        write_json,
-    )
+    from kdserve.train.common import pad_batch, resolve_device, set_seed, write_json
     from kdserve.train.evaluate import predict_logits, score_logits
+    from kdserve.train.loop import LoopConfig, run_training
 
     started = time.perf_counter()
     if config.threads:
@@ -188,6 +184,7 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
     model.to(device)
     with_types = "token_type_ids" in tokenizer.model_input_names
     train_ids = tokenizer([t for t, _ in train_rows], truncation=True, max_length=config.max_length)["input_ids"]
+    train_lengths = [len(s) for s in train_ids]
     train_labels = [y for _, y in train_rows]
     val_texts = [t for t, _ in data.validation]
     val_labels = [y for _, y in data.validation]
@@ -202,71 +199,38 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
 
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    history: list[dict[str, Any]] = []
-    passes = DevPasses(
-        config.metric_for_best,
-        lambda: save_classifier(model, tokenizer, data.labels, out),
-        log_each=config.evals_per_epoch > 1,
-    )
 
-    def evaluate(epoch: int, at: float) -> Any:
+    def step(batch_idx: Sequence[int], epoch: int) -> Any:
+        """The teacher's loss step: cross-entropy on the gold labels."""
+        batch = pad_batch([train_ids[i] for i in batch_idx], tokenizer.pad_token_id, with_types)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        labels = torch.tensor([train_labels[i] for i in batch_idx], device=device)
+        return model(**batch, labels=labels).loss
+
+    def evaluate() -> tuple[Any, None]:
         logits, eval_rate = predict_logits(
             model, tokenizer, val_texts, config.max_length, config.eval_batch_size, device
         )
-        metrics = score_logits(logits, val_labels, data.labels, eval_rate)
-        passes.record(epoch, at, metrics)
-        model.train()
-        return metrics
+        return score_logits(logits, val_labels, data.labels, eval_rate), None
 
-    train_seconds = 0.0
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        batches = bucketed_batches([len(s) for s in train_ids], config.batch_size, rng, config.pool_batches)
-        points = eval_points(len(batches), config.evals_per_epoch)
-        epoch_start, seen, running, eval_seconds = time.perf_counter(), 0, None, 0.0
-        bar = tqdm(batches, desc=f"teacher epoch {epoch}/{config.epochs}", unit="batch", **progress_kwargs())
-        for done, batch_idx in enumerate(bar, start=1):
-            batch = pad_batch([train_ids[i] for i in batch_idx], tokenizer.pad_token_id, with_types)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            labels = torch.tensor([train_labels[i] for i in batch_idx], device=device)
-            loss = model(**batch, labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            seen += len(batch_idx)
-            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-            rate = seen / (time.perf_counter() - epoch_start - eval_seconds)
-            bar.set_postfix(loss=f"{running:.4f}", ex_per_s=f"{rate:.0f}", refresh=False)
-            if done in points:
-                eval_start = time.perf_counter()
-                metrics = evaluate(epoch, epoch - 1 + done / len(batches))
-                eval_seconds += time.perf_counter() - eval_start
-        bar.close()
-        epoch_seconds = time.perf_counter() - epoch_start - eval_seconds
-        train_seconds += epoch_seconds
-        record = {
-            "epoch": epoch,
-            "train_loss": running,
-            "train_examples_per_s": seen / epoch_seconds,
-            "epoch_seconds": epoch_seconds,
-            "validation_accuracy": metrics.accuracy,
-            "validation_macro_f1": metrics.macro_f1,
-        }
-        history.append(record)
-        log.info(
-            "epoch %d: loss %.4f, validation accuracy %.2f%%, macro-F1 %.2f%% (%.0f s, %.0f examples/s)",
-            epoch,
-            running or 0.0,
-            metrics.accuracy * 100,
-            metrics.macro_f1 * 100,
-            epoch_seconds,
-            seen / epoch_seconds,
-        )
+    trained = run_training(
+        model,
+        optimizer,
+        scheduler,
+        lambda epoch: bucketed_batches(train_lengths, config.batch_size, rng, config.pool_batches),
+        step,
+        evaluate,
+        lambda: save_classifier(model, tokenizer, data.labels, out),
+        LoopConfig(
+            epochs=config.epochs,
+            max_grad_norm=config.grad_clip,
+            evals_per_epoch=config.evals_per_epoch,
+            metric_for_best=config.metric_for_best,
+            name="teacher",
+        ),
+    )
 
-    best = passes.best
-    assert best is not None  # epochs >= 1 is validated
+    best = trained.best
     result = {
         "model": config.model,
         "data": data.source,
@@ -277,9 +241,9 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
         "best_at": best["at"],
         "metric_for_best": config.metric_for_best,
         "validation": best["metrics"],
-        "history": history,
-        "evaluations": passes.evaluations,
-        "train_seconds": train_seconds,
+        "history": trained.history,
+        "evaluations": trained.evaluations,
+        "train_seconds": trained.train_seconds,
         "wall_seconds": time.perf_counter() - started,
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
