@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import csv
 import glob
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from kdserve.core.data import TEXT_COLUMNS, _column
+from kdserve.core.data import TEXT_COLUMNS, _column, json_record
 from kdserve.core.errors import DataError
 
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
@@ -180,14 +179,7 @@ def _jsonl_records(
     for text in lines:
         if not text.strip():
             continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(
-                f"{path} line {lines.line}: invalid JSON ({' '.join(exc.msg.split())} at column {exc.colno})"
-            ) from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path} line {lines.line}: expected a JSON object, got {type(record).__name__}")
+        record = json_record(text, path, lines.line)
         yield lines.line, record, lines.pos
 
 

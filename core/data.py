@@ -223,7 +223,7 @@ class _Rows:
 # ---------------------------------------------------------------- reading files
 
 
-def _decode(path: Path) -> str:
+def decode_file(path: Path) -> str:
     """Decode by hand so a bad byte is reported with its line and column, not an offset."""
     data = path.read_bytes()
     bom = len(b"\xef\xbb\xbf") if data.startswith(b"\xef\xbb\xbf") else 0
@@ -238,6 +238,17 @@ def _decode(path: Path) -> str:
         ) from None
 
 
+def json_record(line: str, path: Path | str, number: int) -> dict[str, Any]:
+    """One JSON Lines record: an object, or a ``DataError`` naming the file and line."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} line {number}: invalid JSON ({_one_line(exc.msg)} at column {exc.colno})") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{path} line {number}: expected a JSON object, got {type(record).__name__}")
+    return record
+
+
 def _parse(
     path: Path, header: Sequence[str] | None, suffix: str | None = None
 ) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
@@ -245,21 +256,14 @@ def _parse(
     suffix = suffix or path.suffix.lower()
     if suffix not in EXTENSIONS:
         raise DataError(f"{path}: unsupported file type {suffix or '(none)'!r}: expected .csv, .tsv or .jsonl")
-    text = _decode(path)
+    text = decode_file(path)
     records: list[tuple[int, dict[str, Any]]] = []
     if suffix == ".jsonl":
         columns: dict[str, None] = {}
         for number, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"{path} line {number}: invalid JSON ({_one_line(exc.msg)} at column {exc.colno})"
-                ) from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path} line {number}: expected a JSON object, got {type(record).__name__}")
+            record = json_record(line, path, number)
             columns.update(dict.fromkeys(record))
             records.append((number, record))
         return list(columns), records
@@ -706,7 +710,7 @@ def _label_name_file(spec: DatasetSpec) -> tuple[str, ...] | None:
         return None
     for name in LABEL_NAME_FILES:
         if (path / name).is_file():
-            lines = [line.strip() for line in _decode(path / name).split("\n")]
+            lines = [line.strip() for line in decode_file(path / name).split("\n")]
             return tuple(line for line in lines if line)
     return None
 

@@ -29,7 +29,6 @@ A decision: ``categories`` = every non-benign label with a threshold -> score >=
 from __future__ import annotations
 
 import copy
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -41,6 +40,7 @@ import numpy as np
 import prometheus_client as prom
 
 from kdserve.core.bundle import Manifest
+from kdserve.core.config_files import load_json_or_yaml
 from kdserve.core.errors import ConfigError
 from kdserve.serve.errors import ServeError
 
@@ -186,28 +186,7 @@ def build_policies(manifests: Mapping[str, Manifest], config: Mapping[str, Any] 
 
 def load_policy_file(path: str | Path) -> dict[str, Any]:
     """Read a policy file: JSON, or YAML for .yaml/.yml. ``PolicyError`` names the file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"{path}: cannot read the policy file ({exc})") from None
-    if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise PolicyError(f"{path}: reading YAML needs PyYAML (pip install pyyaml); or write JSON") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise PolicyError(f"{path}: invalid YAML ({' '.join(str(exc).split())})") from None
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PolicyError(f"{path}: invalid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise PolicyError(f"{path}: expected an object with 'policies', got {type(data).__name__}")
-    return data
+    return load_json_or_yaml(path, PolicyError, "policy", "policies")
 
 
 class PolicyStore:

@@ -8,7 +8,6 @@ succeeds. This module imports no torch or FastAPI (pydantic, numpy and the stand
 from __future__ import annotations
 
 import copy
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -18,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from kdserve.core.config_files import load_json_or_yaml
 from kdserve.core.errors import KdserveError
 
 ROLES = ("teacher", "student")
@@ -250,25 +250,4 @@ def build_state(models: Mapping[str, ModelInfo], config: Mapping[str, Any] | Non
 
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a routing file: JSON, or YAML for .yaml/.yml. ``RoutingError`` names the file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RoutingError(f"{path}: cannot read the routing file ({exc})") from None
-    if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise RoutingError(f"{path}: reading YAML needs PyYAML (pip install pyyaml); or write JSON") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise RoutingError(f"{path}: invalid YAML ({' '.join(str(exc).split())})") from None
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RoutingError(f"{path}: invalid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise RoutingError(f"{path}: expected an object with 'routes', got {type(data).__name__}")
-    return data
+    return load_json_or_yaml(path, RoutingError, "routing", "routes")

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdserve.core.data import TEXT_COLUMNS
+from kdserve.core.data import TEXT_COLUMNS, decode_file, json_record
 from kdserve.core.errors import DataError
 
 log = logging.getLogger("kdserve.train")
@@ -52,26 +51,12 @@ def dedup_key(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def _decode(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{path} line {line}: not valid UTF-8 (byte 0x{data[exc.start]:02x})") from None
-
-
 def _jsonl(path: Path, text: str) -> tuple[list[str], int]:
     texts, hashed = [], 0
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} line {number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path} line {number}: expected a JSON object, got {type(record).__name__}")
+        record = json_record(line, path, number)
         column = next((c for c in TEXT_COLUMNS if c in record), None)
         if column is None:
             if "text_sha256" in record:  # a shadow record written without --log-texts
@@ -110,7 +95,7 @@ def read_texts(path: str | Path) -> tuple[list[str], int]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"transfer data file not found: {path}")
-    text = _decode(path)
+    text = decode_file(path)
     suffix = path.suffix.lower()
     hashed = 0
     if suffix == ".jsonl":

@@ -78,7 +78,7 @@ def test_dedup_against_the_labelled_data_and_each_other(tmp_path: Path) -> None:
         ("notext.jsonl", b'{"body": "x"}\n', r"notext.jsonl line 1: no text field"),
         ("number.jsonl", b'{"text": 3}\n', r"number.jsonl line 1: field 'text' is int, not a string"),
         ("cols.csv", b"body,label\nx,y\n", r"cols.csv: no text column \(looked for text, sentence"),
-        ("bytes.txt", b"fine\n\xff\xfe bad\n", r"bytes.txt line 2: not valid UTF-8 \(byte 0xff\)"),
+        ("bytes.txt", b"fine\n\xff\xfe bad\n", r"bytes.txt line 2: not valid UTF-8 \(byte 0xff at column 1\)"),
         ("quote.csv", b'text\n"never closed\n', r"quote.csv line \d+: malformed file"),
     ],
 )
