@@ -58,6 +58,8 @@ def _sweep_config(args: argparse.Namespace, rates: bool = True) -> Any:
         connections=args.connections,
         timeout_s=args.timeout,
         drain_s=args.drain,
+        generator=args.generator,
+        wrk_threads=args.wrk_threads,
     )
 
 
@@ -88,7 +90,14 @@ def _http_run(args: argparse.Namespace) -> int:
     check_target(target, render_bodies(["kdserve bench probe"], args.body_template)[0], args.timeout)  # fail fast
     texts = sample_texts(args.data, args.texts, args.seed)
     result = run_http_bench(
-        target, texts, sweep_config, args.body_template, args.label or "", ceiling=not args.no_ceiling, log=_log
+        target,
+        texts,
+        sweep_config,
+        args.body_template,
+        args.label or "",
+        ceiling=not args.no_ceiling,
+        log=_log,
+        batch_size=args.batch_size,
     )
     if result.get("note"):
         _log(f"note: {result['note']}")
@@ -119,6 +128,7 @@ def _compare(args: argparse.Namespace) -> int:
         baselines=[b for b in (args.baselines or "").split(",") if b],
         baseline_model=args.baseline_model,
         baseline_rounds=args.baseline_rounds,
+        batch_size=args.batch_size,
         ceiling=not args.no_ceiling,
         start_timeout_s=args.start_timeout,
         log_dir=str(folder / "logs"),
@@ -183,6 +193,20 @@ def _load_flags(parser: argparse.ArgumentParser, duration: float, rates: bool = 
     group.add_argument("--drain", type=float, default=5.0, help="open loop: seconds to finish late sends (default 5)")
     group.add_argument(
         "--no-ceiling", action="store_true", help="skip measuring the generator against the trivial server"
+    )
+    group.add_argument(
+        "--generator",
+        default="builtin",
+        choices=["builtin", "wrk"],
+        help="client of the closed-loop levels: the built-in asyncio generator or the system's wrk "
+        "(apt-get install wrk); open-loop runs are always built-in (default builtin)",
+    )
+    group.add_argument("--wrk-threads", type=int, default=1, help="wrk threads, -t (default 1)")
+    group.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help='texts per request: more than 1 sends {"texts": [...]} bodies and reports texts/s (default 1)',
     )
 
 

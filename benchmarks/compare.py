@@ -10,6 +10,12 @@ teacher of the same precision (int8 over int8, fp32 over fp32; the first teacher
 matches). Each teacher is also timed in process at ``teacher_batch_sizes``: its HTTP throughput as
 a fraction of the best of those is what serving costs it.
 
+The closed-loop levels run on ``sweep.generator`` (``builtin`` or ``wrk``; the open-loop run at the
+common rate is always built-in, as wrk has no open loop), and the result says which. With
+``batch_size`` > 1 every request carries that many texts (``{"texts": [...]}``), and every bundle,
+students too, is timed in process at ``teacher_batch_sizes`` plus ``batch_size``: the HTTP texts/s
+over the best in-process texts/s is what serving costs a batched caller.
+
 With ``baselines``, one bundle (``baseline_model``, default the teacher) is also served by the
 naive FastAPI app, LitServe, and (for a teacher with its checkpoint here) a transformers
 pipeline, each under the same sweep, and the ratios to kdserve are reported.
@@ -29,6 +35,7 @@ from kdserve.bench.http_bench import (
     SweepConfig,
     measure_ceiling,
     open_run,
+    render_batch_bodies,
     render_bodies,
     sweep,
 )
@@ -74,6 +81,8 @@ class CompareConfig:
     #: (kdserve, then each baseline), and the table gives each server's median over the rounds, so
     #: that a minute of a slow VM does not decide a ratio. Round 1 of kdserve is its headline row.
     baseline_rounds: int = 1
+    #: texts per HTTP request: 1 sends ``{"text": ...}``, more sends ``{"texts": [...]}``
+    batch_size: int = 1
     ceiling: bool = True
     start_timeout_s: float = 180.0
     log_dir: str | None = None
@@ -88,6 +97,8 @@ class CompareConfig:
             raise ConfigError(f"--common-rate must be > 0, got {self.common_rate}")
         if not self.sweep.concurrency:
             raise ConfigError("compare needs a closed-loop concurrency sweep (its best throughput is a column)")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.baseline_rounds < 1:
             raise ConfigError(f"--baseline-rounds must be >= 1, got {self.baseline_rounds}")
         if not self.teacher_batch_sizes or min(self.teacher_batch_sizes) < 1:
@@ -160,7 +171,7 @@ def _serve_and_sweep(
     with start_server(kind, log_dir=config.log_dir, start_timeout_s=config.start_timeout_s, **kwargs) as server:
         log(f"{server.name} ready on {server.url} in {server.startup_s:.1f} s")
         target = Target.parse(server.url, "/classify")
-        result = sweep(target, bodies, closed_only, label=server.name, log=log)
+        result = sweep(target, bodies, closed_only, label=server.name, log=log, texts_per_request=config.batch_size)
         rate = common_rate or round(0.5 * (result["max_throughput_rps"] or 2.0), 1)
         result["open_loop"].append(open_run(target, [target.request(b) for b in bodies], rate, config.sweep))
         log(f"{server.name} at {rate:g} req/s: p99 {result['open_loop'][-1]['latency_ms']['p99']} ms")
@@ -189,7 +200,9 @@ def _inprocess_best(
     folder: Path, short: list[str], latency_config: ModelBenchConfig, config: CompareConfig, log: Callable[[str], None]
 ) -> dict[str, Any]:
     """A teacher's in-process throughput on the short texts at each of ``teacher_batch_sizes``."""
-    sized = dataclasses.replace(latency_config, batch_sizes=sorted(set(config.teacher_batch_sizes)))
+    sized = dataclasses.replace(
+        latency_config, batch_sizes=sorted(set(config.teacher_batch_sizes) | {config.batch_size})
+    )
     cells = bench_bundle(folder, {"short": short}, sized, log)["onnx"]["short"]
     per_size = {size: c["examples_per_s"] for size, c in cells.items()}
     best = max(per_size, key=lambda k: per_size[k])
@@ -211,7 +224,7 @@ def run_compare(config: CompareConfig, log: Callable[[str], None] = lambda m: No
     long = sample_texts(config.long_data, config.texts, config.seed)
     same = config.http_data in (None, config.short_data)
     http_texts = short if same else sample_texts(str(config.http_data), config.texts, config.seed)
-    bodies = render_bodies(http_texts)
+    bodies = render_batch_bodies(http_texts, config.batch_size) if config.batch_size > 1 else render_bodies(http_texts)
     latency_config = ModelBenchConfig(
         [str(f) for f in folders],
         batch_sizes=[1],
@@ -225,16 +238,18 @@ def run_compare(config: CompareConfig, log: Callable[[str], None] = lambda m: No
         threads=config.threads,
         torch_reference=False,
     )
-    ceiling = measure_ceiling(log_dir=config.log_dir) if config.ceiling else None
+    generator = config.sweep.generator
+    ceiling = measure_ceiling(log_dir=config.log_dir, generator=generator) if config.ceiling else None
     if ceiling:
-        log(f"load generator ceiling: {ceiling['ceiling_rps']:.0f} req/s against the trivial server")
+        log(f"{generator} ceiling: {ceiling['ceiling_rps']:.0f} req/s against the trivial server")
     rows: list[dict[str, Any]] = []
     common_rate = config.common_rate
     rate_source = "--common-rate" if common_rate else None
     for folder in folders:
         manifest = read_manifest(folder)
         cells = bench_bundle(folder, {"short": short, "long": long}, latency_config, log)
-        inprocess = _inprocess_best(folder, short, latency_config, config, log) if manifest.role == "teacher" else None
+        timed = manifest.role == "teacher" or config.batch_size > 1
+        inprocess = _inprocess_best(folder, short, latency_config, config, log) if timed else None
         http, rate = _serve_and_sweep(config.server, folder, bodies, config, log, common_rate)
         if common_rate is None:
             # Bundles come teacher first: half the heaviest model's best is a load every model can take.
@@ -256,6 +271,7 @@ def run_compare(config: CompareConfig, log: Callable[[str], None] = lambda m: No
                 "short_b1_model_ms": cells["onnx"]["short"]["1"]["model_ms"],
                 "long_b1_model_ms": cells["onnx"]["long"]["1"]["model_ms"],
                 "max_throughput_rps": http["max_throughput_rps"],
+                "max_texts_per_s": http["max_texts_per_s"],
                 "best_concurrency": http["best_concurrency"],
                 "at_common_rate": _p99_at(http),
                 "http": http,
@@ -263,7 +279,8 @@ def run_compare(config: CompareConfig, log: Callable[[str], None] = lambda m: No
             }
         )
         if inprocess:
-            inprocess["http_fraction"] = _ratio(http["max_throughput_rps"], inprocess["best_examples_per_s"])
+            # texts/s over texts/s: with single-text requests that is req/s over in-process ex/s
+            inprocess["http_fraction"] = _ratio(http["max_texts_per_s"], inprocess["best_examples_per_s"])
     teachers = [r for r in rows if r["role"] == "teacher"]
     teacher = teachers[0] if teachers else None
     for row in rows:
@@ -285,6 +302,8 @@ def run_compare(config: CompareConfig, log: Callable[[str], None] = lambda m: No
         "threads": thread_settings(latency_config),
         "config": {**{k: v for k, v in config.__dict__.items() if k != "sweep"}, "sweep": config.sweep.__dict__},
         "texts": {"short": config.short_data, "long": config.long_data, "http": config.http_data or config.short_data},
+        "generator": generator,
+        "batch_size": config.batch_size,
         "common_rate": common_rate,
         "common_rate_source": rate_source,
         "teacher": teacher["name"] if teacher else None,

@@ -3,6 +3,11 @@
 Latency percentiles are over answers with a 2xx status (a fast 429 is not a fast answer);
 every other outcome is counted by status in ``errors``. Throughput is 2xx answers per second
 of the measured window.
+
+Two generators measure the closed loop: ``builtin`` (``loadgen``, asyncio) and ``wrk`` (the
+system's wrk, ``kdserve.bench.wrk``: a client no one here wrote, and a cheaper one, so it leaves
+the server more of a shared machine). Open-loop runs always use the built-in generator (wrk has no
+open-loop mode; that is wrk2). Every result says which generator measured it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from kdserve.core.errors import ConfigError
 DEFAULT_TEMPLATE = '{"text": {text}}'
 DEFAULT_CONCURRENCY = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_RATE_FRACTIONS = (0.25, 0.5, 0.75, 0.9)
+GENERATORS = ("builtin", "wrk")
 
 
 @dataclass
@@ -45,8 +51,18 @@ class SweepConfig:
     connections: int = 64
     timeout_s: float = 10.0
     drain_s: float = 5.0
+    #: which client runs the closed-loop levels (``GENERATORS``); open-loop runs are always built-in
+    generator: str = "builtin"
+    #: wrk's threads (``-t``): 1 leaves the server the most of a 2-core machine
+    wrk_threads: int = 1
 
     def __post_init__(self) -> None:
+        if self.generator not in GENERATORS:
+            raise ConfigError(f"--generator must be one of {', '.join(GENERATORS)}, got {self.generator!r}")
+        if self.wrk_threads < 1:
+            raise ConfigError(f"--wrk-threads must be >= 1, got {self.wrk_threads}")
+        if self.generator == "wrk" and min(self.concurrency, default=self.wrk_threads) < self.wrk_threads:
+            raise ConfigError(f"wrk needs every concurrency level >= --wrk-threads ({self.wrk_threads})")
         if any(c < 1 for c in self.concurrency):
             raise ConfigError(f"concurrency levels must be >= 1, got {self.concurrency}")
         if any(not r > 0 for r in self.rates) or any(not 0 < f <= 2 for f in self.rate_fractions):
@@ -77,6 +93,18 @@ def render_bodies(
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--body-template does not give valid JSON ({exc.msg}): {bodies[0][:120]!r}") from None
     return bodies
+
+
+def render_batch_bodies(texts: Sequence[str], batch_size: int) -> list[bytes]:
+    """``{"texts": [...]}`` bodies of ``batch_size`` texts each, cycling through ``texts`` (the
+    requests a moderation pipeline sends: one call per page of comments)."""
+    if batch_size < 1 or not texts:
+        raise ConfigError(f"a batch needs >= 1 text and batch size >= 1, got {len(texts)} texts, {batch_size}")
+    count = max(len(texts) // batch_size, 1)
+    return [
+        json.dumps({"texts": [texts[(i * batch_size + j) % len(texts)] for j in range(batch_size)]}).encode("utf-8")
+        for i in range(count)
+    ]
 
 
 def status_name(code: int) -> str:
@@ -147,21 +175,22 @@ def check_target(target: Target, body: bytes, timeout_s: float = 30.0) -> dict[s
 
 
 def sweep(
-    target: Target, bodies: Sequence[bytes], config: SweepConfig, label: str = "", log: Any = None
+    target: Target,
+    bodies: Sequence[bytes],
+    config: SweepConfig,
+    label: str = "",
+    log: Any = None,
+    texts_per_request: int = 1,
 ) -> dict[str, Any]:
-    """Closed-loop concurrency sweep, then open-loop rates; returns both with the best throughput."""
+    """Closed-loop concurrency sweep, then open-loop rates; returns both with the best throughput
+    (and, for requests of ``texts_per_request`` texts each, texts/s beside req/s)."""
     say = log or (lambda message: None)
     check_target(target, bodies[0], config.timeout_s)
     requests = [target.request(body) for body in bodies]
     closed: list[dict[str, Any]] = []
     for level in config.concurrency:
-        closed.append(
-            run_measured(
-                lambda level=level: closed_loop(
-                    target, requests, level, config.duration_s, config.warmup_s, config.timeout_s
-                )
-            )
-        )
+        closed.append(closed_run(target, bodies, requests, level, config))
+        closed[-1]["texts_per_s"] = round(closed[-1]["throughput_rps"] * texts_per_request, 1)
         say(
             f"{label} closed loop c={level}: {closed[-1]['throughput_rps']:.0f} req/s, "
             f"p99 {closed[-1]['latency_ms']['p99']} ms, errors {closed[-1]['errors'] or 0}"
@@ -180,13 +209,39 @@ def sweep(
     return {
         "target": target.url,
         "label": label,
+        "generator": config.generator,
         "event_loop": event_loop_name(),
         "config": config.__dict__.copy(),
         "closed_loop": closed,
         "open_loop": opened,
         "max_throughput_rps": best["throughput_rps"] if best else None,
         "best_concurrency": best["concurrency"] if best else None,
+        "texts_per_request": texts_per_request,
+        "max_texts_per_s": best["texts_per_s"] if best else None,
     }
+
+
+def closed_run(
+    target: Target, bodies: Sequence[bytes], requests: Sequence[bytes], level: int, config: SweepConfig
+) -> dict[str, Any]:
+    """One closed-loop level with ``config.generator``: the summary dict (which says its generator)."""
+    if config.generator == "wrk":
+        from kdserve.bench.wrk import run_wrk
+
+        return run_wrk(
+            target.url,
+            bodies,
+            level,
+            config.duration_s,
+            threads=min(config.wrk_threads, level),
+            timeout_s=config.timeout_s,
+            warmup_s=config.warmup_s,
+        )
+    summary = run_measured(
+        lambda: closed_loop(target, requests, level, config.duration_s, config.warmup_s, config.timeout_s)
+    )
+    summary["generator"] = "builtin"
+    return summary
 
 
 def open_run(target: Target, requests: Sequence[bytes], rate: float, config: SweepConfig) -> dict[str, Any]:
@@ -206,7 +261,11 @@ def open_run(target: Target, requests: Sequence[bytes], rate: float, config: Swe
 
 
 def measure_ceiling(
-    duration_s: float = 3.0, warmup_s: float = 0.5, concurrency: Sequence[int] = (16, 64), log_dir: str | None = None
+    duration_s: float = 3.0,
+    warmup_s: float = 0.5,
+    concurrency: Sequence[int] = (16, 64),
+    log_dir: str | None = None,
+    generator: str = "builtin",
 ) -> dict[str, Any]:
     """The generator's requests/s against the trivial server (a subprocess on this machine)."""
     from kdserve.bench.servers import start_server
@@ -217,11 +276,20 @@ def measure_ceiling(
         body = render_bodies(["a constant text"])[0]
         check_target(target, body)
         requests = [target.request(body)]
+        # wrk measures whole seconds: at least one, after at least one of warm-up
+        level_config = SweepConfig(
+            concurrency=list(concurrency),
+            rate_fractions=[],
+            duration_s=max(duration_s, 1.0) if generator == "wrk" else duration_s,
+            warmup_s=warmup_s,
+            generator=generator,
+        )
         for level in concurrency:
-            runs.append(run_measured(lambda level=level: closed_loop(target, requests, level, duration_s, warmup_s)))
+            runs.append(closed_run(target, [body], requests, level, level_config))
     best = max(runs, key=lambda r: r["throughput_rps"])
     return {
         "server": "kdserve.bench.trivial_server",
+        "generator": generator,
         "event_loop": event_loop_name(),
         "runs": runs,
         "ceiling_rps": best["throughput_rps"],
@@ -250,21 +318,25 @@ def run_http_bench(
     label: str = "",
     ceiling: bool = True,
     log: Any = None,
+    batch_size: int = 1,
 ) -> dict[str, Any]:
-    """The ``kdserve bench http`` result: the generator's ceiling, then the sweep against ``target``."""
+    """The ``kdserve bench http`` result: the generator's ceiling, then the sweep against ``target``
+    (``batch_size`` > 1: ``{"texts": [...]}`` bodies of that many texts, instead of the template)."""
     from kdserve.bench.common import machine_info
 
     say = log or (lambda message: None)
-    bodies = render_bodies(texts, template)
+    bodies = render_batch_bodies(texts, batch_size) if batch_size > 1 else render_bodies(texts, template)
     check_target(target, bodies[0], config.timeout_s)  # before spending time on the ceiling
-    limit = measure_ceiling() if ceiling else None
+    limit = measure_ceiling(generator=config.generator) if ceiling else None
     if limit:
         say(f"load generator ceiling: {limit['ceiling_rps']:.0f} req/s against the trivial server")
-    result = sweep(target, bodies, config, label=label or target.url, log=say)
+    result = sweep(target, bodies, config, label=label or target.url, log=say, texts_per_request=batch_size)
     return {
         "kind": "http",
         "machine": machine_info(),
-        "template": template,
+        "generator": config.generator,
+        "batch_size": batch_size,
+        "template": template if batch_size == 1 else '{"texts": [...]}',
         "texts": len(texts),
         "generator_ceiling": limit,
         "sweep": result,

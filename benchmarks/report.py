@@ -104,6 +104,18 @@ def _open_table(runs: list[dict[str, Any]]) -> str:
     )
 
 
+def _generator_line(generator: str | None, batch_size: int | None) -> str:
+    """Which client measured the closed loop, and what one request carried."""
+    who = (
+        "**wrk** (the system's, closed loop; open-loop runs by the built-in generator)"
+        if generator == "wrk"
+        else "the built-in asyncio generator"
+    )
+    size = batch_size or 1
+    what = "one text per request" if size == 1 else f"{size} texts per request; texts/s = req/s x {size}"
+    return f"Closed-loop generator: {who}; {what}.\n"
+
+
 def _ceiling_line(ceiling: dict[str, Any] | None) -> str:
     if not ceiling:
         return "Load generator ceiling: not measured (--no-ceiling).\n"
@@ -124,14 +136,22 @@ def http_report(result: dict[str, Any], folder: Path, draw: bool = True) -> tupl
         f"# HTTP load: {sweep['label'] or sweep['target']}\n",
         machine_section(result),
         "## Method\n\n" + METHOD_HTTP,
+        _generator_line(result.get("generator"), result.get("batch_size")),
         _ceiling_line(result.get("generator_ceiling")),
     ]
     if result.get("note"):
         parts.append(f"**Note:** {result['note']}\n")
     if sweep["closed_loop"]:
         parts.append(
-            f"## Closed loop\n\nBest: **{_f(sweep['max_throughput_rps'])} req/s** at concurrency "
-            f"{sweep['best_concurrency']}.\n\n" + _closed_table(sweep["closed_loop"]) + "\n"
+            f"## Closed loop\n\nBest: **{_f(sweep['max_throughput_rps'])} req/s** "
+            + (
+                f"(**{_f(sweep.get('max_texts_per_s'))} texts/s**) "
+                if (sweep.get("texts_per_request") or 1) > 1
+                else ""
+            )
+            + f"at concurrency {sweep['best_concurrency']}.\n\n"
+            + _closed_table(sweep["closed_loop"])
+            + "\n"
         )
     if sweep["open_loop"]:
         parts.append("## Open loop (latency from intended send time)\n\n" + _open_table(sweep["open_loop"]) + "\n")
@@ -250,6 +270,7 @@ def compare_report(result: dict[str, Any], folder: Path, draw: bool = True) -> t
         f"Server: `{result['config']['server']}`; common load {_f(rate)} req/s "
         f"({result.get('common_rate_source') or '-'}); texts: short `{result['texts']['short']}`, long "
         f"`{result['texts']['long']}`, HTTP `{result['texts']['http']}`.\n",
+        _generator_line(result.get("generator"), result.get("batch_size")),
         _ceiling_line(result.get("generator_ceiling")),
     ]
     rows = []
@@ -303,17 +324,23 @@ def compare_report(result: dict[str, Any], folder: Path, draw: bool = True) -> t
             m["inprocess"]["best_examples_per_s"],
             m["inprocess"]["best_batch_size"],
             m["max_throughput_rps"],
+            m.get("max_texts_per_s", m["max_throughput_rps"]),
             m["inprocess"].get("http_fraction"),
         ]
         for m in result["models"]
         if m.get("inprocess")
     ]
     if served:
+        size = result.get("batch_size") or 1
+        sizes = sorted(set(result["config"].get("teacher_batch_sizes") or []) | ({size} if size > 1 else set()))
         parts.append(
-            "## Teacher over HTTP vs in process\n\nIn-process: the best examples/s over batch sizes "
-            f"{', '.join(map(str, result['config'].get('teacher_batch_sizes') or []))} on the short texts. "
-            "HTTP: single-text requests, best closed-loop throughput.\n\n"
-            + _table(["teacher", "in-process best ex/s", "at batch", "HTTP max req/s", "HTTP / in-process"], served)
+            "## Over HTTP vs in process\n\nIn-process: the best examples/s over batch sizes "
+            f"{', '.join(map(str, sizes))} on the short texts. "
+            f"HTTP: {'single-text' if size == 1 else f'{size}-text'} requests, best closed-loop throughput.\n\n"
+            + _table(
+                ["model", "in-process best ex/s", "at batch", "HTTP max req/s", "HTTP texts/s", "HTTP / in-process"],
+                served,
+            )
             + "\n"
         )
     series = [(m["name"], m["http"]["closed_loop"]) for m in result["models"]]

@@ -192,7 +192,7 @@ def test_compare_end_to_end(server: str, tiny_bundles: Path, text_files: dict[st
     assert set(served["examples_per_s"]) == {"1", "4"}
     assert served["best_examples_per_s"] == max(served["examples_per_s"].values())
     assert served["http_fraction"] == round(teacher["max_throughput_rps"] / served["best_examples_per_s"], 2)
-    assert "## Teacher over HTTP vs in process" in (out / "report.md").read_text()
+    assert "## Over HTTP vs in process" in (out / "report.md").read_text()
     assert result["common_rate"] == round(0.5 * teacher["max_throughput_rps"], 1)
     for row in (teacher, student):
         assert row["at_common_rate"]["rate"] == result["common_rate"] and row["short_b1_ms"]["p50"] > 0
