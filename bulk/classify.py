@@ -62,7 +62,7 @@ class ShardWorker:
         return out, truncated
 
     def table(self, source: str, ids: Sequence[Any], rows: Sequence[int], texts: Sequence[str]) -> Any:
-        """The output rows of one shard as a pyarrow Table (see docs/notes/bulk.md for the columns)."""
+        """The output rows of one shard as a pyarrow Table (the README's Backfills section lists the columns)."""
         import pyarrow as pa
 
         logits, truncated = self.logits(texts)

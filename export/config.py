@@ -54,7 +54,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: bundle gets wrong). Two students of one recipe that differ only in their seed already disagree on a
 #: few percent of rows and each "wins" about half of those; a bundle that loses more than about twice
 #: that seed-to-seed rate to production is a regression, not noise. 5 points is that bound for the
-#: quick-preset BiLSTM as we expect it (docs/notes/compat.md says what is measured and what is owed);
+#: quick-preset BiLSTM as we expect it (docs/RESULTS.md says what is measured and what is owed);
 #: tighten it on your own data with ``kdserve compare-bundles`` on two seeds of your recipe.
 DEFAULT_MAX_NEGATIVE_FLIPS = 5.0
 #: F1 points any one class may lose against production. Per class, not macro: a model that gains on the

@@ -74,7 +74,7 @@ class Outcome:
 
 def freeze_heap() -> None:
     """Move everything alive now (imports, routes, schemas, the loaded bundles) out of the cyclic
-    garbage collector's sight. Profiled under wrk (docs/notes/perf.md), the collector was about a
+    garbage collector's sight. Profiled under wrk (docs/RESULTS.md), the collector was about a
     tenth of the event loop's samples on a student's /classify: each request allocates enough
     containers to trigger collections, and the older generations' passes walked the whole start-up
     heap, which never becomes garbage. Objects frozen here are still freed by reference counting;
