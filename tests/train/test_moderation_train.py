@@ -244,6 +244,7 @@ def test_no_teacher_baseline_trains_on_the_soft_targets(multi_label_teacher: tup
     _, spec = multi_label_teacher
     result = distill(
         DistillConfig(
+            teacher=None,
             data=spec,
             output_dir=str(tmp_path / "baseline"),
             student="textcnn",
@@ -314,7 +315,9 @@ def test_chinese_teacher_to_textcnn_student_to_bundle(tmp_path: Path) -> None:
     vocab_dir = tmp_path / "zh_bert"
     vocab_dir.mkdir()
     (vocab_dir / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars]) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab_dir / "vocab.txt"))  # splits CJK characters, as bert-base-chinese
+    tokenizer = BertTokenizerFast(
+        vocab_file=str(vocab_dir / "vocab.txt")
+    )  # splits CJK characters, as bert-base-chinese
     assert tokenizer.tokenize(ZH_POSITIVE[0]) == list(ZH_POSITIVE[0])
     torch.manual_seed(0)
     config = BertConfig(
@@ -340,7 +343,7 @@ def test_chinese_teacher_to_textcnn_student_to_bundle(tmp_path: Path) -> None:
             data=spec,
             output_dir=str(tmp_path / "teacher"),
             model=str(vocab_dir),
-            epochs=3,
+            epochs=10,
             lr=3e-3,
             batch_size=16,
             max_length=32,
@@ -355,8 +358,8 @@ def test_chinese_teacher_to_textcnn_student_to_bundle(tmp_path: Path) -> None:
             data=spec,
             output_dir=str(tmp_path / "student"),
             student="textcnn",
-            epochs=3,
-            lr=3e-3,
+            epochs=8,
+            lr=1e-2,
             max_length=32,
             augment="mask",
             n_iter=1,
