@@ -18,7 +18,14 @@ from kdserve.core.bundle import BundleModel
 from kdserve.core.data import DatasetSpec, Example, load_dataset
 from kdserve.core.errors import ConfigError, DataError
 from kdserve.core.metrics import Metrics
-from kdserve.train.evaluate import EvalResult, align_labels, moderation_of, score_logits
+from kdserve.train.evaluate import (
+    EvalResult,
+    align_labels,
+    align_targets,
+    moderation_of,
+    multi_label_result,
+    score_logits,
+)
 
 
 def score_bundle(
@@ -73,19 +80,57 @@ def summary(metrics: Metrics, data: str, split: str) -> dict[str, Any]:
     }
 
 
+def bundle_thresholds(model: BundleModel, threshold: float | str) -> list[float]:
+    """Per-label thresholds for a multi-label report: one number for every label, or "policy": the
+    bundle's default-policy thresholds (0.5 for a label without one, e.g. a benign label)."""
+    if threshold != "policy":
+        return [float(threshold)] * len(model.labels)
+    policy = model.manifest.policy.get("thresholds", {}) if isinstance(model.manifest.policy, dict) else {}
+    if not policy:
+        raise ConfigError(f"{model.folder} has no default policy: give --threshold a number")
+    return [float(policy.get(name, 0.5)) for name in model.labels]
+
+
 def evaluate_bundle(
-    bundle: str | Path, data: DatasetSpec, split: str = "validation", batch_size: int = 128
+    bundle: str | Path,
+    data: DatasetSpec,
+    split: str = "validation",
+    batch_size: int = 128,
+    threshold: float | str = 0.5,
 ) -> EvalResult:
-    """Evaluate a bundle folder (checksums verified first) on one split of any dataset spec."""
+    """Evaluate a bundle folder (checksums verified first) on one split of any dataset spec.
+
+    Scores are the bundle's calibrated ones (what a served request gets). Multi-label: F1 and
+    exact match at ``threshold`` (a number, or "policy" for the manifest's default policy; its
+    thresholds were chosen on half of the export's validation rows, so on that split the policy's
+    F1 is partly in-sample)."""
     model = BundleModel(bundle)
     dataset = load_dataset(data)
-    if dataset.problem_type == "multi_label":
-        # scored at export (manifest metrics, model card); a multi-label eval report is not built yet
-        raise ConfigError("kdserve eval --bundle scores single-label data only; multi-label scores are in the manifest")
     rows = dataset.split(split)
+    name = f"{bundle} ({model.manifest.precision})"
+    if dataset.problem_type == "multi_label":
+        if model.manifest.problem_type != "multi_label":
+            raise DataError(f"{bundle} is a {model.manifest.problem_type} bundle; the data is multi_label")
+        thresholds = bundle_thresholds(model, threshold)
+        align_targets(rows[:1], dataset.labels, model.labels)  # label mismatch fails before the slow part
+        start = time.perf_counter()
+        logits = model.predict([t for t, _ in rows], batch_size=batch_size)
+        rate = len(rows) / max(time.perf_counter() - start, 1e-9)
+        return multi_label_result(
+            model.probabilities(logits),
+            rows,
+            dataset.labels,
+            model.labels,
+            thresholds,
+            model=name,
+            data=dataset.source,
+            split=split,
+            examples_per_s=rate,
+        )
+    if model.manifest.problem_type == "multi_label":
+        raise DataError(f"{bundle} is a multi_label bundle: pass --problem-type multi_label and its label columns")
     metrics, logits = score_bundle(model, rows, dataset.labels, batch_size)
     y_true = align_labels([y for _, y in rows], dataset.labels, model.labels)
     # the bundle's calibrated scores: what a served request gets
     moderation = moderation_of(model.probabilities(logits), y_true, model.labels)
-    name = f"{bundle} ({model.manifest.precision})"
     return EvalResult(metrics=metrics, model=name, data=dataset.source, split=split, moderation=moderation)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kdserve import __version__
-from kdserve.core.errors import KdserveError
+from kdserve.core.errors import ConfigError, KdserveError
 from kdserve.core.options import add_options, build_from_args, option_values
 
 
@@ -57,14 +57,29 @@ def _eval(args: argparse.Namespace) -> int:
     if args.bundle:
         from kdserve.export.evaluate import evaluate_bundle
 
-        bundle_result = evaluate_bundle(args.bundle, _data_spec(args), args.split, args.batch_size)
+        bundle_result = evaluate_bundle(args.bundle, _data_spec(args), args.split, args.batch_size, args.threshold)
         print(report(bundle_result, args.output))
         return 0
+    if args.threshold == "policy":
+        raise ConfigError("--threshold policy reads a bundle's default policy: use it with --bundle")
     result = evaluate_checkpoint(
-        args.checkpoint, _data_spec(args), args.split, args.batch_size, args.max_length, args.device
+        args.checkpoint, _data_spec(args), args.split, args.batch_size, args.max_length, args.device, args.threshold
     )
     print(report(result, args.output))
     return 0
+
+
+def _threshold(text: str) -> float | str:
+    """--threshold: a number in (0, 1) or the word "policy"."""
+    if text == "policy":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1) or 'policy', got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1) or 'policy', got {text!r}")
+    return value
 
 
 def _pipeline(args: argparse.Namespace) -> int:
@@ -92,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(teacher, TeacherConfig)
     teacher.set_defaults(func=_train_teacher)
 
-    ev = sub.add_parser("eval", help="accuracy, macro-F1, per-class scores and confusion matrix")
+    ev = sub.add_parser(
+        "eval", help="accuracy, macro-F1, per-class scores and confusion matrix; moderation metrics (ROC-AUC, AP, ECE)"
+    )
     target = ev.add_mutually_exclusive_group(required=True)
     target.add_argument("--checkpoint", help="a checkpoint folder (teacher or student)")
     target.add_argument("--bundle", help="an exported bundle folder")
@@ -101,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=128)
     ev.add_argument("--max-length", type=int, default=128)
     ev.add_argument("--device", default="auto")
+    ev.add_argument(
+        "--threshold",
+        type=_threshold,
+        default=0.5,
+        help="multi-label: the score threshold of F1 and exact match, one number for every category, or "
+        "'policy' (a bundle's default-policy thresholds) (default 0.5)",
+    )
     add_options(ev, DatasetSpec, title="data")
     ev.set_defaults(func=_eval)
 

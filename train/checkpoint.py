@@ -48,11 +48,19 @@ def read_labels(folder: str | Path) -> tuple[str, ...]:
     return tuple(id2label[k] for k in sorted(id2label, key=int))
 
 
-def load_classifier(source: str, labels: tuple[str, ...] | None = None) -> tuple[Any, Any]:
+#: Hugging Face's name of each kdserve problem type (``config.problem_type`` of a checkpoint).
+HF_PROBLEM_TYPES = {"single_label": "single_label_classification", "multi_label": "multi_label_classification"}
+
+
+def load_classifier(
+    source: str, labels: tuple[str, ...] | None = None, problem_type: str | None = None
+) -> tuple[Any, Any]:
     """Load (model, tokenizer) from a folder or hub id.
 
     With ``labels`` a fresh classification head of that size is attached (fine-tuning);
     without, the checkpoint must already be a classifier (evaluation, distillation).
+    ``problem_type`` ("single_label" / "multi_label") is recorded in the model's config, so the
+    saved checkpoint says whether its logits are read through a softmax or per-label sigmoids.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -68,6 +76,8 @@ def load_classifier(source: str, labels: tuple[str, ...] | None = None) -> tuple
             "label2id": {name: i for i, name in enumerate(labels)},
             "ignore_mismatched_sizes": True,
         }
+    if problem_type is not None:
+        kwargs["problem_type"] = HF_PROBLEM_TYPES[problem_type]
     # The "newly initialized classifier" warning is expected when fine-tuning; silence it.
     previous = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()

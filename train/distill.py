@@ -24,11 +24,15 @@ from typing import Any, Literal
 from kdserve.core.data import DatasetSpec
 from kdserve.core.errors import ConfigError
 from kdserve.core.options import option
+from kdserve.train.evaluate import DEV_THRESHOLD_HELP, METRIC_FOR_BEST_HELP, METRICS_FOR_BEST
 from kdserve.train.teacher import EVALS_PER_EPOCH_HELP
 
 log = logging.getLogger("kdserve.train")
 
 STUDENTS = ("bilstm", "transformer", "textcnn")
+#: The soft losses each problem type allows: softmax KL/CE only make sense over exclusive
+#: classes; per-category sigmoids take logit MSE or BCE against the teacher's sigmoid at T.
+SOFT_LOSSES = {"single_label": ("mse", "kl", "ce"), "multi_label": ("mse", "bce")}
 #: Augmentation ablation levels (Tang et al. table 3 style): which operations are on.
 AUGMENT_LEVELS: dict[str, tuple[float, float, float]] = {  # (p_mask, p_pos, p_ng)
     "none": (0.0, 0.0, 0.0),
@@ -75,17 +79,24 @@ class DistillConfig:
     lr_schedule: Literal["constant", "linear"] = option(
         "constant", help="learning rate: constant, or linear decay to 0"
     )
-    #: which validation metric picks the saved epoch: macro_f1 for imbalanced moderation data
-    metric_for_best: Literal["accuracy", "macro_f1"] = option(
-        "accuracy", help="validation metric that picks the saved epoch (macro_f1 for imbalanced classes)"
+    #: which validation metric picks the saved epoch: macro_f1 for imbalanced data, macro_auc or
+    #: macro_ap for moderation (threshold-free: the policy threshold is chosen at export)
+    metric_for_best: Literal["accuracy", "macro_f1", "micro_f1", "macro_auc", "macro_ap"] = option(
+        "accuracy", help=METRIC_FOR_BEST_HELP
     )
+    #: multi-label: the fixed threshold of the dev F1 (never tuned on the rows it scores)
+    dev_threshold: float = option(0.5, help=DEV_THRESHOLD_HELP)
     batch_size: int = option(64)
     max_length: int = option(128)
     max_train_examples: int | None = option(None)
     alpha: str = option(
         "constant:0.0", help="constant:A | easy-to-hard | linear:START:END:EPOCHS (weight of the hard loss)"
     )
-    soft: Literal["mse", "kl", "ce"] = option("mse", help="soft loss: logit MSE or KL / CE at --temperature")
+    soft: Literal["mse", "kl", "ce", "bce"] = option(
+        "mse",
+        help="soft loss: logit MSE, or KL / CE at --temperature (single-label), or per-category BCE against "
+        "the teacher's sigmoid at --temperature (multi-label)",
+    )
     temperature: float = option(1.0)
     augment: str = option("all", choices=tuple(AUGMENT_LEVELS), help="transfer-set augmentation")
     n_iter: int = option(10, help="augmented copies per example")
@@ -209,12 +220,17 @@ class DistillConfig:
                 self.lr_schedule in ("constant", "linear"),
                 f"lr_schedule must be constant or linear, got {self.lr_schedule!r}",
             ),
-            (self.metric_for_best in ("accuracy", "macro_f1"), f"unknown metric {self.metric_for_best!r}"),
+            (self.metric_for_best in METRICS_FOR_BEST, f"unknown metric {self.metric_for_best!r}"),
+            (0 < self.dev_threshold < 1, f"dev_threshold must be in (0, 1), got {self.dev_threshold}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (4 <= self.max_length <= 512, f"max_length must be in [4, 512], got {self.max_length}"),
             (0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
-            (self.soft in ("mse", "kl", "ce"), f"soft must be mse, kl or ce, got {self.soft!r}"),
+            (
+                self.soft in SOFT_LOSSES[self.data.problem_type],
+                f"a {self.data.problem_type} student's soft loss must be one of "
+                f"{', '.join(SOFT_LOSSES[self.data.problem_type])}, got {self.soft!r}",
+            ),
             (self.n_iter >= 0, f"n_iter must be >= 0, got {self.n_iter}"),
             (self.vocab_size >= 10, f"vocab_size must be >= 10, got {self.vocab_size}"),
             (self.vector_vocab >= 0, f"vector_vocab must be >= 0, got {self.vector_vocab}"),
@@ -381,8 +397,14 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     from kdserve.core.data import load_dataset
     from kdserve.train.batching import bucketed_batches
     from kdserve.train.common import WeightAverage, pad_batch, resolve_device, set_seed, write_json
-    from kdserve.train.distill_setup import FixedColumns, build_student_for, build_tokenizer, intermediate_layer_loss
-    from kdserve.train.evaluate import score_logits
+    from kdserve.train.distill_setup import (
+        FixedColumns,
+        build_student_for,
+        build_tokenizer,
+        check_teacher_problem_type,
+        intermediate_layer_loss,
+    )
+    from kdserve.train.evaluate import score_dev
     from kdserve.train.loop import LoopConfig, run_training
     from kdserve.train.losses import distillation_loss, make_alpha_schedule
     from kdserve.train.multi_teacher import check_primary, check_teachers, label_transfer
@@ -402,6 +424,9 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     extra = None
     if not config.no_teacher:
         check_teachers(config.teachers, data.labels)
+        check_teacher_problem_type(
+            config.teachers + [config.teacher_bundle] * bool(config.teacher_bundle), data.problem_type
+        )
         check_primary(config)
         # read and check every transfer file before the slow part: a bad file fails in seconds
         known = [t for t, _ in data.train] + [t for t, _ in data.validation]
@@ -419,7 +444,15 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     ids = encode_batch(tokenizer, texts, config.max_length)
     val_ids = encode_batch(tokenizer, [t for t, _ in data.validation], config.max_length)
     val_labels = [y for _, y in data.validation]
-    gold = torch.tensor([-1 if y is None else y for _, y in transfer])
+    multi = data.problem_type == "multi_label"
+    if multi:
+        # [N, C] float targets (soft where the data has vote shares); augmented copies have none
+        blank = (0.0,) * len(data.labels)
+        gold = torch.tensor([blank if y is None else y for _, y in transfer], dtype=torch.float32)
+        has_gold = torch.tensor([y is not None for _, y in transfer])
+    else:
+        gold = torch.tensor([-1 if y is None else y for _, y in transfer])
+        has_gold = gold >= 0
 
     model, student_config = build_student_for(config, tokenizer, len(data.labels))
     model.to(device)
@@ -454,7 +487,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
         batch = pad_batch([ids[i] or [0] for i in batch_idx], 0, with_token_types=False)
         input_ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
         labels = gold[batch_idx].to(device)
-        has_label = labels >= 0
+        has_label = has_gold[batch_idx].to(device)
         if layer_loss is None:
             logits = model(input_ids, mask)
         else:
@@ -462,25 +495,35 @@ def distill(config: DistillConfig) -> dict[str, Any]:
         loss = distillation_loss(
             logits,
             None if targets is None else targets[batch_idx].to(device),
-            labels.clamp(min=0) if alpha > 0 else None,
+            (labels if multi else labels.clamp(min=0)) if alpha > 0 else None,
             alpha,
             config.temperature,
             config.soft,
             has_label=has_label if alpha > 0 else None,
+            multi_label=multi,
         )
         if layer_loss is not None:
             loss = loss + config.intermediate_weight * layer_loss(input_ids, mask, states, attentions)
         return loss
 
+    def score(logits: Any, rate: float) -> Any:
+        return score_dev(
+            logits,
+            val_labels,
+            data.labels,
+            data.problem_type,
+            metric_for_best=config.metric_for_best,
+            threshold=config.dev_threshold,
+            examples_per_s=rate,
+        )
+
     def evaluate() -> tuple[Any, dict[str, float] | None]:
         eval_start = time.perf_counter()
         val_logits = predict_student(kept, val_ids, config.eval_batch_size, device)
-        metrics = score_logits(val_logits, val_labels, data.labels, len(val_ids) / (time.perf_counter() - eval_start))
+        metrics = score(val_logits, len(val_ids) / (time.perf_counter() - eval_start))
         extra = None
         if average is not None:  # the raw weights' scores beside the average's, for comparison
-            raw = score_logits(
-                predict_student(model, val_ids, config.eval_batch_size, device), val_labels, data.labels, 0.0
-            )
+            raw = score(predict_student(model, val_ids, config.eval_batch_size, device), 0.0)
             extra = {"raw_validation_accuracy": raw.accuracy, "raw_validation_macro_f1": raw.macro_f1}
         return metrics, extra
 
@@ -517,6 +560,8 @@ def distill(config: DistillConfig) -> dict[str, Any]:
         "teacher": None if config.no_teacher else config.teacher,
         "data": data.source,
         "labels": list(data.labels),
+        "problem_type": data.problem_type,
+        "dev_threshold": config.dev_threshold if multi else None,
         "train_examples": len(rows),
         "transfer_examples": len(transfer),
         "transfer_data": None if extra is None else extra.summary(),

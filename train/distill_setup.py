@@ -16,6 +16,38 @@ if TYPE_CHECKING:
 log = logging.getLogger("kdserve.train")
 
 
+def teacher_problem_type(folder: str) -> str:
+    """ "single_label" or "multi_label": a bundle's manifest says; a Hugging Face checkpoint says in
+    its config's ``problem_type`` (``kdserve train teacher`` records multi-label there)."""
+    import json
+    from pathlib import Path
+
+    from kdserve.train.checkpoint import HF_PROBLEM_TYPES
+
+    path = Path(folder)
+    if (path / "manifest.json").is_file():
+        from kdserve.core.bundle import read_manifest
+
+        return read_manifest(path).problem_type
+    config_path = path / "config.json"
+    hf = json.loads(config_path.read_text()).get("problem_type") if config_path.is_file() else None
+    return "multi_label" if hf == HF_PROBLEM_TYPES["multi_label"] else "single_label"
+
+
+def check_teacher_problem_type(teachers: list[str], problem_type: str) -> None:
+    """A softmax teacher's logits are not per-category scores (and the other way round): refuse
+    to distil across problem types before the teacher labels anything."""
+    from kdserve.core.errors import DataError
+
+    for teacher in teachers:
+        kind = teacher_problem_type(teacher)
+        if kind != problem_type:
+            raise DataError(
+                f"teacher {teacher} is {kind} but the data is {problem_type}: train the teacher with "
+                f"--problem-type {problem_type}"
+            )
+
+
 def build_tokenizer(config: DistillConfig, texts: list[str]) -> Any:
     """Word-level for BiLSTM/TextCNN (the paper's setup, GloVe is word-level); the teacher's
     WordPiece for the Transformer, whose embeddings and layers are copied from the teacher."""

@@ -61,6 +61,29 @@ def soft_loss(
     return loss * temperature**2
 
 
+def multi_label_hard_loss(student_logits: Tensor, targets: Tensor) -> Tensor:
+    """Binary cross-entropy per category against 0/1 or soft targets in [0, 1] (annotator vote
+    shares), averaged over batch and categories. Logits and targets [B, C] -> scalar."""
+    if student_logits.dim() != 2 or targets.shape != student_logits.shape:
+        raise ValueError(
+            f"multi-label targets must match the logits [B, C], got {tuple(targets.shape)} for "
+            f"{tuple(student_logits.shape)}"
+        )
+    return F.binary_cross_entropy_with_logits(student_logits, targets.to(student_logits.dtype))
+
+
+def sigmoid_soft_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """The multi-label soft-target loss: per category, BCE of sigmoid(s / T) against the teacher's
+    sigmoid(t / T), averaged over batch and categories, times T**2 (as ``soft_loss``: softening
+    divides the gradients by about T**2). Each category is its own two-way softmax, so this is
+    Hinton's loss applied per category. Logits [B, C] -> scalar."""
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    _check_logits(student_logits, teacher_logits)
+    target = torch.sigmoid(teacher_logits.detach() / temperature)
+    return F.binary_cross_entropy_with_logits(student_logits / temperature, target) * temperature**2
+
+
 def logit_mse(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
     """Tang et al. (2019) logit regression. Logits [B, C] -> scalar.
 
@@ -77,9 +100,10 @@ def distillation_loss(
     labels: Tensor | None,
     alpha: float,
     temperature: float,
-    soft: Literal["kl", "ce", "mse"],
+    soft: Literal["kl", "ce", "mse", "bce"],
     *,
     has_label: Tensor | None = None,
+    multi_label: bool = False,
 ) -> Tensor:
     """alpha * hard + (1 - alpha) * soft. Logits [B, C], labels [B] long, has_label [B] bool -> scalar.
 
@@ -91,6 +115,9 @@ def distillation_loss(
     ``has_label`` marks the rows with gold labels when labelled originals and unlabelled augmented
     examples share a batch: the hard term is averaged over those rows only (the other rows'
     ``labels`` entries are ignored) and is 0 when there are none.
+    ``multi_label``: ``labels`` are [B, C] float targets in [0, 1] (soft where the dataset has
+    annotator vote shares) and the hard term is ``multi_label_hard_loss``; ``soft`` is ``mse``
+    (per-category logit MSE) or ``bce`` (``sigmoid_soft_loss`` at ``temperature``).
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
@@ -98,21 +125,24 @@ def distillation_loss(
         raise ValueError(f"labels=None (unlabelled transfer set) requires alpha == 0, got alpha={alpha}")
     if teacher_logits is None and alpha != 1.0:
         raise ValueError(f"teacher_logits=None requires alpha == 1 (pure cross-entropy), got alpha={alpha}")
-    if soft not in ("kl", "ce", "mse"):
-        raise ValueError(f"soft must be 'kl', 'ce' or 'mse', got {soft!r}")
+    allowed = ("mse", "bce") if multi_label else ("kl", "ce", "mse")
+    if soft not in allowed:
+        kind = "multi-label" if multi_label else "single-label"
+        raise ValueError(f"a {kind} soft loss must be one of {', '.join(allowed)}, got {soft!r}")
+    hard_fn = multi_label_hard_loss if multi_label else hard_loss
 
     hard: Tensor | None = None
     if alpha != 0.0:
         assert labels is not None
         if has_label is None:
-            hard = hard_loss(student_logits, labels)
+            hard = hard_fn(student_logits, labels)
         else:
-            if has_label.dtype != torch.bool or has_label.shape != labels.shape:
+            if has_label.dtype != torch.bool or has_label.shape != labels.shape[:1]:
                 got = f"{has_label.dtype} {tuple(has_label.shape)}"
                 raise ValueError(f"has_label must be a bool tensor shaped like labels, got {got}")
             rows = student_logits[has_label]
             # ``sum() * 0`` rather than a fresh zero: it stays on the graph, so backward() still works.
-            hard = hard_loss(rows, labels[has_label]) if rows.shape[0] else student_logits.sum() * 0.0
+            hard = hard_fn(rows, labels[has_label]) if rows.shape[0] else student_logits.sum() * 0.0
         if alpha == 1.0:
             # Early return rather than ``1 * hard + 0 * soft``: exact equality with plain
             # cross-entropy, no teacher needed, and a NaN soft term cannot leak in via 0 * NaN.
@@ -121,6 +151,8 @@ def distillation_loss(
     assert teacher_logits is not None
     if soft == "mse":
         soft_term = logit_mse(student_logits, teacher_logits)
+    elif soft == "bce":
+        soft_term = sigmoid_soft_loss(student_logits, teacher_logits, temperature)
     else:
         soft_term = soft_loss(student_logits, teacher_logits, temperature, kind=soft)
     return soft_term if hard is None else alpha * hard + (1.0 - alpha) * soft_term

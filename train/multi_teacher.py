@@ -145,7 +145,9 @@ def label_transfer(config: Any, texts: Sequence[str], data_labels: Sequence[str]
         max_length = config.max_length
         if len(teachers) > 1 and is_bundle(source):
             max_length = read_manifest(source).max_length
-        raw = teacher_logits(source, texts, max_length, config.cache_dir, device=config.device)
+        raw = teacher_logits(
+            source, texts, max_length, config.cache_dir, device=config.device, problem_type=config.data.problem_type
+        )
         if len(teachers) > 1:
             log.info("teacher %d/%d %s labelled %d texts", i + 1, len(teachers), teacher, len(texts))
         order = [labels.index(name) for name in data_labels]  # teacher columns -> dataset order
@@ -157,4 +159,5 @@ def label_transfer(config: Any, texts: Sequence[str], data_labels: Sequence[str]
             "prob-combined targets are log-probabilities; --soft kl trains on the mixture exactly, "
             "logit MSE over-weights tiny probabilities"
         )
-    return combine_logits(outputs, config.teacher_weights, config.teacher_combine)
+    multi_label = config.data.problem_type == "multi_label"
+    return combine_logits(outputs, config.teacher_weights, config.teacher_combine, multi_label=multi_label)

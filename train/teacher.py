@@ -26,6 +26,7 @@ from kdserve.core.data import DatasetSpec
 from kdserve.core.errors import ConfigError
 from kdserve.core.options import option
 from kdserve.train.checkpoint import DEFAULT_TEACHER
+from kdserve.train.evaluate import DEV_THRESHOLD_HELP, METRIC_FOR_BEST_HELP, METRICS_FOR_BEST
 
 log = logging.getLogger("kdserve.train")
 
@@ -85,7 +86,11 @@ class TeacherConfig:
     max_train_examples: int | None = option(None)
     seed: int = option(13)
     device: str = option("auto", help="auto (default), cpu or cuda")
-    metric_for_best: Literal["accuracy", "macro_f1"] = option("accuracy")
+    metric_for_best: Literal["accuracy", "macro_f1", "micro_f1", "macro_auc", "macro_ap"] = option(
+        "accuracy", help=METRIC_FOR_BEST_HELP
+    )
+    #: multi-label: the fixed threshold of the dev F1 (never tuned on the rows it scores)
+    dev_threshold: float = option(0.5, help=DEV_THRESHOLD_HELP)
     pool_batches: int = 50
     #: validation passes per epoch (the last at its end); the best of all of them is kept. More
     #: than one suits long epochs, whose best weights often lie between two epoch ends.
@@ -108,7 +113,8 @@ class TeacherConfig:
                 self.max_train_examples is None or self.max_train_examples >= 1,
                 f"max_train_examples must be >= 1, got {self.max_train_examples}",
             ),
-            (self.metric_for_best in ("accuracy", "macro_f1"), f"unknown metric {self.metric_for_best!r}"),
+            (self.metric_for_best in METRICS_FOR_BEST, f"unknown metric {self.metric_for_best!r}"),
+            (0 < self.dev_threshold < 1, f"dev_threshold must be in (0, 1), got {self.dev_threshold}"),
             (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
             (self.evals_per_epoch >= 1, f"evals_per_epoch must be >= 1, got {self.evals_per_epoch}"),
             (bool(self.output_dir), "output_dir must be set"),
@@ -164,7 +170,7 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
     from kdserve.train.batching import bucketed_batches
     from kdserve.train.checkpoint import load_classifier, save_classifier
     from kdserve.train.common import pad_batch, resolve_device, set_seed, write_json
-    from kdserve.train.evaluate import predict_logits, score_logits
+    from kdserve.train.evaluate import predict_logits, score_dev
     from kdserve.train.loop import LoopConfig, run_training
 
     started = time.perf_counter()
@@ -178,7 +184,9 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
         train_rows = random.Random(config.seed).sample(train_rows, config.max_train_examples)
     log.info("data: %s; training on %d examples", data.summary(), len(train_rows))
 
-    model, tokenizer = load_classifier(config.model, labels=data.labels)
+    multi = data.problem_type == "multi_label"
+    # single-label checkpoints stay byte-for-byte as before: only a multi-label one records its type
+    model, tokenizer = load_classifier(config.model, labels=data.labels, problem_type="multi_label" if multi else None)
     if config.freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     model.to(device)
@@ -201,9 +209,14 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
 
     def step(batch_idx: Sequence[int], epoch: int) -> Any:
-        """The teacher's loss step: cross-entropy on the gold labels."""
+        """The teacher's loss step: cross-entropy on the gold labels; multi-label, binary
+        cross-entropy per category against the targets, which may be soft (annotator vote shares)."""
         batch = pad_batch([train_ids[i] for i in batch_idx], tokenizer.pad_token_id, with_types)
         batch = {k: v.to(device) for k, v in batch.items()}
+        if multi:
+            targets = torch.tensor([train_labels[i] for i in batch_idx], dtype=torch.float32, device=device)
+            logits = model(**batch).logits
+            return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets)
         labels = torch.tensor([train_labels[i] for i in batch_idx], device=device)
         return model(**batch, labels=labels).loss
 
@@ -211,7 +224,16 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
         logits, eval_rate = predict_logits(
             model, tokenizer, val_texts, config.max_length, config.eval_batch_size, device
         )
-        return score_logits(logits, val_labels, data.labels, eval_rate), None
+        scores = score_dev(
+            logits,
+            val_labels,
+            data.labels,
+            data.problem_type,
+            metric_for_best=config.metric_for_best,
+            threshold=config.dev_threshold,
+            examples_per_s=eval_rate,
+        )
+        return scores, None
 
     trained = run_training(
         model,
@@ -235,6 +257,8 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
         "model": config.model,
         "data": data.source,
         "labels": list(data.labels),
+        "problem_type": data.problem_type,
+        "dev_threshold": config.dev_threshold if multi else None,
         "train_examples": len(train_rows),
         "validation_examples": len(val_texts),
         "best_epoch": best["epoch"],

@@ -2,8 +2,8 @@
 
 Labelling a million augmented sentences with a 6-layer teacher is the slowest step of
 distillation on a CPU, and every student and every rerun needs the same logits. So the
-teacher runs once per (teacher weights, texts, max length) and the logits are kept as a
-plain ``.npy`` (never a pickle) under a key that changes when any of the three changes.
+teacher runs once per (teacher weights, texts, max length, problem type) and the logits are kept
+as a plain ``.npy`` (never a pickle) under a key that changes when any of them changes.
 """
 
 from __future__ import annotations
@@ -30,9 +30,13 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def cache_key(teacher_folder: str | Path, texts: Sequence[str], max_length: int) -> str:
+def cache_key(
+    teacher_folder: str | Path, texts: Sequence[str], max_length: int, problem_type: str = "single_label"
+) -> str:
     """sha256 over the teacher's weight files (or an ONNX bundle's model.onnx), the exact texts in
-    order, and max_length."""
+    order, max_length and, for multi-label, the problem type: per-category sigmoid logits must
+    never be read back as a softmax teacher's. Single-label keys are unchanged, so existing caches
+    stay valid."""
     folder = Path(teacher_folder)
     weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("model.onnx"))
     if not weights:
@@ -41,6 +45,8 @@ def cache_key(teacher_folder: str | Path, texts: Sequence[str], max_length: int)
     for path in weights:
         digest.update(path.name.encode() + b"\0" + _file_digest(path).encode())
     digest.update(f"max_length={max_length}\0".encode())
+    if problem_type != "single_label":
+        digest.update(f"problem_type={problem_type}\0".encode())
     for text in texts:
         digest.update(text.encode("utf-8") + b"\0")
     return digest.hexdigest()[:32]
@@ -53,6 +59,7 @@ def teacher_logits(
     cache_dir: str | Path | None,
     batch_size: int = 256,
     device: str = "auto",
+    problem_type: str = "single_label",
 ) -> np.ndarray:
     """Teacher logits [N, C] for ``texts``, from the cache when it holds them.
 
@@ -61,7 +68,7 @@ def teacher_logits(
     times faster, and with an fp32 bundle the logits match PyTorch within the export's parity
     tolerance.
     """
-    key = cache_key(teacher_folder, texts, max_length) if cache_dir else ""
+    key = cache_key(teacher_folder, texts, max_length, problem_type) if cache_dir else ""
     target = Path(cache_dir) / key if cache_dir else None
     if target is not None and (target / "logits.npy").is_file():
         logits = np.load(target / "logits.npy", allow_pickle=False)
@@ -95,6 +102,14 @@ def teacher_logits(
         np.save(tmp, logits, allow_pickle=False)
         tmp.replace(target / "logits.npy")
         (target / "info.json").write_text(
-            json.dumps({"teacher": str(teacher_folder), "texts": len(texts), "max_length": max_length}) + "\n"
+            json.dumps(
+                {
+                    "teacher": str(teacher_folder),
+                    "texts": len(texts),
+                    "max_length": max_length,
+                    "problem_type": problem_type,
+                }
+            )
+            + "\n"
         )
     return logits
