@@ -3,6 +3,7 @@ process with an API key, over tiny bundles with policies; its errors; schemathes
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -103,8 +104,9 @@ def test_probes_stay_open_with_a_key(server: str) -> None:
     assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
 
 
-def test_route_in_the_openapi_schema_and_fuzzed(mod_bundles: Path) -> None:
-    """The route, its fields and errors are in the schema; schemathesis: no 5xx, answers conform."""
+def test_route_in_the_openapi_schema_and_fuzzed(mod_bundles: Path, tmp_path: Path) -> None:
+    """The route, its fields and errors are in the schema; schemathesis: no 5xx, answers conform.
+    The fuzzer steers positive cases' ``policy`` to "default" or "strict", so the server has both."""
     pytest.importorskip("schemathesis")
     import schemathesis
 
@@ -120,7 +122,10 @@ def test_route_in_the_openapi_schema_and_fuzzed(mod_bundles: Path) -> None:
     assert "policy" in schema["components"]["schemas"]["ClassifyRequest"]["properties"]
     assert {"categories", "flagged", "policy"} <= set(schema["components"]["schemas"]["TextResult"]["properties"])
 
-    with real_server(mod_bundles) as url:
+    policies = tmp_path / "policies.json"
+    strict = {SINGLE: {"negative": 0.3}, MULTI: {"negative": 0.3, "positive": 0.5}}
+    policies.write_text(json.dumps({"policies": {"strict": {m: {"thresholds": t} for m, t in strict.items()}}}))
+    with real_server(mod_bundles, policy_file=policies) as url:
         loaded = schemathesis.openapi.from_url(url + "/openapi.json")
         report = FuzzReport()
         for result in loaded.get_all_operations():
