@@ -6,8 +6,9 @@ before it sleeps, so on a 2-core machine where another process wants one core, o
 burns the core our other thread needs, and every region waits for a scheduler time slice: the
 teacher trained at 8-20 examples/s instead of about 100 (issue 25). With ``OMP_WAIT_POLICY=PASSIVE``
 a waiting thread sleeps at once and gives the core away, so training slows down in proportion to
-the CPU it gets. ``KMP_BLOCKTIME=0`` is the same setting for Intel's OpenMP runtime (used by some
-MKL builds); GNU's ignores it.
+the CPU it gets. On a quiet machine the spin is what makes short regions cheap, so passive waits
+are chosen only when the machine is already busy at start (``machine_busy``). ``KMP_BLOCKTIME=0``
+is the same setting for Intel's OpenMP runtime (used by some MKL builds); GNU's ignores it.
 
 The wait policy is read once, when the OpenMP runtime loads (``import torch``), so
 ``apply_thread_policy`` runs from ``kdserve/train/__init__.py``, before any module of this
@@ -60,8 +61,26 @@ def usable_cpus(cgroup_root: str | Path = "/sys/fs/cgroup") -> int:
     return max(1, cpus)
 
 
-def apply_thread_policy(environ: dict[str, str] | None = None, cgroup_root: str | Path = "/sys/fs/cgroup") -> bool:
-    """Set the OpenMP wait policy and ``OMP_NUM_THREADS = usable_cpus()`` where the user set none.
+def machine_busy(cpus: int, load: float | None = None) -> bool:
+    """True when other work already wants the CPUs: the 1-minute load average reaches ``cpus``.
+
+    Why it decides the wait policy: on the 2-core development box (docs/notes/firstrun.md) passive
+    waits made a teacher epoch 3-4x faster beside a CPU-bound competitor, but about 35% slower
+    when nothing else ran (every parallel region then pays a futex wake-up instead of a spin).
+    """
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # not available: assume quiet, the runtime's default
+            return False
+    return load >= cpus
+
+
+def apply_thread_policy(
+    environ: dict[str, str] | None = None, cgroup_root: str | Path = "/sys/fs/cgroup", load: float | None = None
+) -> bool:
+    """``OMP_NUM_THREADS = usable_cpus()`` and, on a busy machine (``machine_busy``), passive OpenMP
+    waits, where the user set none. Chosen once, when the process starts: the runtime reads it once.
 
     Returns False (and changes nothing) when torch is already imported: the runtime has read its
     environment by then, and a half-applied policy would be harder to explain than none.
@@ -70,7 +89,9 @@ def apply_thread_policy(environ: dict[str, str] | None = None, cgroup_root: str 
     env = os.environ if environ is None else environ
     if environ is None and "torch" in sys.modules:
         return False
-    for name, value in WAIT_POLICY_ENV.items():
-        env.setdefault(name, value)
-    env.setdefault("OMP_NUM_THREADS", str(usable_cpus(cgroup_root)))
+    cpus = usable_cpus(cgroup_root)
+    if machine_busy(cpus, load):
+        for name, value in WAIT_POLICY_ENV.items():
+            env.setdefault(name, value)
+    env.setdefault("OMP_NUM_THREADS", str(cpus))
     return True
