@@ -26,6 +26,7 @@ from kdserve.train.evaluate import (
     multi_label_result,
     score_logits,
 )
+from kdserve.train.progress import bundle_predict
 
 
 def score_bundle(
@@ -34,7 +35,7 @@ def score_bundle(
     """(metrics, logits [N, C]) of ``model`` on (text, label id) rows whose ids index ``data_labels``."""
     y_true = align_labels([y for _, y in rows], data_labels, model.labels)
     start = time.perf_counter()
-    logits = model.predict([t for t, _ in rows], batch_size=batch_size)
+    logits = bundle_predict(model, [t for t, _ in rows], batch_size, f"scoring {model.manifest.name}")
     elapsed = time.perf_counter() - start
     return score_logits(logits, y_true, model.labels, len(rows) / elapsed if elapsed > 0 else None), logits
 
@@ -55,7 +56,7 @@ def score_multi_label(model: BundleModel, rows: Sequence[Any], data: Any, batch_
     """The manifest summary of a multi-label bundle: ``accuracy`` is the exact-match ratio and
     ``macro_f1`` the macro-F1, both at 0.5 on the uncalibrated sigmoid (the accuracy gate's input)."""
     targets = multi_label_targets(rows, data.labels, model.labels) >= 0.5
-    logits = model.predict([t for t, _ in rows], batch_size=batch_size)
+    logits = bundle_predict(model, [t for t, _ in rows], batch_size, f"scoring {model.manifest.name}")
     predicted = logits >= 0.0  # sigmoid(z) >= 0.5
     tp = (predicted & targets).sum(axis=0)
     denom = predicted.sum(axis=0) + targets.sum(axis=0)
@@ -114,7 +115,7 @@ def evaluate_bundle(
         thresholds = bundle_thresholds(model, threshold)
         align_targets(rows[:1], dataset.labels, model.labels)  # label mismatch fails before the slow part
         start = time.perf_counter()
-        logits = model.predict([t for t, _ in rows], batch_size=batch_size)
+        logits = bundle_predict(model, [t for t, _ in rows], batch_size, f"scoring {model.manifest.name}")
         rate = len(rows) / max(time.perf_counter() - start, 1e-9)
         return multi_label_result(
             model.probabilities(logits),

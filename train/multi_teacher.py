@@ -145,8 +145,15 @@ def label_transfer(config: Any, texts: Sequence[str], data_labels: Sequence[str]
         max_length = config.max_length
         if len(teachers) > 1 and is_bundle(source):
             max_length = read_manifest(source).max_length
+        desc = f"teacher {i + 1}/{len(teachers)} labelling" if len(teachers) > 1 else "teacher labelling"
         raw = teacher_logits(
-            source, texts, max_length, config.cache_dir, device=config.device, problem_type=config.data.problem_type
+            source,
+            texts,
+            max_length,
+            config.cache_dir,
+            device=config.device,
+            problem_type=config.data.problem_type,
+            desc=desc,
         )
         if len(teachers) > 1:
             log.info("teacher %d/%d %s labelled %d texts", i + 1, len(teachers), teacher, len(texts))
