@@ -64,7 +64,7 @@ def usable_cpus(cgroup_root: str | Path = "/sys/fs/cgroup") -> int:
 def machine_busy(cpus: int, load: float | None = None) -> bool:
     """True when other work already wants the CPUs: the 1-minute load average reaches ``cpus``.
 
-    Why it decides the wait policy: on the 2-core development box (docs/notes/firstrun.md) passive
+    Why it decides the wait policy: on the 2-core development box (docs/RESULTS.md, issue 25) passive
     waits made a teacher epoch 3-4x faster beside a CPU-bound competitor, but about 35% slower
     when nothing else ran (every parallel region then pays a futex wake-up instead of a spin).
     """
