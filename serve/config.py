@@ -115,11 +115,13 @@ class Settings(BaseSettings):
     body_min_rate_bytes_s: int = Field(
         1024, ge=1, description="the slowest body upload accepted past body_timeout_s, in bytes per second"
     )
+    # 4096, not 1024: a client pool of 1,024 connections plus a few probes must not push the server
+    # into evicting connections that are about to carry a request (the 3x overload test does this)
     max_connections: int = Field(
-        1024,
+        4096,
         ge=1,
         description="open client connections; past it the longest-idle connection is closed to make room, "
-        "or the newcomer gets 503 when none is idle (keep it below the process's file descriptor limit)",
+        "or the newcomer gets 503 when none is idle (kdserve serve raises the file descriptor limit to fit it)",
     )
     idle_timeout_s: float = Field(
         5.0,

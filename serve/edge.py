@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 class EdgeLimits:
     """The per-connection limits enforced before the app sees a request (see ``Settings``)."""
 
-    max_connections: int = 1024
+    max_connections: int = 4096
     idle_timeout_s: float = 5.0
     header_timeout_s: float = 10.0
     max_header_bytes: int = 32 * 1024
