@@ -40,22 +40,10 @@ def score_bundle(
     return score_logits(logits, y_true, model.labels, len(rows) / elapsed if elapsed > 0 else None), logits
 
 
-def multi_label_targets(rows: Sequence[Any], data_labels: Sequence[str], model_labels: Sequence[str]) -> np.ndarray:
-    """[N, C] targets of multi-label rows, columns re-ordered into the model's labels by name."""
-    position = {name: i for i, name in enumerate(data_labels)}
-    missing = [name for name in model_labels if name not in position]
-    if missing or len(data_labels) != len(model_labels):
-        raise DataError(
-            f"dataset labels ({', '.join(data_labels)}) differ from the model's ({', '.join(model_labels)})"
-        )
-    matrix = np.asarray([target for _, target in rows], dtype=np.float64).reshape(len(rows), len(data_labels))
-    return matrix[:, [position[name] for name in model_labels]]
-
-
 def score_multi_label(model: BundleModel, rows: Sequence[Any], data: Any, batch_size: int = 64) -> dict[str, Any]:
     """The manifest summary of a multi-label bundle: ``accuracy`` is the exact-match ratio and
     ``macro_f1`` the macro-F1, both at 0.5 on the uncalibrated sigmoid (the accuracy gate's input)."""
-    targets = multi_label_targets(rows, data.labels, model.labels) >= 0.5
+    targets = align_targets(rows, data.labels, model.labels) >= 0.5
     logits = bundle_predict(model, [t for t, _ in rows], batch_size, f"scoring {model.manifest.name}")
     predicted = logits >= 0.0  # sigmoid(z) >= 0.5
     tp = (predicted & targets).sum(axis=0)

@@ -40,7 +40,7 @@ from kdserve.export.checks import (
     parity_texts,
 )
 from kdserve.export.config import MODE_PRECISION, ExportConfig
-from kdserve.train.evaluate import align_labels
+from kdserve.train.evaluate import align_labels, align_targets
 
 log = logging.getLogger("kdserve.export")
 
@@ -105,9 +105,7 @@ def _score(
 def _label_targets(rows: list[tuple[str, Any]], data: LabeledData, model_labels: list[str]) -> np.ndarray:
     """Validation targets in the model's label order: class ids, or an [N, C] target matrix."""
     if data.problem_type == "multi_label":
-        from kdserve.export.evaluate import multi_label_targets
-
-        return multi_label_targets(rows, data.labels, model_labels)
+        return align_targets(rows, data.labels, model_labels)
     return np.asarray(align_labels([y for _, y in rows], data.labels, model_labels), dtype=np.int64)
 
 
