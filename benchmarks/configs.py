@@ -90,6 +90,14 @@ class ABConfig:
     agreement: bool = option(
         True, flag="--no-agreement", negate=True, help="skip asking every model about every example"
     )
+    # request fields sent with every text, so one replay measures a reading of long posts or a
+    # named moderation policy (kdserve.serve.schemas.ClassifyRequest documents them)
+    long_text: str | None = option(
+        None,
+        choices=("truncate", "head_tail", "chunk"),
+        help="long_text sent with each text (default: the server's setting)",
+    )
+    policy: str | None = option(None, help="named moderation policy sent with each text (default: the model's)")
 
     def __post_init__(self) -> None:
         if self.split not in ("train", "validation", "test"):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
-from kdserve.bench.ab import ABConfig, parse_answer, run_ab
+from kdserve.bench.ab import ABConfig, group_stats, parse_answer, run_ab
 from kdserve.bench.servers import ServerProcess, free_port, server_command
 from kdserve.cli import main
 
@@ -38,11 +39,47 @@ def test_parse_answer_reads_the_classify_response() -> None:
         "route": "exp",
         "escalated": True,
         "shadowed": False,
+        "categories": None,
+        "windows": None,
+        "truncated": None,
     }
     baseline = parse_answer(b'{"model": "m", "results": [{"label": "a", "score": 1}]}')  # the baselines' shape
     assert baseline is not None and baseline["model"] == "m" and baseline["variant"] is None
     for bad in (b"", b"{}", b'{"results": []}', b"<html>", None):
         assert parse_answer(bad) is None
+
+
+def test_group_stats_scores_labels_and_decisions() -> None:
+    labels = ("hate", "offensive", "neither")
+
+    def answer(label: str, hate: bool, windows: int = 1) -> dict[str, object]:
+        return {
+            "label": label,
+            "score": 0.5,
+            "model": "m",
+            "escalated": label == "hate",
+            "categories": {"hate": hate, "offensive": label == "offensive"},
+            "windows": windows,
+            "truncated": windows > 1,
+        }
+
+    rows = [  # (answer, gold id, latency ns)
+        (answer("hate", True), 0, 1_000_000),
+        (answer("offensive", True), 0, 2_000_000),  # hate flagged although the top label is offensive
+        (answer("offensive", False), 1, 3_000_000),
+        (answer("neither", True, windows=3), 2, 4_000_000),
+    ]
+    stats = group_stats(rows, labels)
+    assert stats["accuracy"] == 0.75 and stats["escalation_rate"] == 0.25
+    # per-class F1 by hand: hate P 1/1 R 1/2 -> 2/3; offensive P 1/2 R 1/1 -> 2/3; neither 1
+    assert stats["per_class_f1"] == {"hate": 0.6667, "offensive": 0.6667, "neither": 1.0}
+    assert stats["macro_f1"] == round((2 / 3 + 2 / 3 + 1) / 3, 4)
+    # the hate flag: 3 flagged, 2 of them gold hate (both found): precision 2/3, recall 1, F1 0.8
+    assert stats["decisions"]["hate"] == {"flagged": 3, "gold": 2, "precision": 0.6667, "recall": 1.0, "f1": 0.8}
+    assert stats["decisions"]["offensive"]["f1"] == round(2 * 0.5 * 1.0 / 1.5, 4)
+    assert stats["mean_windows"] == 1.5 and stats["truncated_rate"] == 0.25
+    assert stats["latency_ms"]["count"] == 4
+    assert group_stats([], labels)["accuracy"] is None
 
 
 def _serve_available() -> None:
@@ -82,6 +119,13 @@ def test_ab_replay_scores_each_variant_and_every_model(
     with ServerProcess("kdserve", command, port, start_timeout_s=120, log_path=tmp_path / "serve.log"):
         result = run_ab(config)
         again = run_ab(config)
+        # request fields travel with every text: long texts (over the tiny bundles' 32 tokens)
+        # are truncated by default and read in several windows with long_text "chunk"
+        long = dataclasses.replace(config, data=str(text_files["long"]), limit=20, agreement=False)
+        cut, chunked = run_ab(long), run_ab(dataclasses.replace(long, long_text="chunk"))
+    assert cut["overall"]["truncated_rate"] == 1.0 and cut["overall"]["mean_windows"] == 1
+    assert chunked["answered"] == 20 and chunked["overall"]["mean_windows"] > 1
+    assert chunked["overall"]["truncated_rate"] == 0.0
     assert result["examples"] == result["answered"] == 60 and result["failures"] == {}
     assert result["routes"] == {"exp": 60}
     variants = result["variants"]
@@ -103,7 +147,8 @@ def test_ab_replay_scores_each_variant_and_every_model(
         model = BundleModel(tiny_bundles / name)
         predicted[name] = [model.labels[i] for i in model.predict(texts).argmax(axis=1)]
         accuracy = sum(p == data.labels[g] for p, (_, g) in zip(predicted[name], examples)) / 60
-        assert result["agreement"]["models"][name] == {"answered": 60, "accuracy": round(accuracy, 4)}
+        scored = result["agreement"]["models"][name]
+        assert (scored["answered"], scored["accuracy"]) == (60, round(accuracy, 4))
     agree = sum(a == b for a, b in zip(predicted["tiny-teacher"], predicted["tiny-textcnn"])) / 60
     assert result["agreement"]["pairs"] == {"tiny-teacher vs tiny-textcnn": round(agree, 4)}
 
