@@ -8,6 +8,7 @@ with the input.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
@@ -105,32 +106,58 @@ def _kdserve_cause(exc: BaseException) -> BaseException | None:
     return None
 
 
+def import_ray(flag: str) -> Any:
+    """The ``ray`` module with Ray Data, or a one-line ConfigError naming the extra that installs it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401 - Ray Data is what the engines use
+    except ImportError:
+        raise ConfigError(f"{flag} ray needs Ray: pip install 'kdserve[scale]'") from None
+    return ray
+
+
+@contextlib.contextmanager
+def ray_instance(ray: Any, cpus: int) -> Iterator[None]:
+    """Ray, initialised: joins ``RAY_ADDRESS`` when set (a cluster), else starts a local instance of
+    ``cpus`` CPUs; an instance already running (a caller's) is used as it is. Only an instance
+    started here is shut down on exit."""
+    started = False
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+        if not address:
+            options["num_cpus"] = cpus
+        ray.init(address=address or None, **options)
+        started = True
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def ray_failure(exc: BaseException) -> KdserveError:
+    """One line for a failed Ray job: an actor's own KdserveError (a bad bundle on a node) when Ray
+    wrapped one, else Ray's message, whitespace folded and cut."""
+    cause = _kdserve_cause(exc)
+    if cause is not None:
+        return KdserveError(str(cause).splitlines()[0])
+    return KdserveError(f"the Ray job failed: {' '.join(str(exc).split())[:300]}")
+
+
 def run_ray(
     pending: Pending, bundle: str, output: str, fmt: str, workers: int, threads: int, batch_size: int
 ) -> Iterator[dict[str, Any]]:
     """read (the shard plan) -> ``map_batches`` over an actor pool of ``workers`` actors -> each actor
     commits its shards to ``output``. Connects to ``RAY_ADDRESS`` when set, else starts a local
     instance; on a cluster the bundle, the inputs and ``output`` must be on storage every node mounts."""
-    try:
-        import ray
-        import ray.data
-    except ImportError:
-        raise ConfigError("--engine ray needs Ray: pip install 'kdserve[scale]'") from None
+    ray = import_ray("--engine")
     import json
 
     if not pending:
         return
-    started = False
-    if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")
-        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
-        if not address:
-            options["num_cpus"] = workers * threads
-        ray.init(address=address or None, **options)
-        started = True
-    try:
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
+    with ray_instance(ray, workers * threads):
         items = [{"task": json.dumps(task), "shard": json.dumps(asdict(shard))} for task, shard in pending]
         dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             _RayShardActor,
@@ -149,10 +176,4 @@ def run_ray(
             for row in dataset.iter_rows():
                 yield json.loads(row["result"])
         except Exception as exc:  # noqa: BLE001 - Ray wraps an actor's error in its own types
-            cause = _kdserve_cause(exc)
-            if cause is not None:
-                raise KdserveError(str(cause).splitlines()[0]) from None
-            raise KdserveError(f"the Ray job failed: {' '.join(str(exc).split())[:300]}") from None
-    finally:
-        if started:
-            ray.shutdown()
+            raise ray_failure(exc) from None

@@ -3,7 +3,8 @@
     kdserve (the CLI, the pipeline)              top: may import anything
     kdserve.bench                                 core, train, export, serve
     kdserve.export                                core, train
-    kdserve.train      kdserve.serve              core only (serve never imports train or export)
+    kdserve.train                                 core, bulk (distill labels on bulk's engines)
+    kdserve.serve      kdserve.bulk               core only (serve never imports train or export)
     kdserve.core                                  nothing above it; no torch
 
 ``kdserve/__init__.py`` holds only ``__version__``, which every layer may read.
@@ -31,7 +32,8 @@ FOLDERS = {
 #: layer -> the layers it may import (besides itself and the root package's __version__)
 ALLOWED = {
     "kdserve.core": set(),
-    "kdserve.train": {"kdserve.core"},
+    # distill labels its transfer set on bulk's engines (--label-engine local|ray); bulk imports only core
+    "kdserve.train": {"kdserve.core", "kdserve.bulk"},
     "kdserve.serve": {"kdserve.core"},
     "kdserve.export": {"kdserve.core", "kdserve.train"},
     "kdserve.bench": {"kdserve.core", "kdserve.train", "kdserve.export", "kdserve.serve"},

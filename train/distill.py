@@ -148,6 +148,21 @@ class DistillConfig:
         help="label the transfer set with this exported teacher bundle (ONNX "
         "Runtime, faster on a CPU) instead of the PyTorch checkpoint",
     )
+    #: who runs the teacher over the transfer set (``kdserve.train.transfer.LABEL_ENGINES``): this
+    #: process, local worker processes or Ray Data. All give identical logits (one cache entry);
+    #: local and ray run bundles (a bundle teacher, or ``teacher_bundle`` for a checkpoint).
+    label_engine: Literal["inline", "local", "ray"] = option(
+        "inline",
+        help="who labels the transfer set: inline (this process; a checkpoint in PyTorch, a bundle in ONNX "
+        "Runtime), local (a bundle on worker processes, one a core) or ray (a bundle on Ray Data actors: a "
+        "local instance, or the cluster at RAY_ADDRESS); the same logits and cache either way. local and ray "
+        "need a bundle teacher or --teacher-bundle (default {default})",
+    )
+    label_workers: int = option(
+        0,
+        metavar="N",
+        help="--label-engine local or ray: worker processes or Ray actors (default 0: one a core)",
+    )
     #: several teachers: one weight each (normalised to sum 1; default equal)
     teacher_weights: list[float] | None = option(
         None, metavar="W1,W2", help="several teachers: one weight each, e.g. 0.7,0.3 (default: equal)"
@@ -303,6 +318,30 @@ class DistillConfig:
             raise ConfigError("teacher_bundle applies to a single teacher; pass each bundle as a --teacher instead")
         if self.no_teacher and (self.transfer_data or n > 1):
             raise ConfigError("transfer data and several teachers need a teacher to label them; drop --no-teacher")
+        self._check_label_engine()
+
+    def _check_label_engine(self) -> None:
+        """local and ray run bundles: a checkpoint teacher needs its export (``teacher_bundle``).
+        Checked here, before augmentation, so a wrong combination fails in a second."""
+        import importlib.util
+
+        from kdserve.train.multi_teacher import is_bundle
+        from kdserve.train.transfer import LABEL_ENGINES, needs_bundle_message
+
+        engine = self.label_engine
+        if engine not in LABEL_ENGINES:
+            raise ConfigError(f"label_engine must be one of {', '.join(LABEL_ENGINES)}, got {engine!r}")
+        if isinstance(self.label_workers, bool) or not isinstance(self.label_workers, int) or self.label_workers < 0:
+            raise ConfigError(f"label_workers must be an integer >= 0 (0: one a core), got {self.label_workers!r}")
+        if engine == "inline" or self.no_teacher:
+            return
+        # a folder that does not exist is left to check_teachers, which names it
+        labelled_by = [self.teacher_bundle] if self.teacher_bundle else self.teachers
+        for folder in labelled_by:
+            if Path(folder).is_dir() and not is_bundle(folder):
+                raise ConfigError(needs_bundle_message(engine, folder, several=len(self.teachers) > 1))
+        if engine == "ray" and importlib.util.find_spec("ray") is None:
+            raise ConfigError("--label-engine ray needs Ray: pip install 'kdserve[scale]'")
 
     def _check_student_options(self) -> None:
         """Fail before any data is read: unknown keys, values the student config refuses."""

@@ -154,6 +154,8 @@ def label_transfer(config: Any, texts: Sequence[str], data_labels: Sequence[str]
             device=config.device,
             problem_type=config.data.problem_type,
             desc=desc,
+            engine=config.label_engine,
+            workers=config.label_workers,
         )
         if len(teachers) > 1:
             log.info("teacher %d/%d %s labelled %d texts", i + 1, len(teachers), teacher, len(texts))

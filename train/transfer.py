@@ -4,6 +4,13 @@ Labelling a million augmented sentences with a 6-layer teacher is the slowest st
 distillation on a CPU, and every student and every rerun needs the same logits. So the
 teacher runs once per (teacher weights, texts, max length, problem type) and the logits are kept
 as a plain ``.npy`` (never a pickle) under a key that changes when any of them changes.
+
+A bundle teacher labels on one of three engines (``LABEL_ENGINES``): ``inline`` (this process,
+the default), ``local`` (worker processes, one a core) or ``ray`` (Ray Data actors, a local
+instance or the cluster at ``RAY_ADDRESS``). The last two are ``kdserve.bulk.label``'s: labelling
+is an engine below training, the same one ``kdserve classify`` backfills with. All three run
+exactly ``BundleModel.predict``'s batches, so the logits are identical and the cache key leaves
+the engine out: a transfer set labelled on a cluster is reused by a laptop rerun, and back.
 """
 
 from __future__ import annotations
@@ -18,12 +25,23 @@ from typing import Any
 
 import numpy as np
 
-from kdserve.core.errors import KdserveError
+from kdserve.core.errors import ConfigError, KdserveError
 
 log = logging.getLogger("kdserve.train")
 
 #: batches per ``predict_logits`` call when a bar is shown: a bar step every few seconds on a CPU
 CHUNK_BATCHES = 4
+#: who runs the teacher: this process, local worker processes, or Ray Data (``kdserve.bulk.label``)
+LABEL_ENGINES = ("inline", "local", "ray")
+
+
+def needs_bundle_message(engine: str, teacher: str | Path, several: bool = False) -> str:
+    """The fix for a checkpoint teacher on an engine that runs bundles (local, ray)."""
+    fix = "give its exported bundle as the --teacher" if several else "add --teacher-bundle BUNDLE"
+    return (
+        f"--label-engine {engine} labels with an exported bundle and teacher {teacher} is a checkpoint: "
+        f"{fix} (from `kdserve export`), or use --label-engine inline"
+    )
 
 
 def _file_digest(path: Path) -> str:
@@ -106,6 +124,8 @@ def teacher_logits(
     device: str = "auto",
     problem_type: str = "single_label",
     desc: str = "teacher labelling",
+    engine: str = "inline",
+    workers: int = 0,
 ) -> np.ndarray:
     """Teacher logits [N, C] for ``texts``, from the cache when it holds them.
 
@@ -113,8 +133,14 @@ def teacher_logits(
     the bundle's label order, which is the checkpoint's), with a progress bar named ``desc`` on a
     terminal: on a CPU the bundle labels several
     times faster, and with an fp32 bundle the logits match PyTorch within the export's parity
-    tolerance.
+    tolerance. A bundle runs on ``engine`` (``LABEL_ENGINES``; ``workers`` processes or actors for
+    local and ray, 0: one a core), with identical logits on each; a checkpoint runs inline only.
     """
+    if engine not in LABEL_ENGINES:
+        raise ConfigError(f"label engine must be one of {', '.join(LABEL_ENGINES)}, got {engine!r}")
+    bundle_teacher = (Path(teacher_folder) / "manifest.json").is_file()
+    if engine != "inline" and not bundle_teacher:
+        raise ConfigError(needs_bundle_message(engine, teacher_folder))
     key = cache_key(teacher_folder, texts, max_length, problem_type) if cache_dir else ""
     target = Path(cache_dir) / key if cache_dir else None
     if target is not None and (target / "logits.npy").is_file():
@@ -125,14 +151,13 @@ def teacher_logits(
         log.warning("cache %s holds %d rows for %d texts; relabelling", target, logits.shape[0], len(texts))
 
     start = time.perf_counter()
-    if (Path(teacher_folder) / "manifest.json").is_file():
-        from kdserve.core.bundle import BundleModel
-        from kdserve.train.progress import bundle_predict
+    if bundle_teacher:
+        from kdserve.core.bundle import read_manifest
 
-        bundle = BundleModel(teacher_folder)
-        if bundle.manifest.max_length != max_length:
-            raise KdserveError(f"{teacher_folder}: bundle max_length {bundle.manifest.max_length} != {max_length}")
-        logits = bundle_predict(bundle, list(texts), batch_size, desc)
+        bundle_length = read_manifest(teacher_folder).max_length
+        if bundle_length != max_length:
+            raise KdserveError(f"{teacher_folder}: bundle max_length {bundle_length} != {max_length}")
+        logits = _bundle_logits(teacher_folder, list(texts), batch_size, desc, engine, workers)
         rate = len(texts) / max(time.perf_counter() - start, 1e-9)
     else:
         from kdserve.train.checkpoint import load_classifier
@@ -142,7 +167,13 @@ def teacher_logits(
         torch_device = resolve_device(device)
         model.to(torch_device)
         logits, rate = checkpoint_predict(model, tokenizer, texts, max_length, batch_size, torch_device, desc)
-    log.info("teacher labelled %d texts in %.0f s (%.0f texts/s)", len(texts), time.perf_counter() - start, rate)
+    log.info(
+        "teacher labelled %d texts in %.0f s (%.0f texts/s, %s engine)",
+        len(texts),
+        time.perf_counter() - start,
+        rate,
+        engine,
+    )
     if target is not None:
         target.mkdir(parents=True, exist_ok=True)
         tmp = target / "logits.tmp.npy"
@@ -155,8 +186,31 @@ def teacher_logits(
                     "texts": len(texts),
                     "max_length": max_length,
                     "problem_type": problem_type,
+                    "label_engine": engine,  # provenance only: not in the key, every engine gives these logits
                 }
             )
             + "\n"
         )
     return logits
+
+
+def _bundle_logits(
+    bundle: str | Path, texts: list[str], batch_size: int, desc: str, engine: str, workers: int
+) -> np.ndarray:
+    """A bundle's logits on ``engine``: ``BundleModel.predict``'s batches on each, so the same bits."""
+    if engine == "inline":
+        from kdserve.core.bundle import BundleModel
+        from kdserve.train.progress import bundle_predict
+
+        return bundle_predict(BundleModel(bundle), texts, batch_size, desc)
+    # train -> bulk: labelling is an engine below training (docs/ARCHITECTURE.md); imported here so
+    # that `import kdserve.train` never loads the engines (nor Ray)
+    from kdserve.bulk.label import label_texts, label_texts_ray
+    from kdserve.train.progress import counter
+
+    run = label_texts if engine == "local" else label_texts_ray
+    progress = counter(len(texts), desc, "text")
+    try:
+        return run(bundle, texts, batch_size=batch_size, workers=workers, progress=progress.update)
+    finally:
+        progress.close()
