@@ -49,7 +49,7 @@ def parse_answer(body: bytes | None) -> dict[str, Any] | None:
         return None
 
 
-def _send(target: Target, bodies: list[dict[str, Any]], concurrency: int, timeout_s: float) -> RunResult:
+def send_bodies(target: Target, bodies: list[dict[str, Any]], concurrency: int, timeout_s: float) -> RunResult:
     requests = [target.request(json.dumps(body).encode()) for body in bodies]
     return run_async(lambda: replay(target, requests, concurrency, timeout_s))
 
@@ -128,7 +128,7 @@ def run_ab(config: ABConfig, log: Callable[[str], None] = lambda m: None) -> dic
     extra: dict[str, Any] = {"model": config.route, **fields} if config.route else dict(fields)
     bodies = [{"text": text, "routing_key": f"{config.key_prefix}{i}", **extra} for i, (text, _) in enumerate(examples)]
     log(f"replaying {len(bodies)} examples from {config.data} ({config.split}) to {target.url}")
-    run = _send(target, bodies, config.concurrency, config.timeout_s)
+    run = send_bodies(target, bodies, config.concurrency, config.timeout_s)
     answers = _answers(run)
     _check_labels(answers, labels, config.data)
     failures = Counter(status_name(r.status) for r, a in zip(run.records, answers) if a is None)
@@ -179,7 +179,7 @@ def _agreement(
     per_model: dict[str, Any] = {}
     for model in models:
         bodies = [{"text": text, "model": model, **fields} for text, _ in examples]
-        run = _send(target, bodies, config.concurrency, config.timeout_s)
+        run = send_bodies(target, bodies, config.concurrency, config.timeout_s)
         answered = _answers(run)
         predictions[model] = [a["label"] if a else None for a in answered]
         rows = [(a, gold, r.done - r.sent) for a, (_, gold), r in zip(answered, examples, run.records) if a]

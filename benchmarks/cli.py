@@ -152,6 +152,12 @@ def _ab(args: argparse.Namespace) -> int:
     return _finish(run_ab(build_from_args(ABConfig, args), _log), args, "ab")
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from kdserve.bench.explain_bench import ExplainBenchConfig, run_explain_bench
+
+    return _finish(run_explain_bench(build_from_args(ExplainBenchConfig, args), _log), args, "explain")
+
+
 def _report(args: argparse.Namespace) -> int:
     from kdserve.bench.common import read_json
     from kdserve.bench.report import write_report
@@ -212,11 +218,11 @@ def _load_flags(parser: argparse.ArgumentParser, duration: float, rates: bool = 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     # benchmarks/configs.py imports the standard library and core only: the flags come from its fields.
-    from kdserve.bench.configs import ABConfig, FootprintConfig, ModelBenchConfig
+    from kdserve.bench.configs import ABConfig, ExplainBenchConfig, FootprintConfig, ModelBenchConfig
 
     bench = sub.add_parser(
         "bench",
-        help="latency and throughput: model, http, compare, footprint, ab, report",
+        help="latency and throughput: model, http, compare, footprint, ab, explain, report",
         description=__doc__.splitlines()[0] if __doc__ else None,
     )
     what = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
@@ -295,6 +301,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_options(ab, ABConfig)
     _common(ab, seed=False)
     ab.set_defaults(func=_ab)
+
+    explain = what.add_parser(
+        "explain", help="explanations against a running server: the deletion test and the cost of one"
+    )
+    add_options(explain, ExplainBenchConfig)
+    _common(explain, seed=False)
+    explain.set_defaults(func=_explain)
 
     report = what.add_parser("report", help="re-render report.md and plots from a result.json")
     report.add_argument("result", help="a result.json written by kdserve bench")

@@ -106,3 +106,30 @@ class ABConfig:
             raise ConfigError(f"--limit must be >= 1, got {self.limit}")
         if self.concurrency < 1 or not self.timeout_s > 0:
             raise ConfigError("--concurrency must be >= 1 and --timeout > 0")
+
+
+@dataclass
+class ExplainBenchConfig:
+    # option() fields are the `kdserve bench explain` flags (kdserve.core.options)
+    target: str = option(help="base URL of a running kdserve")
+    data: str = option(help="labelled texts to flag, explain and cut (a dataset source)")
+    split: str = option("validation", choices=("train", "validation", "test"))
+    limit: int | None = option(1000, none_word="0", help="texts classified for the deletion test, 0 for all")
+    seed: int = option(0, help="seed of the text sample and of the random deletions (default {default})")
+    model: str | None = option(None, help='model or route requested as "model" (default: the server\'s default)')
+    policy: str | None = option(None, help="named moderation policy (default: the model's)")
+    k: int = option(3, help="words deleted from each flagged text (default {default})")
+    random_draws: int = option(3, help="random deletions of k words per text (default {default})")
+    deletion: bool = option(True, flag="--no-deletion", negate=True, help="skip the deletion test")
+    cost_words: int = option(64, help="words in each text the cost is measured on (default {default})")
+    cost_requests: int = option(200, help="requests with and without explain, each; 0 skips the cost")
+    concurrency: int = option(4, help="requests in flight during the deletion test (default {default})")
+    timeout_s: float = option(30.0, flag="--timeout")
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.random_draws < 1 or self.cost_words < 1 or self.cost_requests < 0:
+            raise ConfigError("--k, --random-draws and --cost-words must be >= 1, --cost-requests >= 0")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be >= 1, got {self.limit}")
+        if self.concurrency < 1 or not self.timeout_s > 0:
+            raise ConfigError("--concurrency must be >= 1 and --timeout > 0")

@@ -417,45 +417,85 @@ def compare_report(result: dict[str, Any], folder: Path, draw: bool = True) -> t
     return "\n".join(parts), written
 
 
+def _decisions(stats: dict[str, Any]) -> str:
+    """``category P/R/F1`` of a group's flag decisions, or an empty cell."""
+    return "; ".join(f"{k} {v['precision']}/{v['recall']}/{v['f1']}" for k, v in (stats.get("decisions") or {}).items())
+
+
 def ab_report(result: dict[str, Any], folder: Path, draw: bool = True) -> tuple[str, list[Path]]:
+    config = result["config"]
+    sent = ", ".join(f"{k} {config[k]}" for k in ("long_text", "policy") if config.get(k))
     parts = [
         f"# A/B replay against {result['target']}\n",
         machine_section(result),
-        f"{result['answered']} of {result['examples']} examples answered from `{result['config']['data']}` "
-        f"({result['config']['split']}); routes {result['routes']}; failures {_errors(result['failures'])}; "
-        f"shadowed {result['shadowed_fraction']:.1%}.\n",
+        f"{result['answered']} of {result['examples']} examples answered from `{config['data']}` "
+        f"({config['split']}); routes {result['routes']}; failures {_errors(result['failures'])}; "
+        f"shadowed {result['shadowed_fraction']:.1%}" + (f"; sent with each text: {sent}" if sent else "") + ".\n",
     ]
     rows = [
         [
             name,
             s["examples"],
             s["accuracy"],
+            s.get("macro_f1"),
             s["escalation_rate"],
-            s["mean_score"],
+            s.get("mean_windows"),
             s["latency_ms"]["p50"],
             s["latency_ms"]["p99"],
             ", ".join(f"{k} {v}" for k, v in s["models"].items()),
+            _decisions(s),
         ]
         for name, s in [*result["variants"].items(), ("all", result["overall"])]
     ]
-    parts.append(
-        "## Variants\n\n"
-        + _table(
-            ["variant", "examples", "accuracy", "escalation rate", "mean score", "p50 ms", "p99 ms", "answered by"],
-            rows,
-        )
-        + "\n"
-    )
+    header = ["variant", "examples", "accuracy", "macro-F1", "escalation rate", "windows", "p50 ms", "p99 ms"]
+    parts.append("## Variants\n\n" + _table([*header, "answered by", "flags: precision/recall/F1"], rows) + "\n")
     agreement = result.get("agreement")
     if agreement:
         parts.append(
             "## Every model on every example\n\n"
             + _table(
-                ["model", "answered", "accuracy"],
-                [[k, v["answered"], v["accuracy"]] for k, v in agreement["models"].items()],
+                ["model", "answered", "accuracy", "macro-F1", "flags: precision/recall/F1"],
+                [
+                    [k, v["answered"], v["accuracy"], v.get("macro_f1"), _decisions(v)]
+                    for k, v in agreement["models"].items()
+                ],
             )
         )
         parts.append("\n" + _table(["pair", "agreement"], [[k, v] for k, v in agreement["pairs"].items()]) + "\n")
+    return "\n".join(parts), []
+
+
+def explain_report(result: dict[str, Any], folder: Path, draw: bool = True) -> tuple[str, list[Path]]:
+    config = result["config"]
+    parts = [f"# Explanations against {config['target']}\n", machine_section(result)]
+    d = result.get("deletion")
+    if d:
+        parts.append(
+            f"## Deletion test\n\n{d['flagged']} of {d['texts']} texts of `{config['data']}` ({config['split']}) "
+            f"flagged; {d['tested']} with more than {d['k']} words tested, {d['random_draws']} random draws each.\n\n"
+            + _table(
+                ["deleted", "decision changed", "no longer flagged"],
+                [
+                    [f"top {d['k']} attributed words", d["decision_changed"]["top_k"], d["unflagged"]["top_k"]],
+                    [f"{d['k']} random words", d["decision_changed"]["random_k"], d["unflagged"]["random_k"]],
+                ],
+            )
+            + f"\n\nRatio (top / random, decision changed): **{d['ratio']}**\n"
+        )
+    c = result.get("cost")
+    if c:
+        parts.append(
+            f"## Cost\n\n{c['requests_each']} requests of one {c['words']}-word text with and without explain, "
+            "alternating, one at a time.\n\n"
+            + _table(
+                ["", "p50 ms", "p90 ms"],
+                [
+                    ["without explain", c["p50_ms"]["plain"], c["p90_ms"]["plain"]],
+                    ["with explain", c["p50_ms"]["explain"], c["p90_ms"]["explain"]],
+                ],
+            )
+            + f"\n\nExplain adds **{c['explain_adds_p50_ms']} ms** to the p50.\n"
+        )
     return "\n".join(parts), []
 
 
@@ -482,6 +522,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any], Path, bool], tuple[str, list[Path
     "http": http_report,
     "compare": compare_report,
     "ab": ab_report,
+    "explain": explain_report,
     "footprint": footprint_report,
 }
 
