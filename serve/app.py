@@ -115,6 +115,7 @@ def create_app(
     app.state.settings = settings
     # counts shared by the connection edge (kdserve.serve.http_protocol) and the middleware
     app.state.edge = edge = EdgeState(max_connections=settings.max_connections)
+    svc.alone = edge.alone  # a lone request may run inline (kdserve.serve.batching, inline_lone)
     register_edge_metrics(svc.metrics.registry, edge)
     install_error_handlers(app)
     install_method_not_allowed(app)

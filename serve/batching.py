@@ -25,6 +25,14 @@ again as soon as requests pile up while the model runs, and then ends as soon as
 are waiting as the previous intake took (k closed-loop clients: k requests), not only when a full
 batch is there.
 
+A lone request on an idle model runs inline (``inline_lone``, with ``adaptive_wait``): when the server says no other
+request is in progress (the ``alone`` hook: one connection busy at the HTTP edge), nothing is queued
+and no worker is running a batch, an async single-text request is tokenized and run on the calling
+event-loop thread and its future settled there, without the two thread hand-offs (wake the worker;
+wake the loop with the answer) that cost a 1-connection client more than a student model's own
+run. The loop is busy for that one model call, with nobody else to serve; as soon as a second
+connection has a request in progress, requests queue and batch as before.
+
 Padding never changes an answer: rows are right-padded with the bundle's ``pad_id`` and masked,
 exactly as ``BundleModel.encode`` does for a batch, so a text gets the same logits alone as in any
 batch (within float tolerance).
@@ -83,6 +91,9 @@ class BatchConfig:
     max_wait_s: float = 0.002
     # A lone request skips the wait (see the module docstring); False waits max_wait_s always.
     adaptive_wait: bool = True
+    # A single-text async request, alone in the server, on an idle model runs on the calling
+    # thread (module docstring; needs adaptive_wait and the Batcher's ``alone`` hook).
+    inline_lone: bool = True
     max_queue_texts: int = 1024
     # worker threads taking pools from the one queue, each running its own batches on the shared
     # session (ONNX Runtime runs one session from several threads at once): Triton's model instances
@@ -175,8 +186,11 @@ class Batcher:
         config: BatchConfig,
         on_batch: Callable[[BatchStats], None] | None = None,
         windower: Windower | None = None,
+        alone: Callable[[], bool] | None = None,
     ) -> None:
         self.name = name
+        # True when the caller's request is the only one in progress (see inline_lone); None: never inline
+        self.alone = alone
         self.model = model
         self.config = config
         # cuts texts for long_text "head_tail" and "chunk"; without one only "truncate" is served
@@ -191,6 +205,8 @@ class Batcher:
         self._lone = False  # the newest arrival came more than max_wait_s after the previous one
         self._last_intake = 0  # requests the worker took last time: 1 means no company arrived
         self._last_intake_texts = 0
+        self._running = 0  # workers (or an inline caller) running a pool now
+        self.inline_runs = 0
         self.batches = 0
         self.texts_run = 0
         self.dropped = 0
@@ -233,8 +249,40 @@ class Batcher:
             empty = np.zeros((0, 0), dtype=np.float32)
             future.set_result(Scores(empty, empty, []))
             return future
-        self._enqueue(_Item(list(texts), truncate, future, 0.0, loop, long_text=long_text))
+        item = _Item(list(texts), truncate, future, 0.0, loop, long_text=long_text)
+        if not self._run_inline(item):
+            self._enqueue(item)
         return future
+
+    def _run_inline(self, item: _Item) -> bool:
+        """Run ``item`` on this (the event loop's) thread when it is a lone text on an idle model
+        (module docstring); False leaves it to the queue."""
+        cfg = self.config
+        if not (cfg.inline_lone and cfg.adaptive_wait and self.alone is not None and len(item.texts) == 1):
+            return False
+        if not self.alone():
+            return False
+        with self._cond:
+            if self._closing or self._queue or self._running:
+                return False
+            self._last_arrival = item.enqueued = time.monotonic()
+            self._running += 1
+            self._last_intake, self._last_intake_texts = 1, len(item.texts)
+        self._local.inline = True
+        self._local.outbox = []
+        try:
+            self._process([item])
+        except BaseException as exc:  # the same answer a worker gives a failed pool
+            log.exception("batcher %s: inline request failed", self.name)
+            self._answer(item, error=exc)
+        finally:
+            self._flush()
+            self._local.inline = False
+            with self._cond:
+                self._running -= 1
+                self.inline_runs += 1
+                self._cond.notify()
+        return True
 
     def _enqueue(self, item: _Item) -> None:
         texts = item.texts
@@ -297,6 +345,7 @@ class Batcher:
             self._queued_texts -= taken
             self._last_intake = len(pool)
             self._last_intake_texts = taken
+            self._running += 1
             return pool
 
     def _work(self) -> None:
@@ -313,6 +362,8 @@ class Batcher:
                     self._answer(item, error=exc)
             finally:
                 self._flush()
+                with self._cond:
+                    self._running -= 1
 
     def _answer(self, item: _Item, error: BaseException | None = None) -> None:
         """Settle ``item`` with its logits (or ``error``): a concurrent future at once, an asyncio one
@@ -342,6 +393,10 @@ class Batcher:
         ] = {}
         for loop, future, scores, error in outbox:
             by_loop.setdefault(loop, []).append((future, scores, error))
+        if getattr(self._local, "inline", False):
+            for answers in by_loop.values():
+                _deliver(answers)  # on the loop's own thread (``_run_inline``): no wake-up needed
+            return
         for loop, answers in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_deliver, answers)

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         description="a request alone in the queue runs at once when traffic is sparse or no company "
         "arrived during the previous batch, instead of waiting for a batch (false: always wait max_wait_ms)",
     )
+    inline_lone: bool = Field(
+        True,
+        description="with adaptive_wait, a single-text request that is the only one in progress (one busy "
+        "connection) runs on the event loop's thread when its model is idle: no hand-off to the batch worker",
+    )
     max_queue_texts: int = Field(1024, ge=1, description="texts waiting per model before 429")
     model_workers: int = Field(
         0,

@@ -47,6 +47,11 @@ class EdgeState:
     idle: OrderedDict[Any, None] = dc_field(default_factory=OrderedDict)
     closed: Counter[str] = dc_field(default_factory=Counter)
 
+    def alone(self) -> bool:
+        """At most one connection has a request in progress (open and not idle), and the edge is
+        live (in-process ASGI clients, as some tests use, open no connection: never alone)."""
+        return self.open > 0 and self.open - len(self.idle) <= 1
+
     def evict_idle(self) -> bool:
         """Close the longest-idle connection; False when every connection has a request in progress."""
         while self.idle:

@@ -112,6 +112,9 @@ class Service:
         self.model_status: dict[str, str] = {name: "pending" for name in self.folders}
         self.counters: dict[str, ModelCounters] = {name: ModelCounters() for name in self.folders}
         self.status = "pending"  # pending, loading, ready, failed, stopping
+        # True when the request asking is the only one in progress: the app wires the HTTP edge's
+        # count in (kdserve.serve.edge.EdgeState.alone); None runs every request through the queue
+        self.alone: Callable[[], bool] | None = None
         self.failure: str | None = None
         self._reload_lock = asyncio.Lock()
         self._start_task: asyncio.Task[None] | None = None
@@ -148,6 +151,9 @@ class Service:
         warm_up(loaded, s.warmup_batch_sizes, s.warmup_lengths)
         return loaded
 
+    def _alone(self) -> bool:
+        return self.alone is not None and self.alone()
+
     def _slot(self, name: str, loaded: LoadedModel) -> Slot:
         s, manifest = self.settings, loaded.manifest
         config = BatchConfig(
@@ -155,6 +161,7 @@ class Service:
             max_batch_tokens=s.max_batch_tokens,
             max_wait_s=s.max_wait_ms / 1000,
             adaptive_wait=s.adaptive_wait,
+            inline_lone=s.inline_lone,
             max_queue_texts=s.max_queue_texts,
             workers=loaded.workers,
             pad_id=manifest.pad_id,
@@ -183,7 +190,7 @@ class Service:
             )
         except KdserveError as exc:  # e.g. a max_length with no room beside the special tokens
             log.warning("model %s serves long_text truncate only: %s", name, exc)
-        batcher = Batcher(name, loaded.model, config, on_batch, windower)
+        batcher = Batcher(name, loaded.model, config, on_batch, windower, alone=lambda: self._alone())
         self.metrics.track_queue(name, lambda: batcher.queue_depth)
         return Slot(
             loaded, batcher, self.metrics.model_requests.labels(name, "ok"), self.metrics.model_texts.labels(name)

@@ -394,3 +394,83 @@ def test_two_workers_run_batches_side_by_side(tiny_bundles: Path) -> None:
     assert batcher.batches == 2 and batcher.texts_run == len(MIXED) and overlap.is_set()
     with pytest.raises(ValueError):
         BatchConfig(workers=0)
+
+
+class Threads(Recording):
+    """The real model, recording which thread ran each batch."""
+
+    def __init__(self, model: BundleModel) -> None:
+        super().__init__(model)
+        self.threads: list[int] = []
+
+    def run(self, encoded: Encoded) -> np.ndarray:
+        self.threads.append(threading.get_ident())
+        return super().run(encoded)
+
+
+def test_a_lone_text_on_an_idle_model_runs_inline_and_company_queues(tiny_bundles: Path) -> None:
+    model = BundleModel(tiny_bundles / "tiny-bilstm")
+    rec = Threads(model)
+    company = {"busy": 1}  # connections with a request in progress, as the HTTP edge counts them
+    batcher = Batcher("m", rec, config(model, adaptive_wait=True, max_wait_s=0.05), alone=lambda: company["busy"] <= 1)
+
+    async def main() -> tuple[int, list[Scores], list[Scores]]:
+        loop_thread = threading.get_ident()
+        lone = [await batcher.submit_async([MIXED[0]]), await batcher.submit_async([MIXED[1]])]
+        company["busy"] = 3  # two more clients: their requests queue and share a batch
+        crowd = list(await asyncio.gather(*(batcher.submit_async([t]) for t in MIXED[2:5])))
+        return loop_thread, lone, crowd
+
+    try:
+        loop_thread, lone, crowd = asyncio.run(main())
+    finally:
+        batcher.close(5)
+    alone = np.concatenate([model.run(model.encode([t])) for t in MIXED[:5]])
+    got = np.concatenate([a.logits for a in lone + crowd])
+    np.testing.assert_allclose(got, alone, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(lone[0].probabilities, softmax(alone[:1]), atol=1e-6, rtol=0)
+    # the two lone texts ran on the event loop's thread, one call each; the crowd on the worker, together
+    assert rec.threads[:2] == [loop_thread, loop_thread] and batcher.inline_runs == 2
+    assert rec.rows_seen == [1, 1, 3] and rec.threads[2] != loop_thread
+
+
+def test_inline_is_off_without_the_hook_with_several_texts_or_when_disabled(tiny_bundles: Path) -> None:
+    model = BundleModel(tiny_bundles / "tiny-textcnn")
+    cases = [
+        (config(model, adaptive_wait=True), None, ["great"]),  # no hook: the server cannot say it is alone
+        (config(model, adaptive_wait=True), lambda: True, ["great", "dull"]),  # two texts: a batch
+        (config(model, adaptive_wait=True, inline_lone=False), lambda: True, ["great"]),
+    ]
+    for cfg, hook, texts in cases:
+        rec = Threads(model)
+        batcher = Batcher("m", rec, cfg, alone=hook)
+
+        async def main(b: Batcher = batcher, t: list[str] = texts) -> tuple[int, Scores]:
+            return threading.get_ident(), await b.submit_async(t)
+
+        try:
+            loop_thread, answer = asyncio.run(main())
+        finally:
+            batcher.close(5)
+        assert answer.logits.shape == (len(texts), 2)
+        assert batcher.inline_runs == 0 and rec.threads and loop_thread not in rec.threads
+
+
+def test_an_inline_failure_reaches_the_caller_and_the_batcher_goes_on(tiny_bundles: Path) -> None:
+    model = BundleModel(tiny_bundles / "tiny-textcnn")
+    long_text = " ".join(["great"] * (model.manifest.max_length + 5))
+    batcher = Batcher("m", Recording(model), config(model, adaptive_wait=True), alone=lambda: True)
+
+    async def main() -> tuple[BaseException | None, Scores]:
+        error = None
+        try:
+            await batcher.submit_async([long_text], truncate=False)
+        except TextTooLong as exc:
+            error = exc
+        return error, await batcher.submit_async(["dull"])
+
+    try:
+        error, after = asyncio.run(main())
+    finally:
+        batcher.close(5)
+    assert isinstance(error, TextTooLong) and after.logits.shape == (1, 2) and batcher.inline_runs == 2
