@@ -7,7 +7,8 @@ burns the core our other thread needs, and every region waits for a scheduler ti
 teacher trained at 8-20 examples/s instead of about 100 (issue 25). With ``OMP_WAIT_POLICY=PASSIVE``
 a waiting thread sleeps at once and gives the core away, so training slows down in proportion to
 the CPU it gets. On a quiet machine the spin is what makes short regions cheap, so passive waits
-are chosen only when the machine is already busy at start (``machine_busy``). ``KMP_BLOCKTIME=0``
+are chosen only when the machine is already busy at start (``machine_busy``: another process
+running, or a load average at the CPU count). ``KMP_BLOCKTIME=0``
 is the same setting for Intel's OpenMP runtime (used by some MKL builds); GNU's ignores it.
 
 The wait policy is read once, when the OpenMP runtime loads (``import torch``), so
@@ -20,7 +21,9 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import sys
+import time
 from pathlib import Path
 
 #: Environment defaults for the OpenMP runtimes; a value the user exported is kept.
@@ -61,13 +64,36 @@ def usable_cpus(cgroup_root: str | Path = "/sys/fs/cgroup") -> int:
     return max(1, cpus)
 
 
-def machine_busy(cpus: int, load: float | None = None) -> bool:
-    """True when other work already wants the CPUs: the 1-minute load average reaches ``cpus``.
+def others_running(samples: int = 5, interval_s: float = 0.02, loadavg: str | Path = "/proc/loadavg") -> float | None:
+    """Processes other than this one running or waiting for a CPU right now: the median over
+    ``samples`` reads of ``/proc/loadavg``'s runnable count (its fourth field, ``R/T``, counts the
+    reader too), so a kernel thread that runs for an instant does not count. None off Linux."""
+    counts = []
+    for i in range(samples):
+        try:
+            runnable = int(Path(loadavg).read_text().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        counts.append(max(runnable - 1, 0))
+        if i + 1 < samples:
+            time.sleep(interval_s)
+    return float(statistics.median(counts))
 
-    Why it decides the wait policy: on the 2-core development box (docs/RESULTS.md, issue 25) passive
-    waits made a teacher epoch 3-4x faster beside a CPU-bound competitor, but about 35% slower
-    when nothing else ran (every parallel region then pays a futex wake-up instead of a spin).
+
+def machine_busy(cpus: int, load: float | None = None, others: float | None = None) -> bool:
+    """True when other work wants the CPUs this process is about to fill: at least one other
+    process is running right now (``others_running``), or the 1-minute load average reaches ``cpus``.
+
+    Why it decides the wait policy (docs/RESULTS.md, issue 25, 2-core box, a teacher slice's
+    examples/s): beside one CPU-bound competitor the runtime's default spin-then-sleep waits kept
+    21-22 examples/s of 63-65 alone (33%), passive waits 38-45 (61%); alone, passive waits cost
+    about a quarter (44-54). One competitor on 2 cores leaves the 1-minute load near 1, under the
+    CPU count, so the load average alone missed exactly that case: the running count catches it.
     """
+    if others is None:
+        others = others_running()
+    if others is not None and others >= 1:
+        return True
     if load is None:
         try:
             load = os.getloadavg()[0]
@@ -77,7 +103,10 @@ def machine_busy(cpus: int, load: float | None = None) -> bool:
 
 
 def apply_thread_policy(
-    environ: dict[str, str] | None = None, cgroup_root: str | Path = "/sys/fs/cgroup", load: float | None = None
+    environ: dict[str, str] | None = None,
+    cgroup_root: str | Path = "/sys/fs/cgroup",
+    load: float | None = None,
+    others: float | None = None,
 ) -> bool:
     """``OMP_NUM_THREADS = usable_cpus()`` and, on a busy machine (``machine_busy``), passive OpenMP
     waits, where the user set none. Chosen once, when the process starts: the runtime reads it once.
@@ -90,7 +119,7 @@ def apply_thread_policy(
     if environ is None and "torch" in sys.modules:
         return False
     cpus = usable_cpus(cgroup_root)
-    if machine_busy(cpus, load):
+    if machine_busy(cpus, load, others):
         for name, value in WAIT_POLICY_ENV.items():
             env.setdefault(name, value)
     env.setdefault("OMP_NUM_THREADS", str(cpus))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kdserve.train.threads import WAIT_POLICY_ENV, apply_thread_policy, machine_busy, usable_cpus
+from kdserve.train.threads import WAIT_POLICY_ENV, apply_thread_policy, machine_busy, others_running, usable_cpus
 
 
 def _affinity() -> int:
@@ -40,10 +40,10 @@ def test_a_cgroup_v1_quota_caps_it_too_and_no_cgroup_means_the_mask(tmp_path: Pa
 def test_the_policy_fills_only_what_the_user_left_unset(tmp_path: Path) -> None:
     (tmp_path / "cpu.max").write_text("100000 100000\n")
     env: dict[str, str] = {}
-    assert apply_thread_policy(env, tmp_path, load=1.0)  # busy: load reaches the 1 usable CPU
+    assert apply_thread_policy(env, tmp_path, load=1.0, others=0.0)  # busy: load reaches the 1 usable CPU
     assert env == {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0", "OMP_NUM_THREADS": "1"}
     mine = {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "7"}
-    assert apply_thread_policy(mine, tmp_path, load=3.0)
+    assert apply_thread_policy(mine, tmp_path, load=3.0, others=0.0)
     assert mine == {"OMP_WAIT_POLICY": "ACTIVE", "KMP_BLOCKTIME": "0", "OMP_NUM_THREADS": "7"}
 
 
@@ -51,9 +51,27 @@ def test_a_quiet_machine_keeps_the_runtime_default_waits(tmp_path: Path) -> None
     """Passive waits cost about a third of a quiet epoch on 2 cores: only a busy machine gets them."""
     (tmp_path / "cpu.max").write_text("200000 100000\n")
     env: dict[str, str] = {}
-    assert apply_thread_policy(env, tmp_path, load=0.5)
+    assert apply_thread_policy(env, tmp_path, load=0.5, others=0.0)
     assert env == {"OMP_NUM_THREADS": str(min(2, _affinity()))}
-    assert not machine_busy(2, 1.99) and machine_busy(2, 2.0)
+    assert not machine_busy(2, 1.99, others=0.0) and machine_busy(2, 2.0, others=0.0)
+
+
+def test_one_other_running_process_makes_the_machine_busy(tmp_path: Path) -> None:
+    """One competitor on 2 cores keeps the 1-minute load near 1: the running count catches it."""
+    assert machine_busy(2, load=1.1, others=1.0) and not machine_busy(2, load=1.1, others=0.0)
+    # /proc/loadavg's fourth field counts the reader: "3/412" means two others; the median drops blips
+    reads = iter(["0.50 0.40 0.30 3/412 999\n", "0.50 0.40 0.30 1/412 999\n", "0.50 0.40 0.30 3/412 999\n"])
+    fake = tmp_path / "loadavg"
+
+    def sample() -> float | None:
+        fake.write_text(next(reads))
+        return others_running(samples=1, loadavg=fake)
+
+    assert [sample(), sample(), sample()] == [2.0, 0.0, 2.0]
+    fake.write_text("0.50 0.40 0.30 2/412 999\n")
+    assert others_running(samples=3, interval_s=0.0, loadavg=fake) == 1.0
+    fake.write_text("garbage\n")
+    assert others_running(samples=2, interval_s=0.0, loadavg=fake) is None
 
 
 def test_the_process_environment_is_left_alone_once_torch_is_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
