@@ -114,10 +114,9 @@ def _cost(target: Target, config: ExplainBenchConfig, log: Callable[[str], None]
     texts = cost_texts([t for t, _ in examples], config.cost_words, config.cost_requests)
     fields: dict[str, Any] = {"model": config.model} if config.model else {}
     latencies: dict[bool, list[float]] = {False: [], True: []}
-    one = Target(target.host, target.port, target.path)
     for i, text in enumerate(texts):
         for explain in (i % 2 == 0, i % 2 != 0):  # alternate which goes first: drift hits both alike
-            run = send_bodies(one, [{"text": text, "explain": explain, **fields}], 1, config.timeout_s)
+            run = send_bodies(target, [{"text": text, "explain": explain, **fields}], 1, config.timeout_s)
             record = run.records[0]
             if not 200 <= record.status < 300:
                 raise BenchError(f"{target.url} answered {record.status} to a {config.cost_words}-word text")
