@@ -76,6 +76,13 @@ def test_layerwise_learning_rates_follow_the_decay(tiny_bert_dir: Path) -> None:
     assert lr_of[id(named["bert.encoder.layer.1.output.LayerNorm.weight"])] == (1.0, 0.0)
     assert lr_of[id(named["classifier.bias"])] == (1.0, 0.0)
     assert sum(len(g["params"]) for g in groups) == len(named)
+    # --head-lr moves the pooler and classifier alone; the encoder keeps its decayed rates.
+    fast_head = {
+        id(p): g["lr"] for g in layerwise_param_groups(model, 1.0, 0.5, 0.01, head_lr=20.0) for p in g["params"]
+    }
+    assert fast_head[id(named["classifier.weight"])] == fast_head[id(named["bert.pooler.dense.bias"])] == 20.0
+    assert fast_head[id(named["bert.encoder.layer.1.output.dense.weight"])] == 1.0
+    assert fast_head[id(named["bert.embeddings.word_embeddings.weight"])] == 0.25
 
 
 def test_tiny_teacher_learns_and_is_reproducible(tmp_path: Path, tiny_bert_dir: Path) -> None:
