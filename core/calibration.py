@@ -22,7 +22,15 @@ import numpy as np
 
 from kdserve.core.bundle import calibrated_scores
 from kdserve.core.errors import ConfigError, DataError
-from kdserve.core.moderation import PROBLEM_TYPES, OperatingPoint, as_indicator, calibration_scores, operating_point
+from kdserve.core.moderation import (
+    PROBLEM_TYPES,
+    OperatingPoint,
+    as_indicator,
+    calibration_confidence,
+    calibration_scores,
+    ece_floor,
+    operating_point,
+)
 
 #: Temperatures are searched in [1/20, 20]: wider than any sane fit, and bounded so a category
 #: whose validation rows are all one class cannot drive T to 0 or infinity.
@@ -237,6 +245,10 @@ def calibrate_and_choose(
         "ece_after": after["ece"],
         "brier_before": before["brier"],
         "brier_after": after["brier"],
+        # what a perfectly calibrated model with the served scores would show on these rows
+        "ece_floor": ece_floor(
+            calibration_confidence(calibrated_probabilities(z[report_rows], problem_type, temperatures), problem_type)
+        ),
     }
     if policy is None:
         return calibration, {}

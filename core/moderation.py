@@ -35,6 +35,8 @@ import numpy as np
 from kdserve.core.defaults import PROBLEM_TYPES
 
 ECE_BINS = 15
+#: draws of ``ece_floor``: on 662 rows its median moves by under 1e-3 between seeds at 500 draws
+ECE_FLOOR_DRAWS = 500
 #: The target vote share at which a soft target counts as a positive for ranking and F1.
 POSITIVE_AT = 0.5
 
@@ -200,14 +202,33 @@ def brier_score(probabilities: np.ndarray, targets: np.ndarray, problem_type: st
     return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
 
 
+def calibration_confidence(probabilities: np.ndarray, problem_type: str) -> np.ndarray:
+    """What ECE bins: every category's score (multi-label), or the top class's (single-label)."""
+    probs = np.asarray(probabilities, dtype=np.float64)
+    return probs.ravel() if problem_type == "multi_label" else probs.max(axis=1)
+
+
+def ece_floor(confidence: Sequence[float] | np.ndarray, draws: int = ECE_FLOOR_DRAWS, seed: int = 0) -> float:
+    """The ECE a perfectly calibrated model with these confidences would show on this many rows:
+    the median, over ``draws``, of the ECE against outcomes drawn as Bernoulli(confidence).
+
+    ECE is biased upwards on few rows (on 662 rows a calibrated binary classifier's median is about
+    0.033), so an ECE target has to be read against this floor, not against zero."""
+    conf = np.asarray(confidence, dtype=np.float64).ravel()
+    rng = np.random.default_rng(seed)
+    values = [expected_calibration_error(conf, rng.random(conf.size) < conf) for _ in range(draws)]
+    return float(np.median(values))
+
+
 def calibration_scores(probabilities: np.ndarray, targets: np.ndarray, problem_type: str) -> dict[str, float]:
     """{"ece", "brier"} with the conventions in the module docstring."""
     probs = np.asarray(probabilities, dtype=np.float64)
+    confidence = calibration_confidence(probs, problem_type)
     if problem_type == "multi_label":
-        ece = expected_calibration_error(probs, np.asarray(targets, dtype=np.float64))
+        ece = expected_calibration_error(confidence, np.asarray(targets, dtype=np.float64))
     else:
-        ids = np.asarray(targets, dtype=np.int64)
-        ece = expected_calibration_error(probs.max(axis=1), (probs.argmax(axis=1) == ids).astype(np.float64))
+        correct = (probs.argmax(axis=1) == np.asarray(targets, dtype=np.int64)).astype(np.float64)
+        ece = expected_calibration_error(confidence, correct)
     return {"ece": ece, "brier": brier_score(probs, targets, problem_type)}
 
 

@@ -60,6 +60,13 @@ def moderation_section(manifest: Manifest) -> list[str]:
             f"| after | {_num(cal.get('ece_after'))} | {_num(cal.get('brier_after'))} |",
             "",
         ]
+        if cal.get("ece_floor") is not None:
+            lines += [
+                f"ECE is biased upwards on few rows: a perfectly calibrated model with these scores would show"
+                f" {_num(cal['ece_floor'])} on these {cal.get('report_rows')} rows (median of simulated outcomes),"
+                " so an ECE near that figure is as calibrated as these rows can tell.",
+                "",
+            ]
     policy = manifest.policy
     if policy:
         lines += [

@@ -88,6 +88,8 @@ def test_calibrate_and_choose_overconfident_model() -> None:
     assert calibration["temperatures"] == pytest.approx([3.0, 3.0], rel=0.1)
     assert calibration["ece_after"] < 0.03 < calibration["ece_before"]
     assert calibration["brier_after"] < calibration["brier_before"]
+    # the floor: what perfectly calibrated scores show on these 2,000 rows; the fitted model is near it
+    assert 0.0 < calibration["ece_floor"] < calibration["ece_after"] + 0.01
     assert policy["benign_labels"] == ["neither"] and list(policy["thresholds"]) == ["hate"]
     hate = policy["validation"]["hate"]
     assert hate["met"] and hate["precision"] >= 0.9 and hate["held_out_precision"] > 0.85

@@ -10,6 +10,7 @@ import pytest
 from kdserve.core.moderation import (
     average_precision,
     brier_score,
+    ece_floor,
     expected_calibration_error,
     format_moderation,
     moderation_metrics,
@@ -128,3 +129,15 @@ def test_multi_label_report() -> None:
     assert m.macro_f1 == pytest.approx((0.5 + 1.0) / 2)
     text = format_moderation(m, "title")
     assert "hate" in text and "R@P0.9" in text and "ECE" in text
+
+
+def test_ece_floor_is_the_small_sample_bias_of_a_calibrated_model() -> None:
+    # certain scores have certain outcomes: no floor at all
+    assert ece_floor(np.ones(50)) == 0.0
+    assert ece_floor(np.zeros(50)) == 0.0
+    # the same confidences on 100x the rows: the floor falls about as 1/sqrt(n)
+    conf = np.linspace(0.55, 0.95, 600)
+    few, many = ece_floor(conf), ece_floor(np.repeat(conf, 100), draws=20)
+    assert 0.02 < few < 0.05 and many < few / 5
+    # seeded: the same figure every time, so a manifest is reproducible
+    assert ece_floor(conf, seed=3) == ece_floor(conf, seed=3)

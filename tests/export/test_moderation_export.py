@@ -94,6 +94,7 @@ def test_multi_label_export_calibrates_and_matches_pytorch(
     assert int8.manifest.calibration["temperatures"] != [] and int8.manifest.policy["target"] == "precision=0.9"
     card = (written[0] / "README.md").read_text()
     assert "## Calibration" in card and "## Default policy" in card and "recall at precision 0.90" in card
+    assert "a perfectly calibrated model with these scores would show" in card
 
     texts = [t for t, _ in data.validation]
     student, _ = load_student(folder)
