@@ -245,10 +245,13 @@ def calibrate_and_choose(
         "ece_after": after["ece"],
         "brier_before": before["brier"],
         "brier_after": after["brier"],
-        # what a perfectly calibrated model with the served scores would show on these rows
+        # what a perfectly calibrated model with the served scores would show on these rows; with
+        # soft targets (vote shares) there is no 0/1 outcome to draw, so no floor
         "ece_floor": ece_floor(
             calibration_confidence(calibrated_probabilities(z[report_rows], problem_type, temperatures), problem_type)
-        ),
+        )
+        if problem_type == "single_label" or np.isin(y[report_rows], (0, 1)).all()
+        else None,
     }
     if policy is None:
         return calibration, {}

@@ -95,6 +95,15 @@ def test_calibrate_and_choose_overconfident_model() -> None:
     assert hate["met"] and hate["precision"] >= 0.9 and hate["held_out_precision"] > 0.85
 
 
+def test_soft_targets_have_no_ece_floor() -> None:
+    # vote shares are not 0/1 outcomes a perfectly calibrated model could be drawn against
+    rng = np.random.default_rng(2)
+    z = rng.normal(0, 2, size=(200, 2))
+    soft, _ = calibrate_and_choose(z, sigmoid(z), ["a", "b"], "multi_label", None)
+    hard, _ = calibrate_and_choose(z, (sigmoid(z) > 0.5).astype(float), ["a", "b"], "multi_label", None)
+    assert soft["ece_floor"] is None and hard["ece_floor"] > 0
+
+
 def test_calibrate_none_keeps_unit_temperature() -> None:
     z = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 3.0]])
     calibration, policy = calibrate_and_choose(
