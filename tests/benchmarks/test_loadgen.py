@@ -80,7 +80,10 @@ def test_open_loop_charges_a_stall_to_every_request_it_delayed() -> None:
     finish = [r.done for r in late]
     assert max(finish) - min(finish) < 60e6  # every delayed request completes when the pause ends
     assert opened["latency_ms"]["max"] > 330 and opened["latency_ms"]["p90"] > 200
-    assert closed["latency_ms"]["max"] > 330  # the one request caught in the pause ...
+    # the one request caught in the pause waits from its send to the pause's end: most of the 400 ms,
+    # less any client stall that straddled the pause's start (294 ms seen once on a busy CI machine) ...
+    assert [r.done - r.sent > 150e6 for r in closed_run.records].count(True) == 1
+    assert closed["latency_ms"]["max"] > 200
     assert closed["latency_ms"]["p90"] < 50  # ... and a closed loop hides the rest
 
 
