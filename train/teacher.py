@@ -108,6 +108,7 @@ class TeacherConfig:
         checks = [
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (0 < self.lr < 1, f"lr must be in (0, 1), got {self.lr}"),
+            (self.head_lr is None or 0 < self.head_lr < 1, f"head_lr must be in (0, 1), got {self.head_lr}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
             (8 <= self.max_length <= 512, f"max_length must be in [8, 512], got {self.max_length}"),

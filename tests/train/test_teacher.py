@@ -37,6 +37,8 @@ def _config(tmp_path: Path, model: Path, **overrides: object) -> TeacherConfig:
     [
         ("epochs", 0, "epochs must be >= 1"),
         ("lr", -1.0, "lr must be in"),
+        ("head_lr", 0.0, "head_lr must be in"),
+        ("head_lr", 2.0, "head_lr must be in"),
         ("max_length", 4, "max_length must be in"),
         ("layer_decay", 1.5, "layer_decay"),
         ("max_train_examples", 0, "max_train_examples"),
