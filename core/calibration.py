@@ -231,9 +231,12 @@ def calibrate_and_choose(
     before = calibration_scores(
         calibrated_probabilities(z[report_rows], problem_type, None), y[report_rows], problem_type
     )
-    after = calibration_scores(
-        calibrated_probabilities(z[report_rows], problem_type, temperatures), y[report_rows], problem_type
-    )
+    served = calibrated_probabilities(z[report_rows], problem_type, temperatures)
+    after = calibration_scores(served, y[report_rows], problem_type)
+    # what a perfectly calibrated model with the served scores would show on these rows; with soft
+    # targets (vote shares) there is no 0/1 outcome to draw, so no floor
+    hard = problem_type == "single_label" or bool(np.isin(y[report_rows], (0, 1)).all())
+    floor = ece_floor(calibration_confidence(served, problem_type)) if hard else None
     calibration = {
         "method": method,
         "temperatures": [round(t, 6) for t in temperatures],
@@ -245,13 +248,7 @@ def calibrate_and_choose(
         "ece_after": after["ece"],
         "brier_before": before["brier"],
         "brier_after": after["brier"],
-        # what a perfectly calibrated model with the served scores would show on these rows; with
-        # soft targets (vote shares) there is no 0/1 outcome to draw, so no floor
-        "ece_floor": ece_floor(
-            calibration_confidence(calibrated_probabilities(z[report_rows], problem_type, temperatures), problem_type)
-        )
-        if problem_type == "single_label" or np.isin(y[report_rows], (0, 1)).all()
-        else None,
+        "ece_floor": floor,
     }
     if policy is None:
         return calibration, {}

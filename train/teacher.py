@@ -160,13 +160,12 @@ def layerwise_param_groups(
             continue
         match = layer_re.search(name)
         if match:
-            depth = int(match.group(1)) + 1
+            group_lr = lr * decay ** (num_layers - int(match.group(1)) - 1)
         elif "embeddings" in name:
-            depth = 0
-        else:
-            depth = num_layers + 1  # above the encoder: the pooler and the classifier head
+            group_lr = lr * decay**num_layers
+        else:  # above the encoder: the pooler and the classifier head
+            group_lr = head_lr or lr
         no_decay = name.endswith(".bias") or "LayerNorm" in name or "layer_norm" in name
-        group_lr = lr * decay ** (num_layers - depth) if depth <= num_layers else (head_lr or lr)
         key = (group_lr, 0.0 if no_decay else weight_decay)
         groups.setdefault(key, []).append(param)
     return [{"params": params, "lr": g_lr, "weight_decay": wd} for (g_lr, wd), params in sorted(groups.items())]
