@@ -104,6 +104,16 @@ def moderation_section(manifest: Manifest) -> list[str]:
     return lines
 
 
+def _pooling_rows(manifest: Manifest) -> list[str]:
+    """A mean-pooling teacher's row: its checkpoint loads differently outside kdserve."""
+    if manifest.extra.get("pooling") != "mean":
+        return []
+    return [
+        "| pooling | mean of the token states under the attention mask (the checkpoint's config.json says "
+        "`kdserve_pooling: mean`; plain `transformers` would read it through the [CLS] pooler) |"
+    ]
+
+
 def model_card(manifest: Manifest, model_bytes: int, triton_note: str = "") -> str:
     """Markdown for ``README.md``; reads everything from the finished manifest so the two agree."""
     labels = ", ".join(f"`{label}`" for label in manifest.labels)
@@ -134,6 +144,7 @@ def model_card(manifest: Manifest, model_bytes: int, triton_note: str = "") -> s
         f"| output | `{manifest.output}`: float32 [batch, {len(manifest.labels)}] |",
         f"| graph | `model.onnx`, {_size(model_bytes)}, opset {manifest.opset}, "
         f"{manifest.extra.get('exporter', '')} export, optimization {manifest.extra.get('optimization', 'none')} |",
+        *_pooling_rows(manifest),
         "",
         "## Validation metrics",
         "",

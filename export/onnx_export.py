@@ -1,4 +1,5 @@
-"""Checkpoint -> ONNX: the teacher through Optimum (+ ORTOptimizer fusions), students through ``torch.onnx``.
+"""Checkpoint -> ONNX: the teacher through Optimum (a mean-pooling one through ``torch.onnx``) + ORTOptimizer
+fusions, students through ``torch.onnx``.
 
 Both graphs take int64 ``input_ids`` and ``attention_mask`` [batch, sequence] (+ all-zero
 ``token_type_ids`` for BERT teachers whose graph has them) and return float32 ``logits``
@@ -142,26 +143,80 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def export_teacher(folder: Path, out_file: Path, opset: int, optimization: str) -> dict[str, Any]:
-    """Optimum's ``main_export`` (task text-classification), then ORTOptimizer at ``optimization``
-    (O1/O2: Attention, SkipLayerNormalization, BiasGelu fusions for CPU). Returns export facts."""
-    from optimum.exporters.onnx import main_export
+def checkpoint_pooling(folder: Path) -> str:
+    """The pooling a teacher checkpoint's config.json records (kdserve.train.pooling): "cls" or "mean"."""
+    config = _read_json(folder / "config.json")
+    return str(config.get("kdserve_pooling") or "cls") if isinstance(config, dict) else "cls"
 
+
+def _export_teacher_graph(folder: Path, raw: Path, opset: int, pooling: str) -> None:
+    """Write the un-optimized ``raw/model.onnx`` (and its config.json, which ORTOptimizer reads):
+    Optimum's ``main_export`` for the [CLS] head; for a mean-pooling teacher, which Optimum's
+    text-classification task does not know, ``torch.onnx`` of the checkpoint's own forward with
+    the same inputs and output, attention in its eager form so ORT's fusions recognise it."""
+    if pooling == "cls":
+        from optimum.exporters.onnx import main_export
+
+        main_export(
+            str(folder),
+            raw,
+            task="text-classification",
+            opset=opset,
+            do_validation=False,
+            library_name="transformers",
+            local_files_only=True,
+        )
+        return
+    import torch
+
+    from kdserve.train.checkpoint import load_classifier
+
+    model, _ = load_classifier(str(folder))
+    model.set_attn_implementation("eager")
+    model.eval()
+
+    class LogitsOnly(torch.nn.Module):  # a traceable module whose one output is the logits tensor
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+
+    # A padded row and a full one, so no trace specialises on "no padding".
+    ids = (torch.arange(12).reshape(2, 6) % (int(model.config.vocab_size) - 1)) + 1
+    mask = torch.ones_like(ids)
+    mask[0, 4:] = 0
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    axes = {name: {0: "batch_size", 1: "sequence_length"} for name in names}
+    raw.mkdir(parents=True, exist_ok=True)
+    shutil.copy(folder / "config.json", raw / "config.json")
+    with torch.no_grad():
+        torch.onnx.export(
+            LogitsOnly(),
+            (ids, mask, torch.zeros_like(ids)),
+            str(raw / "model.onnx"),
+            dynamo=False,
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes={**axes, "logits": {0: "batch_size"}},
+            opset_version=opset,
+            do_constant_folding=True,
+        )
+
+
+def export_teacher(folder: Path, out_file: Path, opset: int, optimization: str) -> dict[str, Any]:
+    """The teacher's graph (``_export_teacher_graph``), then ORTOptimizer at ``optimization``
+    (O1/O2: Attention, SkipLayerNormalization, BiasGelu fusions for CPU). Returns export facts."""
+    pooling = checkpoint_pooling(folder)
     with tempfile.TemporaryDirectory(dir=out_file.parent, prefix=".optimum-") as tmp:
         raw = Path(tmp) / "raw"
         try:
             with quiet():
-                main_export(
-                    str(folder),
-                    raw,
-                    task="text-classification",
-                    opset=opset,
-                    do_validation=False,
-                    library_name="transformers",
-                    local_files_only=True,
-                )
+                _export_teacher_graph(folder, raw, opset, pooling)
         except Exception as exc:  # Optimum raises ValueError/KeyError/RuntimeError for unsupported models
-            raise ExportError(f"Optimum cannot export {folder}: {_first_line(exc)}") from None
+            tool = "Optimum" if pooling == "cls" else "torch.onnx"
+            raise ExportError(f"{tool} cannot export {folder}: {_first_line(exc)}") from None
         path = raw / "model.onnx"
         if optimization != "none":
             from optimum.onnxruntime import ORTOptimizer
@@ -183,7 +238,8 @@ def export_teacher(folder: Path, out_file: Path, opset: int, optimization: str) 
                 f"{folder}: the ONNX graph is over 2 GB (external data {extra_files}); bundles hold one file"
             )
         shutil.move(str(path), out_file)
-    return {"exporter": "optimum", "optimization": optimization}
+    exporter = "optimum" if pooling == "cls" else "torch.onnx-torchscript"
+    return {"exporter": exporter, "optimization": optimization, "pooling": pooling}
 
 
 def load_student(folder: Path) -> Any:

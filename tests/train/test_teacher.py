@@ -174,3 +174,4 @@ def test_real_minilm_fine_tunes_on_packaged_data(tmp_path: Path) -> None:
     result = train_teacher(config)
     assert result["validation_examples"] == 852
     assert result["validation"]["accuracy"] >= 0.70, result["history"]
+    assert result["pooling"] == "mean"  # "auto": the embedded MiniLM was pretrained through mean pooling
