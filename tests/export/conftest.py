@@ -84,23 +84,28 @@ def _record_training(folder: Path, spec: Any, name: str) -> None:
     (folder / name).write_text(json.dumps({"max_length": MAX_LENGTH, "data": spec.__dict__}, default=list))
 
 
-@pytest.fixture(scope="session")
-def tiny_teacher_dir(tiny_bert_dir: Path, sentiment_data: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shared 2-layer hidden-32 BERT with a 2-label head, briefly fine-tuned, saved as a teacher."""
+def make_teacher(tiny_bert: Path, spec: Any, folder: Path, pooling: str | None = None) -> Path:
+    """The shared 2-layer hidden-32 BERT with a 2-label head (``pooling`` as kdserve.train.pooling),
+    briefly fine-tuned on ``spec``, saved in ``folder`` as ``kdserve train teacher`` saves it."""
     import torch
 
     from kdserve.core.data import load_dataset
     from kdserve.train.checkpoint import load_classifier, save_classifier
 
     torch.manual_seed(0)
-    model, tokenizer = load_classifier(str(tiny_bert_dir), labels=LABELS)
-    rows = load_dataset(sentiment_data).train
+    model, tokenizer = load_classifier(str(tiny_bert), labels=LABELS, pooling=pooling)
+    rows = load_dataset(spec).train
     ids = tokenizer([t for t, _ in rows], truncation=True, max_length=MAX_LENGTH)["input_ids"]
     _fit(model, _batches(ids, [y for _, y in rows], tokenizer.pad_token_id, types=True), lr=3e-3)
-    folder = tmp_path_factory.mktemp("teacher")
     save_classifier(model, tokenizer, LABELS, folder)
-    _record_training(folder, sentiment_data, "training_config.json")
+    _record_training(folder, spec, "training_config.json")
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tiny_bert_dir: Path, sentiment_data: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny teacher every export test shares ([CLS] pooler)."""
+    return make_teacher(tiny_bert_dir, sentiment_data, tmp_path_factory.mktemp("teacher"))
 
 
 def make_student(kind: str, folder: Path, spec: Any, train: bool = True, seed: int = 0) -> Path:

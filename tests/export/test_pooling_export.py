@@ -11,26 +11,13 @@ import numpy as np
 import pytest
 
 from kdserve.core.bundle import BundleModel, verify_bundle
-from tests.export.conftest import LABELS, MAX_LENGTH, _batches, _fit, _record_training
+from tests.export.conftest import MAX_LENGTH, make_teacher
 
 
 @pytest.fixture(scope="module")
 def mean_teacher_dir(tiny_bert_dir: Path, sentiment_data: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny BERT fine-tuned through mean pooling, saved as kdserve train teacher saves it."""
-    import torch
-
-    from kdserve.core.data import load_dataset
-    from kdserve.train.checkpoint import load_classifier, save_classifier
-
-    torch.manual_seed(0)
-    model, tokenizer = load_classifier(str(tiny_bert_dir), labels=LABELS, pooling="mean")
-    rows = load_dataset(sentiment_data).train
-    ids = tokenizer([t for t, _ in rows], truncation=True, max_length=MAX_LENGTH)["input_ids"]
-    _fit(model, _batches(ids, [y for _, y in rows], tokenizer.pad_token_id, types=True), lr=3e-3)
-    folder = tmp_path_factory.mktemp("mean_teacher")
-    save_classifier(model, tokenizer, LABELS, folder)
-    _record_training(folder, sentiment_data, "training_config.json")
-    return folder
+    """The tiny BERT fine-tuned through mean pooling."""
+    return make_teacher(tiny_bert_dir, sentiment_data, tmp_path_factory.mktemp("mean_teacher"), pooling="mean")
 
 
 def test_mean_pooling_teacher_exports_fused_and_matches_pytorch(
