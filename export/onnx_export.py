@@ -145,8 +145,10 @@ def _first_line(exc: BaseException) -> str:
 
 def checkpoint_pooling(folder: Path) -> str:
     """The pooling a teacher checkpoint's config.json records (kdserve.train.pooling): "cls" or "mean"."""
+    from kdserve.train.pooling import CONFIG_KEY
+
     config = _read_json(folder / "config.json")
-    return str(config.get("kdserve_pooling") or "cls") if isinstance(config, dict) else "cls"
+    return str(config.get(CONFIG_KEY) or "cls") if isinstance(config, dict) else "cls"
 
 
 def _export_teacher_graph(folder: Path, raw: Path, opset: int, pooling: str) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from kdserve.core.errors import ConfigError
 
 #: ``--pooling`` choices: "cls" is Hugging Face's forward, unchanged; "auto" is the pooling the
-#: encoder was pretrained with (``resolve_pooling``).
+#: encoder was pretrained with (``pretrained_pooling``).
 POOLINGS = ("auto", "cls", "mean")
 #: The config.json key that marks a mean-pooling checkpoint.
 CONFIG_KEY = "kdserve_pooling"
