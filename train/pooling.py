@@ -93,6 +93,8 @@ def apply_pooling(model: Any, pooling: str) -> Any:
     if pooling not in POOLINGS or pooling == "auto":
         raise ConfigError(f"pooling must be cls or mean, got {pooling!r}")
     if pooling == "cls":
+        if hasattr(model.config, CONFIG_KEY):  # a mean checkpoint fine-tuned again with --pooling cls
+            delattr(model.config, CONFIG_KEY)
         return model
     model_type = getattr(model.config, "model_type", None)
     if model_type not in MEAN_MODEL_TYPES or not hasattr(model, "classifier") or not hasattr(model, "bert"):

@@ -56,6 +56,11 @@ def test_mean_pooling_round_trips_through_a_checkpoint(tiny_bert_dir: Path, tmp_
     cls_model, _ = load_classifier(str(tiny_bert_dir), labels=LABELS)
     save_classifier(cls_model, tokenizer, LABELS, tmp_path / "cls")
     assert "kdserve_pooling" not in json.loads((tmp_path / "cls" / "config.json").read_text())
+    # the mean checkpoint fine-tuned again through the [CLS] head says so, and loads that way
+    recls, _ = load_classifier(str(tmp_path / "mean"), labels=LABELS, pooling="cls")
+    save_classifier(recls, tokenizer, LABELS, tmp_path / "recls")
+    assert "kdserve_pooling" not in json.loads((tmp_path / "recls" / "config.json").read_text())
+    assert pooling_of(load_classifier(str(tmp_path / "recls"))[0]) == "cls"
 
 
 def test_mean_pooling_loss_and_frozen_pooler(tiny_bert_dir: Path) -> None:
