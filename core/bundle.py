@@ -32,6 +32,9 @@ CARD_FILE = "README.md"
 MODEL_KINDS = ("teacher", "bilstm", "transformer", "textcnn")
 PRECISIONS = ("fp32", "int8", "int8-static")
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+#: ``manifest.extra`` key: true when the bundle runs each text of a batch by itself
+#: (``BundleModel.run``); export sets it for dynamic int8 graphs, whose scores move with the batch.
+ROWS_ALONE = "rows_alone"
 
 
 class BundleError(KdserveError):
@@ -310,7 +313,10 @@ class BundleModel:
         graph_optimization: str = "all",
         verify: bool = True,
         intra_op_spinning: bool = True,
+        rows_alone: bool | None = None,
     ) -> None:
+        """``rows_alone``: run each text of a batch in its own ONNX Runtime call (None: as the
+        manifest's ``extra.rows_alone`` says; see ``run``)."""
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -354,6 +360,7 @@ class BundleModel:
                 f"{self.folder / MODEL_FILE}: inputs {names} differ from the manifest's {self.manifest.inputs}"
             )
         check_output_width(self)
+        self.rows_alone = bool(self.manifest.extra.get(ROWS_ALONE, False)) if rows_alone is None else rows_alone
 
     @property
     def name(self) -> str:
@@ -383,10 +390,23 @@ class BundleModel:
         return Encoded(ids, mask, lengths, [bool(e.overflowing) for e in encodings])
 
     def run(self, encoded: Encoded) -> np.ndarray:
-        """Logits float32 [B, C] for an encoded batch."""
-        feeds = {"input_ids": encoded.input_ids, "attention_mask": encoded.attention_mask}
+        """Logits float32 [B, C] for an encoded batch. With ``rows_alone`` each row runs by
+        itself, cut to its own length: exactly the call ``run(encode([text]))`` makes, so a text's
+        logits do not depend on the rest of the batch (a dynamic int8 graph scales activations
+        over the whole batch tensor; kdserve.export.invariance measures what that moves)."""
+        if self.rows_alone and len(encoded.lengths) > 1:
+            return np.vstack(
+                [
+                    self._logits(encoded.input_ids[row : row + 1, :n], encoded.attention_mask[row : row + 1, :n])
+                    for row, n in enumerate(encoded.lengths)
+                ]
+            )
+        return self._logits(encoded.input_ids, encoded.attention_mask)
+
+    def _logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self.manifest.inputs:
-            feeds["token_type_ids"] = np.zeros_like(encoded.input_ids)
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
         feeds = {k: v for k, v in feeds.items() if k in self.manifest.inputs}
         (logits,) = self.session.run([self.manifest.output], feeds)
         return np.asarray(logits, dtype=np.float32)

@@ -114,6 +114,32 @@ def _pooling_rows(manifest: Manifest) -> list[str]:
     ]
 
 
+def _invariance_rows(manifest: Manifest) -> list[str]:
+    """How much a text's score moves with its batchmates (kdserve.export.invariance)."""
+    block = manifest.extra.get("batch_invariance")
+    if not isinstance(block, dict):
+        return []
+    measured = (
+        f"{block['rows']} validation texts scored alone against the same texts in batches of "
+        f"{block['batch_size']}: up to {block['max_abs_logit_diff']:.3g} logits apart "
+        f"(RMS {block['rms_logit_diff']:.3g}), {block['decisions_changed']} decisions different"
+    )
+    if block["max_abs_logit_diff"] < 1e-3 and not block["decisions_changed"]:
+        return [f"- A text's scores do not depend on the rest of its batch beyond float rounding ({measured})."]
+    if block.get("served_alone"):
+        return [
+            f"- This graph's scores move with the rest of a batch ({measured}: dynamic int8 scales activations "
+            "over the whole batch), so the bundle runs each text in its own ONNX Runtime call: a post gets the "
+            "same scores whatever it is batched with. `kdserve export --dynamic-int8-rows batched` trades that "
+            "for throughput."
+        ]
+    return [
+        f"- Scores depend on the rest of the batch ({measured}): behind a batching server the same post can be "
+        "scored differently from one request to the next. Export with `--dynamic-int8-rows alone` (dynamic "
+        "int8), `--quantize static`, or serve the fp32 bundle where a decision must be reproducible."
+    ]
+
+
 def model_card(manifest: Manifest, model_bytes: int, triton_note: str = "") -> str:
     """Markdown for ``README.md``; reads everything from the finished manifest so the two agree."""
     labels = ", ".join(f"`{label}`" for label in manifest.labels)
@@ -165,15 +191,25 @@ def model_card(manifest: Manifest, model_bytes: int, triton_note: str = "") -> s
         gated = (
             manifest.precision if manifest.precision != "fp32" else (attempts[-1]["precision"] if attempts else "int8")
         )
+        auc = (
+            f"; its largest per-label ROC-AUC loss was {gate['auc_drop_points']:.2f} points "
+            f"(`{gate.get('auc_drop_label')}`) against an allowed {gate.get('max_auc_drop_points')}"
+            if "auc_drop_points" in gate
+            else ""
+        )
         lines.append(
             f"Accuracy gate: {gated} lost {gate.get('drop_points', 0):.2f} points against an allowed "
-            f"{gate.get('max_drop_points')} ({verdict})."
+            f"{gate.get('max_drop_points')}{auc} ({verdict})."
         )
     refused = refused_attempts(manifest.extra)
     if refused:
         lines.append(
             "Refused by the gate first: "
-            + ", ".join(f"{a['precision']} (lost {a['drop_points']:.2f} points)" for a in refused)
+            + ", ".join(
+                f"{a['precision']} (lost {a['drop_points']:.2f} accuracy points, "
+                f"{a.get('auc_drop_points', 0.0):.2f} ROC-AUC points on `{a.get('auc_drop_label')}`)"
+                for a in refused
+            )
             + "."
         )
     lines += ["", *moderation_section(manifest)]
@@ -201,6 +237,7 @@ def model_card(manifest: Manifest, model_bytes: int, triton_note: str = "") -> s
             else "- Logits are not calibrated probabilities; a softmax over them is a score, not a confidence."
         ),
         "- It inherits the biases of its training data (and, for a student, of its teacher).",
+        *_invariance_rows(manifest),
     ]
     if manifest.precision != "fp32":
         lines.append("- int8 kernels are tuned for the preset's CPU family; other CPUs run it, possibly slower.")

@@ -137,6 +137,45 @@ def accuracy_gate(
     )
 
 
+def auc_drops(
+    fp32_logits: np.ndarray, logits: np.ndarray, targets: np.ndarray, labels: Sequence[str], problem_type: str
+) -> dict[str, float]:
+    """Per label, fp32 minus quantized ROC-AUC in points: on each label's logit for multi-label
+    bundles, one-vs-rest on the softmax for single-label ones (``targets`` class ids there, an
+    [N, C] matrix here). Labels whose rows are all one class have no AUC and are left out."""
+    from kdserve.core.bundle import softmax
+    from kdserve.core.moderation import roc_auc
+
+    if problem_type == "multi_label":
+        truth, before, after = np.asarray(targets, dtype=np.float64) >= 0.5, fp32_logits, logits
+    else:
+        truth = np.eye(len(labels), dtype=bool)[np.asarray(targets, dtype=np.int64)]
+        before, after = softmax(fp32_logits), softmax(logits)
+    drops = {}
+    for c, name in enumerate(labels):
+        a, b = roc_auc(truth[:, c], before[:, c]), roc_auc(truth[:, c], after[:, c])
+        if a == a and b == b:  # not NaN
+            drops[name] = (a - b) * 100.0
+    return drops
+
+
+def auc_gate(drops: dict[str, float], max_drop: float, force: bool, precision: str = "int8") -> tuple[float, bool]:
+    """(the largest per-label ROC-AUC drop in points, whether the gate was overridden). Raises
+    AccuracyGateError when a label's ranking loses more than ``max_drop`` points: a policy
+    threshold sits on that ranking, so a label can degrade while accuracy does not move."""
+    if not drops:
+        return 0.0, False
+    worst = max(drops, key=lambda name: drops[name])
+    if drops[worst] <= max_drop:
+        return drops[worst], False
+    if force:
+        return drops[worst], True
+    raise AccuracyGateError(
+        f"the {precision} model loses {drops[worst]:.2f} ROC-AUC points on label {worst!r}, more than "
+        f"--max-auc-drop {max_drop:g}; it was not written (pass --force to keep it anyway)"
+    )
+
+
 def refused_attempts(extra: dict[str, Any]) -> list[dict[str, Any]]:
     """The quantization attempts a manifest's ``extra`` records as refused by the accuracy gate
     (neither passed nor kept with --force), in the order they were tried."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any
 
 from kdserve.core.errors import KdserveError
 from kdserve.core.options import add_options, option_values
@@ -47,14 +48,22 @@ def _print_written(folder: object, fmt: str) -> None:
     if m.precision != "fp32" and gate:
         change = -gate["drop_points"] + 0.0  # + 0.0 turns -0.0 into 0.0
         notes.append(f"{change:+.2f} points vs fp32" + (" (forced)" if gate.get("forced") else ""))
-        notes += [
-            f"{a['precision']} refused at {-a['drop_points'] + 0.0:+.2f} points" for a in refused_attempts(m.extra)
-        ]
+        notes += [_refusal(a) for a in refused_attempts(m.extra)]
     print(
         f"wrote {path}: {m.model_kind} {m.precision}, {size}, validation accuracy "
         f"{own.get('accuracy', 0) * 100:.2f}% on {own.get('examples')} examples"
         + (f", {', '.join(notes)}" if notes else "")
     )
+
+
+def _refusal(attempt: dict[str, Any]) -> str:
+    """One refused int8 attempt: the ranking loss when that was the refusal, else the accuracy change."""
+    if attempt.get("auc_drop_points", 0.0) > attempt.get("max_auc_drop_points", float("inf")):
+        return (
+            f"{attempt['precision']} refused: lost {attempt['auc_drop_points']:.2f} ROC-AUC points "
+            f"on {attempt['auc_drop_label']!r}"
+        )
+    return f"{attempt['precision']} refused at {-attempt['drop_points'] + 0.0:+.2f} points"
 
 
 def _data_spec(args: argparse.Namespace) -> object:

@@ -25,6 +25,8 @@ OPTIMIZATIONS = ("none", "O1", "O2")
 #: "auto": the BiLSTM as a hand-built graph (export/bilstm_graph.py), other students by torchscript.
 EXPORTERS = ("auto", "torchscript", "dynamo")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+#: How a dynamic int8 bundle runs the texts of a batch (``kdserve.core.bundle.ROWS_ALONE``).
+DYNAMIC_ROWS = ("alone", "batched")
 #: Score calibration of the bundle (not int8 calibration): temperature scaling or none.
 SCORE_CALIBRATIONS = ("temperature", "none")
 #: ONNX Runtime's integer-op kernels that dynamic quantization can target.
@@ -147,8 +149,29 @@ class ExportConfig:
     parity_texts: int = option(64, help="validation texts for the PyTorch-vs-ONNX check (default {default})")
     parity_tolerance: float = option(1e-4, help="max |logit difference| allowed (default {default})")
     max_accuracy_drop: float = option(1.0, help="accuracy points int8 may lose against fp32 (default {default})")
+    max_auc_drop: float = option(
+        0.5,
+        help="ROC-AUC points any label's ranking may lose, int8 against fp32 (default {default}): policy "
+        "thresholds sit on each label's ranking, which can degrade while accuracy does not",
+    )
     max_eval_examples: int | None = option(None, help="cap on validation examples scored")
     batch_size: int = option(64, help="evaluation batch size (default {default})")
+    # Dynamic int8 scales activations over the whole batch, so a text's score moves with its
+    # batchmates (GoEmotions teacher: 70 of 1,000 policy decisions); "alone" runs one text per
+    # ONNX Runtime call instead, which costs the int8 teacher little throughput on CPU.
+    dynamic_int8_rows: str = option(
+        "alone",
+        choices=DYNAMIC_ROWS,
+        help="how a dynamic int8 bundle runs a batch: alone (each text in its own ONNX Runtime call, so its "
+        "scores never depend on the batch) or batched (faster for students; the manifest says how far "
+        "scores move) (default {default})",
+    )
+    # The manifest says how far scores move with the batch, measured on these rows.
+    invariance_texts: int = option(
+        512,
+        help="validation texts also scored one at a time, to measure how much a text's score "
+        "depends on the rest of its batch (0: skip; default {default})",
+    )
     force: bool = option(False, switch=True, help="keep the int8 bundle even when it fails the accuracy gate")
     overwrite: bool = option(False, switch=True, help="replace existing bundle folders")
     triton_max_batch_size: int = option(64, help="max_batch_size in config.pbtxt (default {default})")
@@ -216,6 +239,7 @@ class ExportConfig:
         if self.preset is not None:
             choice("preset", self.preset, tuple(PRESETS))
         choice("calibrate", self.calibrate, SCORE_CALIBRATIONS)
+        choice("dynamic_int8_rows", self.dynamic_int8_rows, DYNAMIC_ROWS)
         if self.policy is not None:
             from kdserve.core.calibration import Policy
 
@@ -259,8 +283,18 @@ class ExportConfig:
                 f"max_accuracy_drop must be in [-100, 100] points, got {self.max_accuracy_drop!r}",
             ),
             (
+                isinstance(self.max_auc_drop, (int, float))
+                and not isinstance(self.max_auc_drop, bool)
+                and 0 <= self.max_auc_drop <= 100,
+                f"max_auc_drop must be in [0, 100] points, got {self.max_auc_drop!r}",
+            ),
+            (
                 self.max_eval_examples is None or positive_int("max_eval_examples", self.max_eval_examples),
                 f"max_eval_examples must be an integer >= 1, got {self.max_eval_examples!r}",
+            ),
+            (
+                positive_int("invariance_texts", self.invariance_texts, 0),
+                f"invariance_texts must be an integer >= 0, got {self.invariance_texts!r}",
             ),
             (
                 positive_int("batch_size", self.batch_size),

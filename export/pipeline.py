@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from kdserve.core.bundle import MODEL_FILE, BundleModel, Manifest, verify_bundle, write_manifest
+from kdserve.core.bundle import MODEL_FILE, ROWS_ALONE, BundleModel, Manifest, verify_bundle, write_manifest
 from kdserve.core.data import DatasetSpec, LabeledData, load_dataset
 from kdserve.core.defaults import DEFAULT_DATA
 from kdserve.core.errors import ConfigError
@@ -36,6 +36,8 @@ from kdserve.export.checks import (
     Reference,
     accuracy_drop,
     accuracy_gate,
+    auc_drops,
+    auc_gate,
     check_parity,
     parity_texts,
 )
@@ -138,6 +140,25 @@ def _moderate(
     }
 
 
+def _invariance(config: ExportConfig, folder: Path, manifest: Manifest, rows: list[tuple[str, Any]]) -> None:
+    """``extra.batch_invariance`` of the staged bundle in ``folder``, decided under ``manifest``'s
+    (just fitted) policy."""
+    from kdserve.export.invariance import batch_invariance
+
+    texts = [t for t, _ in rows[: config.invariance_texts]]
+    block = batch_invariance(folder, texts, manifest, config.batch_size)
+    manifest.extra["batch_invariance"] = block
+    log.info(
+        "%s: %d texts alone vs in batches of %d: max |logit diff| %.3g, %d decisions changed%s",
+        manifest.name,
+        len(texts),
+        config.batch_size,
+        block["max_abs_logit_diff"],
+        block["decisions_changed"],
+        " (served one text per call)" if block["served_alone"] else "",
+    )
+
+
 def _finish(folder: Path, manifest: Manifest, triton_note: str = "") -> Manifest:
     """Write README.md from the finished manifest, hash everything, then re-verify from disk."""
     (folder / "README.md").write_text(model_card(manifest, (folder / MODEL_FILE).stat().st_size, triton_note))
@@ -191,6 +212,7 @@ def _stage_quantized(
     fp32_logits: np.ndarray,
     rows: list[tuple[str, Any]],
     data: LabeledData,
+    targets: np.ndarray,
     all_logits: dict[str, np.ndarray] | None = None,
 ) -> AccuracyGateError | None:
     """Quantize in each of ``config.quantization_modes`` until one passes the accuracy gate (or
@@ -220,23 +242,35 @@ def _stage_quantized(
             name=f"{base.name.removesuffix('-fp32')}-{precision}",
             precision=precision,
             export_seconds=round(seconds, 3),
-            extra={**base.extra, "quantization": quant, "graph_nodes": ox.onnx_facts(q_dir / MODEL_FILE)["nodes"]},
+            extra={
+                **base.extra,
+                "quantization": quant,
+                "graph_nodes": ox.onnx_facts(q_dir / MODEL_FILE)["nodes"],
+                ROWS_ALONE: mode == "dynamic" and config.dynamic_int8_rows == "alone",
+            },
         )
         write_manifest(q_dir, q_manifest)
         metrics[precision], q_logits = _score(BundleModel(q_dir, verify=False), rows, data, config.batch_size)
         if all_logits is not None:
             all_logits[precision] = q_logits
+        drops = auc_drops(fp32_logits, q_logits, targets, base.labels, base.problem_type)
         forced = passed = False
         try:
             _, forced = accuracy_gate(
                 metrics["fp32"], metrics[precision], config.max_accuracy_drop, config.force, precision
             )
+            _, auc_forced = auc_gate(drops, config.max_auc_drop, config.force, precision)
+            forced = forced or auc_forced
             passed = not forced
         except AccuracyGateError as exc:
             refusals.append(str(exc))
+        worst = max(drops, key=lambda label: drops[label]) if drops else None
         gate = {
             "drop_points": accuracy_drop(metrics["fp32"], metrics[precision]),
             "max_drop_points": config.max_accuracy_drop,
+            "auc_drop_points": round(drops[worst], 4) if worst else 0.0,
+            "auc_drop_label": worst,
+            "max_auc_drop_points": config.max_auc_drop,
             "passed": passed,
             "forced": forced,
         }
@@ -269,7 +303,15 @@ def _triton_note(manifest: Manifest) -> str:
 
     types = " and all-zero `token_type_ids`" if "token_type_ids" in manifest.inputs else ""
     inputs = "`, `".join(i for i in manifest.inputs if i != "token_type_ids")
-    return TRITON_NOTE.format(max_length=manifest.max_length, inputs=inputs, pad_id=manifest.pad_id, types=types)
+    note = TRITON_NOTE.format(max_length=manifest.max_length, inputs=inputs, pad_id=manifest.pad_id, types=types)
+    if manifest.extra.get(ROWS_ALONE):
+        note += (
+            "\nThis graph is dynamic int8: it scales activations over the whole batch tensor, padding included,\n"
+            "so under Triton's batcher a text's scores depend on its batchmates (`kdserve serve` runs it one\n"
+            "text per call; see Limits). For reproducible decisions send one unpadded text per request and\n"
+            "remove the `dynamic_batching` block.\n"
+        )
+    return note
 
 
 def _publish(config: ExportConfig, staged: dict[str, tuple[Path, Manifest]], targets: dict[str, Path]) -> list[Path]:
@@ -424,12 +466,14 @@ def export_checkpoint(config: ExportConfig) -> list[Path]:
         staged = {"fp32": (fp32_dir, replace(base, extra={**base.extra, "parity": parity.to_dict()}))}
 
         all_logits = {"fp32": fp32_logits}
-        gate_error = _stage_quantized(
-            config, staging, base, staged, metrics, fp32_model, fp32_logits, rows, data, all_logits
-        )
         y_val = _label_targets(rows, data, list(info.labels))
-        for precision, (_, manifest) in staged.items():
+        gate_error = _stage_quantized(
+            config, staging, base, staged, metrics, fp32_model, fp32_logits, rows, data, y_val, all_logits
+        )
+        for precision, (folder, manifest) in staged.items():
             metrics[precision]["moderation"] = _moderate(config, manifest, all_logits[precision], y_val, spec.seed)
+            if config.invariance_texts:
+                _invariance(config, folder, manifest, rows)
         if baseline is not None:
             _compat_gate(config, name, baseline, staged, rows, data)
         total = round(time.perf_counter() - started, 3)

@@ -219,6 +219,12 @@ class ModelSummary(BaseModel):
         description="ONNX Runtime intra-op threads of the session (0: its default, one per core; null until loaded)",
     )
     workers: int | None = Field(None, description="batch worker threads running this model's batches side by side")
+    rows_alone: bool | None = Field(
+        None,
+        description="each text of a batch runs in its own ONNX Runtime call, so its scores do not depend on "
+        "its batchmates (dynamic int8 bundles; the manifest's extra.batch_invariance says what batching "
+        "would move; null until loaded)",
+    )
     counters: ModelCountersOut
     manifest: dict[str, Any] | None = Field(None, description="the full manifest.json (GET /models/{name} only)")
 

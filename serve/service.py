@@ -452,6 +452,7 @@ class Service:
             "providers": slot.loaded.providers if slot else [],
             "intra_op_threads": slot.loaded.intra_op_threads if slot else None,
             "workers": slot.loaded.workers if slot else None,
+            "rows_alone": slot.loaded.model.rows_alone if slot else None,
             "counters": counters.snapshot(slot.batcher.queue_depth if slot else 0),
             "manifest": manifest.to_dict() if detail else None,
         }

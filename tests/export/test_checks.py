@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
@@ -146,7 +147,15 @@ def test_gate_refuses_a_negative_tolerance_and_force_overrides(
     assert message.endswith(f"the fp32 bundle was written to {out / 'cnn-fp32'}")
     assert sorted(p.name for p in out.iterdir()) == ["cnn-fp32"] and info.value.written == [out / "cnn-fp32"]
     gate = verify_bundle(out / "cnn-fp32").extra["accuracy_gate"]
-    assert gate == {"drop_points": 0.0, "max_drop_points": -1.0, "passed": False, "forced": False}
+    assert gate == {
+        "drop_points": 0.0,
+        "max_drop_points": -1.0,
+        "auc_drop_points": 0.0,
+        "auc_drop_label": "negative",
+        "max_auc_drop_points": 0.5,
+        "passed": False,
+        "forced": False,
+    }
     attempts = verify_bundle(out / "cnn-fp32").extra["quantization_attempts"]
     assert [(a["precision"], a["passed"]) for a in attempts] == [("int8", False), ("int8-static", False)]
 
@@ -218,6 +227,9 @@ def test_auto_quantization_falls_back_to_static_when_dynamic_is_refused(
     assert static.extra["accuracy_gate"] == {
         "drop_points": 0.0,
         "max_drop_points": 1.0,
+        "auc_drop_points": 0.0,
+        "auc_drop_label": "negative",
+        "max_auc_drop_points": 0.5,
         "passed": True,
         "forced": False,
     }
@@ -238,3 +250,38 @@ def test_auto_quantization_keeps_the_refusal_when_static_cannot_run(
     assert str(info.value).startswith("the int8 model loses 50.00 accuracy points")
     assert "; then static int8 could not be made: static quantization supports MatMul, " in str(info.value)
     assert sorted(p.name for p in out.iterdir()) == ["lstm-fp32"]
+
+
+def test_auc_drops_per_label_exact_values() -> None:
+    from kdserve.export.checks import auc_drops
+
+    # single-label: one-vs-rest on the softmax; fp32 ranks the 2 positives above the 2 negatives
+    # (AUC 1), the int8 logits swap one positive below one negative (3 of 4 pairs right: AUC 0.75)
+    targets = np.array([0, 1, 1, 0])
+    fp32 = np.array([[1.0, 0.0], [0.0, 2.0], [0.0, 1.0], [2.0, 0.0]])
+    int8 = np.array([[1.0, 0.0], [0.0, 2.0], [0.5, 0.0], [0.0, 0.2]])
+    assert auc_drops(fp32, int8, targets, ["negative", "positive"], "single_label") == {
+        "negative": pytest.approx(25.0),
+        "positive": pytest.approx(25.0),
+    }
+    # multi-label: each label's own logit; a label without a positive row has no AUC and is left out
+    matrix = np.array([[1.0, 0.0], [0.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    fp32 = np.array([[3.0, 0.1], [1.0, 0.2], [2.0, 0.3], [0.0, 0.4]])
+    gained = np.array([[3.0, 0.1], [1.0, 0.2], [2.0, 0.3], [2.5, 0.4]])  # a negative now above a positive
+    assert auc_drops(fp32, gained, matrix, ["a", "b"], "multi_label") == {"a": pytest.approx(25.0)}
+    assert auc_drops(gained, fp32, matrix, ["a", "b"], "multi_label") == {"a": pytest.approx(-25.0)}
+
+
+def test_auc_gate_names_the_label_and_force_keeps_the_model() -> None:
+    from kdserve.export.checks import auc_gate
+
+    drops = {"pride": 0.6, "joy": -0.2, "grief": 0.1}
+    with pytest.raises(AccuracyGateError) as info:
+        auc_gate(drops, 0.5, force=False)
+    assert str(info.value) == (
+        "the int8 model loses 0.60 ROC-AUC points on label 'pride', more than --max-auc-drop 0.5; "
+        "it was not written (pass --force to keep it anyway)"
+    )
+    assert auc_gate(drops, 0.5, force=True) == (0.6, True)
+    assert auc_gate(drops, 0.6, force=False) == (0.6, False)
+    assert auc_gate({}, 0.5, force=False) == (0.0, False)

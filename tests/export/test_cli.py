@@ -213,3 +213,13 @@ print(evaluate_bundle({str(bundles["bilstm"][1])!r}, DatasetSpec({sentiment_data
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["(1,", "2)", "1.0"]
+
+
+def test_the_summary_names_why_an_int8_attempt_was_refused() -> None:
+    from kdserve.export.cli import _refusal
+
+    accuracy = {"precision": "int8", "drop_points": 1.26, "auc_drop_points": 0.1, "max_auc_drop_points": 0.5}
+    ranking = {"precision": "int8", "drop_points": 0.09, "auc_drop_points": 0.67, "max_auc_drop_points": 0.5}
+    assert _refusal(accuracy) == "int8 refused at -1.26 points"
+    assert _refusal({**ranking, "auc_drop_label": "grief"}) == "int8 refused: lost 0.67 ROC-AUC points on 'grief'"
+    assert _refusal({"precision": "int8", "drop_points": 2.0}) == "int8 refused at -2.00 points"  # older manifests

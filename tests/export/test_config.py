@@ -51,6 +51,7 @@ def test_defaults() -> None:
         ({"parity_tolerance": 0}, "parity_tolerance must be in (0, 1), got 0"),
         ({"parity_texts": 0}, "parity_texts must be an integer >= 1, got 0"),
         ({"max_accuracy_drop": 101}, "max_accuracy_drop must be in [-100, 100] points, got 101"),
+        ({"max_auc_drop": -0.1}, "max_auc_drop must be in [0, 100] points, got -0.1"),
         ({"max_eval_examples": 0}, "max_eval_examples must be an integer >= 1, got 0"),
         ({"calibration_examples": True}, "calibration_examples must be an integer >= 1, got True"),
         ({"name": "../x"}, "name '../x' must be letters, digits"),

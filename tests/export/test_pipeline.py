@@ -89,7 +89,15 @@ def test_export_writes_fp32_and_int8_bundles_with_full_manifests(
             # the tiny models were fitted to the separable data: both precisions get every example right
             assert scores["accuracy"] == 1.0 and scores["macro_f1"] == 1.0 and scores["examples"] == 20
             assert scores["split"] == "validation" and "sentiment.csv" in scores["data"]
-        assert m.extra["accuracy_gate"] == {"drop_points": 0.0, "max_drop_points": 1.0, "passed": True, "forced": False}
+        assert m.extra["accuracy_gate"] == {
+            "drop_points": 0.0,
+            "max_drop_points": 1.0,
+            "auc_drop_points": 0.0,
+            "auc_drop_label": "negative",
+            "max_auc_drop_points": 0.5,
+            "passed": True,
+            "forced": False,
+        }
         assert json.loads((folder / "labels.json").read_text()) == list(LABELS)
         card = (folder / "README.md").read_text()
         assert f"# {folder.name}" in card and "`negative`, `positive`" in card and "100.00%" in card

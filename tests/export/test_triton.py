@@ -97,6 +97,8 @@ def test_triton_repository_layout_and_model(
         assert (model_dir / "labels.txt").read_text() == "negative\npositive\n"
         card = (model_dir / "README.md").read_text()
         assert "tokenization happens in the client" in card and "pad every request to 32 tokens" in card
+        # the dynamic int8 graph's batch dependence is spelled out where Triton would batch it
+        assert ("scores depend on its batchmates" in card) == model_dir.name.endswith("int8")
 
         # The graph takes exactly the declared inputs with a dynamic token axis: run it as Triton would.
         session = ort.InferenceSession(str(model_dir / "1" / "model.onnx"), providers=["CPUExecutionProvider"])

@@ -237,7 +237,7 @@ def test_models_and_metrics(tiny_bundles: Path) -> None:
             one["manifest"]["name"] == "tiny-bilstm"
             and one["checksum"] == one["manifest"]["files"]["model.onnx"]["sha256"]
         )
-        assert one["providers"] == ["CPUExecutionProvider"]
+        assert one["providers"] == ["CPUExecutionProvider"] and one["rows_alone"] is False
         # auto threads (the tests' settings may pin them): a BiLSTM gets one unless a number was set
         settings = client.app.state.settings
         assert (one["intra_op_threads"], one["workers"]) == parallelism_for(
