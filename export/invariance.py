@@ -8,8 +8,8 @@ on what else arrived in the same few milliseconds. fp32 graphs and static int8 (
 not do this beyond float rounding.
 
 Export measures it for every bundle: ``rows`` validation texts scored one at a time against the
-same texts in batches, and the decisions (the bundle's policy where it has one, else the top label
-or categories at 0.5) that differ. The block goes in the manifest (``extra.batch_invariance``) and
+same texts in batches, and the texts whose decisions differ (the categories the bundle's policy
+flags, else those at 0.5, and a single-label bundle's top label). The block goes in the manifest (``extra.batch_invariance``) and
 the model card. A dynamic int8 bundle is served one text per call by default (``ROWS_ALONE``), so
 the block then says what batching would have moved, not what the bundle serves.
 """
@@ -49,6 +49,8 @@ def batch_invariance(folder: Path, texts: list[str], manifest: Manifest, batch_s
     alone = np.vstack([model.predict([text]) for text in texts]).astype(np.float64)
     diff = np.abs(alone - batched)
     changed = (decisions(alone, manifest) != decisions(batched, manifest)).any(axis=1)
+    if manifest.problem_type != "multi_label":  # the answer's top label is a decision too
+        changed |= alone.argmax(axis=1) != batched.argmax(axis=1)
     return {
         "rows": len(texts),
         "batch_size": batch_size,

@@ -39,7 +39,8 @@ def test_packaged_minilm_exports_with_parity_and_a_4x_smaller_int8(pooling: str,
         output_dir=str(tmp_path / "out"),
         name="minilm",
         data=spec,
-        max_accuracy_drop=100.0,  # the head is random: the gate is tested elsewhere, parity and size here
+        max_accuracy_drop=100.0,  # the head is random: the gates are tested elsewhere, parity and size here
+        max_auc_drop=100.0,
     )
     fp32, int8 = export_checkpoint(config)
     m32, m8 = verify_bundle(fp32), verify_bundle(int8)
