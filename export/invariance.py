@@ -9,9 +9,10 @@ not do this beyond float rounding.
 
 Export measures it for every bundle: ``rows`` validation texts scored one at a time against the
 same texts in batches, and the texts whose decisions differ (the categories the bundle's policy
-flags, else those at 0.5, and a single-label bundle's top label). The block goes in the manifest (``extra.batch_invariance``) and
-the model card. A dynamic int8 bundle is served one text per call by default (``ROWS_ALONE``), so
-the block then says what batching would have moved, not what the bundle serves.
+flags, else those at 0.5, and a single-label bundle's top label). The block goes in the manifest
+(``extra.batch_invariance``) and the model card. A dynamic int8 bundle is served one text per call
+by default (``ROWS_ALONE``), so the block then says what batching would have moved, not what the
+bundle serves.
 """
 
 from __future__ import annotations
