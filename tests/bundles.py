@@ -115,3 +115,36 @@ def build_tiny_bundle(
     )
     write_manifest(folder, manifest)
     return folder
+
+
+def write_batch_dependent_graph(folder: Path) -> None:
+    """model.onnx: logits = mean over tokens of DequantizeLinear(DynamicQuantizeLinear(table[ids])),
+    the activation quantization of a dynamic int8 graph: its scale comes from the whole batch. The
+    manifest is left as it was (re-hash it with ``write_manifest`` after)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    from tokenizers import Tokenizer
+
+    vocab = Tokenizer.from_file(str(folder / "tokenizer.json")).get_vocab_size()
+
+    table = np.random.default_rng(0).normal(size=(vocab, 2)).astype(np.float32)
+    table[5] *= 40.0  # one token with a large activation stretches its batchmates' scale
+    nodes = [
+        helper.make_node("Gather", ["table", "input_ids"], ["emb"], axis=0),
+        helper.make_node("DynamicQuantizeLinear", ["emb"], ["q", "scale", "zero"]),
+        helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["deq"]),
+        helper.make_node("ReduceMean", ["deq"], ["logits"], axes=[1], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "batch-dependent",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "length"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "length"]),
+        ],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        initializer=[numpy_helper.from_array(table, "table")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (folder / "model.onnx").write_bytes(model.SerializeToString())

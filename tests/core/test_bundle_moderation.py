@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from kdserve.core.bundle import BundleError, BundleModel, Manifest, read_manifest, softmax, write_manifest
+from tests.bundles import write_batch_dependent_graph
 
 
 def _copy(tiny_bundles: Path, tmp_path: Path) -> Path:
@@ -75,38 +76,9 @@ def test_bad_moderation_blocks_are_refused(tiny_bundles: Path, change: dict, fra
     assert fragment in str(info.value)
 
 
-def _batch_dependent_graph(folder: Path, vocab: int) -> None:
-    """model.onnx: logits = mean over tokens of DequantizeLinear(DynamicQuantizeLinear(table[ids])),
-    the activation quantization of a dynamic int8 graph: its scale comes from the whole batch."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    table = np.random.default_rng(0).normal(size=(vocab, 2)).astype(np.float32)
-    table[5] *= 40.0  # one token with a large activation stretches its batchmates' scale
-    nodes = [
-        helper.make_node("Gather", ["table", "input_ids"], ["emb"], axis=0),
-        helper.make_node("DynamicQuantizeLinear", ["emb"], ["q", "scale", "zero"]),
-        helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["deq"]),
-        helper.make_node("ReduceMean", ["deq"], ["logits"], axes=[1], keepdims=0),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "batch-dependent",
-        [
-            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "length"]),
-            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "length"]),
-        ],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
-        initializer=[numpy_helper.from_array(table, "table")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    (folder / "model.onnx").write_bytes(model.SerializeToString())
-
-
 def test_rows_alone_makes_a_texts_scores_independent_of_its_batch(tiny_bundles: Path, tmp_path: Path) -> None:
     folder = _copy(tiny_bundles, tmp_path)
-    vocab = BundleModel(folder).tokenizer.get_vocab_size()
-    _batch_dependent_graph(folder, vocab)
+    write_batch_dependent_graph(folder)
     manifest = read_manifest(folder)
     write_manifest(folder, manifest)
     texts = ["good", "the movie was really great and good", "bad", "awful", "the plot was dull"]
