@@ -52,13 +52,24 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _rows_alone(folder: Path) -> bool:
+    """Whether ``folder`` is a bundle whose manifest runs each text alone (``ROWS_ALONE``)."""
+    from kdserve.core.bundle import MANIFEST_FILE, ROWS_ALONE
+
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # a checkpoint, or no readable manifest: BundleModel refuses the latter anyway
+    return bool(manifest.get("extra", {}).get(ROWS_ALONE, False)) if isinstance(manifest, dict) else False
+
+
 def cache_key(
     teacher_folder: str | Path, texts: Sequence[str], max_length: int, problem_type: str = "single_label"
 ) -> str:
     """sha256 over the teacher's weight files (or an ONNX bundle's model.onnx), the exact texts in
     order, max_length and, for multi-label, the problem type: per-category sigmoid logits must
-    never be read back as a softmax teacher's. Single-label keys are unchanged, so existing caches
-    stay valid."""
+    never be read back as a softmax teacher's; and a bundle that runs rows alone, whose logits are
+    not its batched ones. Other keys are unchanged, so existing caches stay valid."""
     folder = Path(teacher_folder)
     weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("model.onnx"))
     if not weights:
@@ -69,6 +80,8 @@ def cache_key(
     digest.update(f"max_length={max_length}\0".encode())
     if problem_type != "single_label":
         digest.update(f"problem_type={problem_type}\0".encode())
+    if _rows_alone(folder):  # the same model.onnx gives other logits when rows run alone
+        digest.update(b"rows_alone\0")
     for text in texts:
         digest.update(text.encode("utf-8") + b"\0")
     return digest.hexdigest()[:32]

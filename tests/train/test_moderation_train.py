@@ -113,6 +113,20 @@ def test_cache_key_separates_problem_types_and_keeps_single_label_keys(tmp_path:
     assert cache_key(tmp_path, ["a"], 16, "multi_label") != single
 
 
+def test_cache_key_separates_a_bundle_run_rows_alone(tmp_path: Path) -> None:
+    """The same model.onnx gives other logits when each text runs alone: another cache entry."""
+    from kdserve.train.transfer import cache_key
+
+    (tmp_path / "model.onnx").write_bytes(b"graph")
+    plain = cache_key(tmp_path, ["a"], 16)
+    (tmp_path / "manifest.json").write_text(json.dumps({"extra": {"rows_alone": False}}))
+    assert cache_key(tmp_path, ["a"], 16) == plain
+    (tmp_path / "manifest.json").write_text(json.dumps({"extra": {"rows_alone": True}}))
+    assert cache_key(tmp_path, ["a"], 16) != plain
+    (tmp_path / "manifest.json").write_text("[not a manifest")
+    assert cache_key(tmp_path, ["a"], 16) == plain
+
+
 # --- a tiny multi-label teacher, student, bundle ---------------------------------------------------
 
 
