@@ -424,10 +424,8 @@ class BundleModel:
     def flags(self, probabilities: np.ndarray) -> list[list[str]]:
         """Per row, the labels whose score reaches the bundle's default policy threshold (benign
         labels never flag); [] per row when the bundle has no policy."""
-        thresholds = self.manifest.policy.get("thresholds", {})
-        benign = set(self.manifest.policy.get("benign_labels", []))
-        cuts = [(i, name, float(thresholds[name])) for i, name in enumerate(self.labels) if name in thresholds]
-        return [[name for i, name, t in cuts if name not in benign and row[i] >= t] for row in probabilities]
+        mask = policy_mask(probabilities, self.labels, self.manifest.policy)
+        return [[name for name, hit in zip(self.labels, row) if hit] for row in mask]
 
     def predict(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Logits [N, C] in input order, in length-sorted batches (little padding)."""
@@ -437,6 +435,15 @@ class BundleModel:
             chunk = order[start : start + batch_size]
             out[chunk] = self.run(self.encode([texts[i] for i in chunk]))
         return out
+
+
+def policy_mask(probabilities: np.ndarray, labels: Sequence[str], policy: dict[str, Any]) -> np.ndarray:
+    """bool [N, C]: each score at or above its label's threshold in ``policy`` (a manifest's policy
+    block); a benign label, or one without a threshold, never flags."""
+    thresholds = (policy or {}).get("thresholds") or {}
+    benign = set((policy or {}).get("benign_labels") or [])
+    limits = [np.inf if name in benign else float(thresholds.get(name, np.inf)) for name in labels]
+    return np.asarray(probabilities) >= np.asarray(limits, dtype=np.float64)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

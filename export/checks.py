@@ -144,12 +144,12 @@ def auc_drops(
     bundles, one-vs-rest on the softmax for single-label ones (``targets`` class ids there, an
     [N, C] matrix here). Labels whose rows are all one class have no AUC and are left out."""
     from kdserve.core.bundle import softmax
-    from kdserve.core.moderation import roc_auc
+    from kdserve.core.moderation import as_indicator, roc_auc
 
+    truth = as_indicator(targets, problem_type, len(labels))  # as moderation_metrics reads them
     if problem_type == "multi_label":
-        truth, before, after = np.asarray(targets, dtype=np.float64) >= 0.5, fp32_logits, logits
+        before, after = fp32_logits, logits
     else:
-        truth = np.eye(len(labels), dtype=bool)[np.asarray(targets, dtype=np.int64)]
         before, after = softmax(fp32_logits), softmax(logits)
     drops = {}
     for c, name in enumerate(labels):
@@ -159,19 +159,25 @@ def auc_drops(
     return drops
 
 
+def worst_auc_drop(drops: dict[str, float]) -> tuple[str | None, float]:
+    """(label, points) of the largest ROC-AUC drop in ``drops``; (None, 0.0) when there is none."""
+    if not drops:
+        return None, 0.0
+    worst = max(drops, key=lambda name: drops[name])
+    return worst, drops[worst]
+
+
 def auc_gate(drops: dict[str, float], max_drop: float, force: bool, precision: str = "int8") -> tuple[float, bool]:
     """(the largest per-label ROC-AUC drop in points, whether the gate was overridden). Raises
     AccuracyGateError when a label's ranking loses more than ``max_drop`` points: a policy
     threshold sits on that ranking, so a label can degrade while accuracy does not move."""
-    if not drops:
-        return 0.0, False
-    worst = max(drops, key=lambda name: drops[name])
-    if drops[worst] <= max_drop:
-        return drops[worst], False
+    worst, drop = worst_auc_drop(drops)
+    if drop <= max_drop:
+        return drop, False
     if force:
-        return drops[worst], True
+        return drop, True
     raise AccuracyGateError(
-        f"the {precision} model loses {drops[worst]:.2f} ROC-AUC points on label {worst!r}, more than "
+        f"the {precision} model loses {drop:.2f} ROC-AUC points on label {worst!r}, more than "
         f"--max-auc-drop {max_drop:g}; it was not written (pass --force to keep it anyway)"
     )
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from kdserve.core.bundle import ROWS_ALONE, BundleModel, Manifest
+from kdserve.core.bundle import ROWS_ALONE, BundleModel, Manifest, policy_mask
 from kdserve.core.calibration import calibrated_probabilities
 
 
@@ -31,11 +31,8 @@ def decisions(logits: np.ndarray, manifest: Manifest) -> np.ndarray:
     top label (single-label) or every category with a calibrated score >= 0.5 (multi-label)."""
     temperatures = (manifest.calibration or {}).get("temperatures")
     probs = calibrated_probabilities(logits, manifest.problem_type, temperatures)
-    policy = manifest.policy or {}
-    chosen, benign = policy.get("thresholds") or {}, set(policy.get("benign_labels") or [])
-    if chosen:  # as ``BundleModel.flags`` decides: benign labels never flag
-        limits = [np.inf if name in benign else chosen.get(name, np.inf) for name in manifest.labels]
-        return probs >= np.asarray(limits, dtype=np.float64)
+    if (manifest.policy or {}).get("thresholds"):  # as the served answer decides (``BundleModel.flags``)
+        return policy_mask(probs, manifest.labels, manifest.policy)
     if manifest.problem_type == "multi_label":
         return probs >= 0.5
     return np.eye(len(manifest.labels), dtype=bool)[probs.argmax(axis=1)]

@@ -40,6 +40,7 @@ from kdserve.export.checks import (
     auc_gate,
     check_parity,
     parity_texts,
+    worst_auc_drop,
 )
 from kdserve.export.config import MODE_PRECISION, ExportConfig
 from kdserve.train.evaluate import align_labels, align_targets
@@ -264,11 +265,11 @@ def _stage_quantized(
             passed = not forced
         except AccuracyGateError as exc:
             refusals.append(str(exc))
-        worst = max(drops, key=lambda label: drops[label]) if drops else None
+        worst, worst_drop = worst_auc_drop(drops)
         gate = {
             "drop_points": accuracy_drop(metrics["fp32"], metrics[precision]),
             "max_drop_points": config.max_accuracy_drop,
-            "auc_drop_points": round(drops[worst], 4) if worst else 0.0,
+            "auc_drop_points": round(worst_drop, 4),
             "auc_drop_label": worst,
             "max_auc_drop_points": config.max_auc_drop,
             "passed": passed,
