@@ -389,12 +389,13 @@ class BundleModel:
             mask[row, : max(n, 1)] = 1
         return Encoded(ids, mask, lengths, [bool(e.overflowing) for e in encodings])
 
-    def run(self, encoded: Encoded) -> np.ndarray:
-        """Logits float32 [B, C] for an encoded batch. With ``rows_alone`` each row runs by
-        itself, cut to its own length: exactly the call ``run(encode([text]))`` makes, so a text's
-        logits do not depend on the rest of the batch (a dynamic int8 graph scales activations
-        over the whole batch tensor; kdserve.export.invariance measures what that moves)."""
-        if self.rows_alone and len(encoded.lengths) > 1:
+    def run(self, encoded: Encoded, rows_alone: bool | None = None) -> np.ndarray:
+        """Logits float32 [B, C] for an encoded batch. With ``rows_alone`` (None: the model's
+        setting) each row runs by itself, cut to its own length: exactly the call
+        ``run(encode([text]))`` makes, so a text's logits do not depend on the rest of the batch
+        (a dynamic int8 graph scales activations over the whole batch tensor;
+        kdserve.export.invariance measures what that moves)."""
+        if (self.rows_alone if rows_alone is None else rows_alone) and len(encoded.lengths) > 1:
             return np.vstack(
                 [
                     self._logits(encoded.input_ids[row : row + 1, :n], encoded.attention_mask[row : row + 1, :n])

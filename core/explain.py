@@ -4,8 +4,16 @@ Each word of the text (a unit: the tokens that share a ``word_id``, so a WordPie
 go together, and a word-level student's token is its word) is deleted in turn; the original and
 every variant run as ONE batch through the model (one ONNX Runtime call per text, no gradient, so
 any exported bundle can be explained, int8 included). A word's attribution for a target class is
-the drop of that class's probability when the word is gone: positive = the word pushed towards
-the class. Special tokens ([CLS], [SEP]) are never deleted.
+the drop of that class's served score when the word is gone (the bundle's own calibrated
+probabilities: softmax(logits / T) single-label, each category's sigmoid(logits / T_c)
+multi-label): positive = the word pushed towards the class. Special tokens ([CLS], [SEP]) are
+never deleted.
+
+The batch runs together even where the bundle serves rows alone (dynamic int8,
+``BundleModel.rows_alone``): its rows are the text and its own variants, nothing from other
+traffic, so the explanation is still a function of the text alone, and 1 + U separate calls would
+cost several times the one batch (docs/RESULTS.md). On such a bundle ``base`` can differ from the
+answer's batch-1 score within quantization noise; attributions are differences inside one call.
 
 Cost: one batch of ``1 + U`` rows of at most ``max_length`` tokens, U = the words explained, at
 most ``max_units``. The text is read as the bundle's truncating tokenizer reads it (its first
@@ -18,13 +26,12 @@ multi-label bundle's "each flagged category" needs no second call. torch-free.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from kdserve.core.bundle import Encoded, softmax
+from kdserve.core.bundle import Encoded
 
 
 class Explainable(Protocol):
@@ -33,7 +40,9 @@ class Explainable(Protocol):
     tokenizer: Any
     manifest: Any
 
-    def run(self, encoded: Encoded) -> np.ndarray: ...
+    def run(self, encoded: Encoded, rows_alone: bool | None = None) -> np.ndarray: ...
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,7 @@ class Unit:
 
 @dataclass(frozen=True)
 class Explanation:
-    """``base`` [C]: the probabilities of the text as explained; ``occluded`` [U, C]: with unit u
+    """``base`` [C]: the calibrated scores of the text as explained; ``occluded`` [U, C]: with unit u
     deleted. ``complete``: every word of the text was explained."""
 
     units: list[Unit]
@@ -56,7 +65,7 @@ class Explanation:
     complete: bool
 
     def attribution(self, target: int) -> np.ndarray:
-        """float32 [U]: the drop of class ``target``'s probability when each unit is deleted."""
+        """float32 [U]: the drop of class ``target``'s score when each unit is deleted."""
         return (self.base[target] - self.occluded[:, target]).astype(np.float32)
 
 
@@ -104,19 +113,15 @@ def occlusion_batch(ids: np.ndarray, units: list[Unit], pad_id: int = 0) -> Enco
     return Encoded(batch, mask, [max(length, 1) for length in lengths], [False] * len(lengths))
 
 
-def explain(
-    model: Explainable,
-    text: str,
-    max_units: int,
-    activation: Callable[[np.ndarray], np.ndarray] = softmax,
-) -> Explanation:
-    """Occlusion attributions for ``text`` (see the module docstring); ``activation`` maps logits
-    to probabilities (softmax for single-label bundles; a sigmoid for multi-label ones)."""
+def explain(model: Explainable, text: str, max_units: int) -> Explanation:
+    """Occlusion attributions for ``text`` (see the module docstring), in the bundle's own
+    calibrated scores."""
     encoding = model.tokenizer.encode(text, add_special_tokens=True)
     units = word_units(encoding)
     complete = not encoding.overflowing and len(units) <= max_units
     units = units[:max_units]
     ids = np.asarray(encoding.ids, dtype=np.int64)
-    logits = np.asarray(model.run(occlusion_batch(ids, units, int(model.manifest.pad_id))), dtype=np.float32)
-    probabilities = activation(logits).astype(np.float32)
+    batch = occlusion_batch(ids, units, int(model.manifest.pad_id))
+    logits = np.asarray(model.run(batch, rows_alone=False), dtype=np.float32)
+    probabilities = np.asarray(model.probabilities(logits), dtype=np.float32)
     return Explanation(units, probabilities[0], probabilities[1:], complete)

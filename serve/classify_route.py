@@ -94,7 +94,21 @@ def with_decisions(
             result.update(categories=None, flagged=None, policy=None)
         if result["scores"] is None and policies.multi_label(scored.model):
             result["scores"] = ranked(scored.labels, scored.probabilities)
+        result["category_explanations"] = None
     return results
+
+
+def explain_flags(
+    texts: list[str], results: list[dict[str, Any]], explanations: list[Explanation], answers: list[TextAnswer]
+) -> None:
+    """Give each flagged result one explanation per flagged category (``with_decisions`` decided
+    them), read from the occlusion batch its top-label explanation came from: no second model call."""
+    for text, result, explained, scored in zip(texts, results, explanations, answers):
+        flagged = [name for name, hit in (result["categories"] or {}).items() if hit]
+        if flagged:
+            result["category_explanations"] = {
+                name: explanation(text, explained, scored.labels, scored.labels.index(name)) for name in flagged
+            }
 
 
 async def answer(svc: Service, settings: Settings, body: ClassifyRequest, request_id: str, receive: Receive) -> bytes:
@@ -117,7 +131,6 @@ async def answer(svc: Service, settings: Settings, body: ClassifyRequest, reques
         ),
     )
     if outcome.explanations is not None:
-        # the top label of each answer (a multi-label bundle will pass each flagged category here)
         explained = [
             explanation(text, e, r.labels, int(r.probabilities.argmax()))
             for text, e, r in zip(texts, outcome.explanations, outcome.results)
@@ -125,6 +138,9 @@ async def answer(svc: Service, settings: Settings, body: ClassifyRequest, reques
         results = [text_result(r, body.top_k, body.all_scores, x) for r, x in zip(outcome.results, explained)]
     else:
         results = [text_result(r, body.top_k, body.all_scores) for r in outcome.results]
+    results = with_decisions(svc.policies, results, outcome.results, body.policy)
+    if outcome.explanations is not None:
+        explain_flags(texts, results, outcome.explanations, outcome.results)
     return to_json(
         {
             "request_id": request_id,
@@ -132,7 +148,7 @@ async def answer(svc: Service, settings: Settings, body: ClassifyRequest, reques
             "variant": outcome.variant,
             "shadowed": outcome.shadowed,
             "models": {r.model: r.checksum for r in outcome.results},
-            "results": with_decisions(svc.policies, results, outcome.results, body.policy),
+            "results": results,
         }
     )
 

@@ -131,14 +131,15 @@ class TokenAttribution(BaseModel):
     token: str = Field(description="the word as it appears in the text")
     start: int = Field(description="its first character's offset in the text")
     end: int = Field(description="the offset just past its last character")
-    attribution: float = Field(description="how much the label's probability drops when the word is deleted")
+    attribution: float = Field(description="how much the label's score drops when the word is deleted")
 
 
 class Explanation(BaseModel):
-    label: str = Field(description="the label explained (the text's top label)")
+    label: str = Field(description="the label explained (the text's top label, or a flagged category)")
     score: float = Field(
-        description="its probability on the text as explained (the first max_length tokens; with long_text "
-        "head_tail or chunk it can differ from the answer's score)"
+        description="its calibrated score on the text as explained (the first max_length tokens, in one batch with "
+        "its variants; with long_text head_tail or chunk, or a bundle served rows alone, it can differ from the "
+        "answer's score)"
     )
     complete: bool = Field(
         description="every word was explained (false: the text is over the token limit or max_explain_tokens)"
@@ -164,6 +165,11 @@ class TextResult(BaseModel):
     flagged: bool | None = Field(None, description="any category true (null: the model has no policy)")
     policy: str | None = Field(
         None, description="the policy that decided categories/flagged (default where the named one omits the model)"
+    )
+    category_explanations: dict[str, Explanation] | None = Field(
+        None,
+        description="explain true and the text flagged: each flagged category -> its per-word attributions, from "
+        "the same occlusion batch as explanation (null otherwise)",
     )
 
 

@@ -43,14 +43,16 @@ def test_occlusion_batch_rows() -> None:
 
 
 class Counting:
-    """A real bundle that counts its model calls."""
+    """A real bundle that counts its model calls (and the calls' rows alone, when it runs them so)."""
 
     def __init__(self, model: BundleModel) -> None:
         self.model, self.tokenizer, self.manifest, self.calls = model, model.tokenizer, model.manifest, 0
+        self.probabilities = model.probabilities
 
-    def run(self, encoded: Encoded) -> np.ndarray:
-        self.calls += 1
-        return self.model.run(encoded)
+    def run(self, encoded: Encoded, rows_alone: bool | None = None) -> np.ndarray:
+        alone = self.model.rows_alone if rows_alone is None else rows_alone
+        self.calls += len(encoded.lengths) if alone else 1
+        return self.model.run(encoded, rows_alone=rows_alone)
 
 
 def test_explain_a_tiny_bilstm(tiny_bundles: Path) -> None:
@@ -80,3 +82,46 @@ def test_explain_is_bounded(tiny_bundles: Path) -> None:
     # past the token limit (32): the first 32 words, marked incomplete
     explained = explain(model, " ".join(["great"] * 40), max_units=100)
     assert len(explained.units) == 32 and not explained.complete
+
+
+def test_explain_reads_the_bundles_calibrated_scores(tiny_bundles: Path, tmp_path: Path) -> None:
+    """Attributions are drops of the served score: softmax(z / T) single-label, each category's own
+    sigmoid(z / T_c) multi-label (never a softmax that makes categories share one unit of mass)."""
+    from tests.serve.moderation_bundles import MULTI, SINGLE, build_moderation_bundles
+
+    root = build_moderation_bundles(tiny_bundles, tmp_path / "mod")
+    text = "the film was awful ."
+    for name in (SINGLE, MULTI):
+        model = BundleModel(root / name)
+        explained = explain(model, text, max_units=64)
+        served = model.probabilities(model.predict([text]))[0]
+        assert explained.base == pytest.approx(served, abs=1e-6)
+        variant = model.probabilities(model.predict(["the film was ."]))[0]  # "awful" deleted
+        assert explained.occluded[3] == pytest.approx(variant, abs=1e-6)
+    multi = explain(BundleModel(root / MULTI), text, max_units=64)
+    assert multi.base.sum() != pytest.approx(1.0, abs=1e-3)  # two sigmoids, not a softmax
+    z = BundleModel(root / MULTI).predict([text])[0]
+    assert multi.base == pytest.approx(1 / (1 + np.exp(-z / np.array([1.5, 0.5]))), abs=1e-6)
+    assert int(np.argmax(multi.attribution(0))) == 3  # "awful" carries the harmful category
+
+
+def test_explain_runs_one_batch_on_a_rows_alone_bundle(tiny_bundles: Path, tmp_path: Path) -> None:
+    """A bundle served rows alone still explains in ONE call: the batch is the text and its own
+    variants, so the attributions depend on the text alone (the same answer every time)."""
+    import shutil
+
+    from kdserve.core.bundle import read_manifest, write_manifest
+    from tests.bundles import write_batch_dependent_graph
+
+    folder = shutil.copytree(tiny_bundles / "tiny-bilstm", tmp_path / "dependent")
+    write_batch_dependent_graph(folder)
+    write_manifest(folder, read_manifest(folder))
+    model = BundleModel(folder, rows_alone=True)
+    counting = Counting(model)
+    text = "the movie was really great ."
+    first = explain(counting, text, max_units=64)
+    assert counting.calls == 1
+    again = explain(BundleModel(folder, rows_alone=True), text, max_units=64)
+    assert np.array_equal(first.base, again.base) and np.array_equal(first.occluded, again.occluded)
+    batch = occlusion_batch(np.asarray(model.tokenizer.encode(text).ids), first.units)
+    assert first.occluded == pytest.approx(softmax(model.run(batch, rows_alone=False))[1:], abs=1e-6)

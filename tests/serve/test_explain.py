@@ -70,3 +70,38 @@ def test_explain_is_bounded_by_max_explain_tokens(tiny_bundles: Path) -> None:
         r = client.post("/classify", json={"text": TEXT, "explain": True})
         x = r.json()["results"][0]["explanation"]
         assert [t["token"] for t in x["tokens"]] == ["the", "movie", "was"] and x["complete"] is False
+
+
+def test_each_flagged_category_is_explained(tiny_bundles: Path, tmp_path: Path) -> None:
+    """explain on a bundle with a policy: one explanation per flagged category, in calibrated scores,
+    from the same occlusion batch as the top label's; none for a text that is not flagged."""
+    from tests.serve.moderation_bundles import MULTI, SINGLE, build_moderation_bundles
+
+    root = build_moderation_bundles(tiny_bundles, tmp_path / "mod")
+    texts = ["the film was awful .", "the movie was great ."]
+    with ready_client(root) as client:
+        for name in (MULTI, SINGLE):
+            r = client.post("/classify", json={"texts": texts, "model": name, "explain": True, "all_scores": True})
+            assert r.status_code == 200, r.text
+            assert r.content == ClassifyResponse.model_validate_json(r.content).model_dump_json().encode()
+            model = BundleModel(root / name)
+            for text, result in zip(texts, r.json()["results"]):
+                flagged = sorted(c for c, hit in result["categories"].items() if hit)
+                by_category = result["category_explanations"]
+                if not flagged:
+                    assert by_category is None and result["flagged"] is False
+                    continue
+                assert sorted(by_category) == flagged
+                expected = explain(model, text, 128)
+                scores = {s["label"]: s["score"] for s in result["scores"]}
+                for category, x in by_category.items():
+                    column = model.labels.index(category)
+                    assert x["label"] == category and x["score"] == pytest.approx(scores[category], abs=1e-6)
+                    got = [t["attribution"] for t in x["tokens"]]
+                    assert got == pytest.approx(expected.attribution(column).tolist(), abs=1e-6)
+                    top = max(x["tokens"], key=lambda t: t["attribution"])["token"]
+                    assert top == {"negative": "awful", "positive": "great"}[category]
+            # the awful text is flagged by both bundles (negative is the harmful category)
+            assert r.json()["results"][0]["flagged"] is True
+        plain = client.post("/classify", json={"text": texts[0], "model": MULTI}).json()["results"][0]
+        assert plain["flagged"] is True and plain["category_explanations"] is None
