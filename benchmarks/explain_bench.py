@@ -3,8 +3,10 @@
 Two measurements against a running kdserve, both through ``POST /classify``:
 
 * **Faithfulness (deletion test).** Every text of a labelled split is classified; the flagged ones
-  (a moderation decision needs a policy) are explained (``"explain": true``). Deleting the ``k``
-  most-attributed words of each must change its decision (the set of flagged categories) more
+  (a moderation decision needs a policy) are explained (``"explain": true``). A word's weight is
+  its largest attribution over the text's flagged categories (``category_explanations``: what the
+  decision rests on, rather than the top label, which a multi-label bundle may not flag). Deleting
+  the ``k`` most-attributed words of each must change its decision (the set of flagged categories) more
   often than deleting ``k`` words picked at random, ``random_draws`` draws per text; the ratio is
   the figure (an explanation no better than chance gives about 1).
 * **Cost.** Texts of exactly ``cost_words`` words (dataset texts joined and cut) are sent one at a
@@ -42,6 +44,18 @@ def flagged_set(result: dict[str, Any]) -> frozenset[str]:
     return frozenset(k for k, v in (result.get("categories") or {}).items() if v)
 
 
+def decisive_words(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The explained words of a flagged result, each ``attribution`` the largest over its flagged
+    categories' explanations (the top label's explanation where the answer carries none)."""
+    by_category = list((result.get("category_explanations") or {}).values())
+    if not by_category:
+        return list(result["explanation"]["tokens"])
+    return [
+        {**word, "attribution": max(x["tokens"][i]["attribution"] for x in by_category)}
+        for i, word in enumerate(by_category[0]["tokens"])
+    ]
+
+
 def delete_spans(text: str, spans: Sequence[tuple[int, int]]) -> str:
     """``text`` without the character ``spans`` (word positions from an explanation), spaces squeezed."""
     kept, at = [], 0
@@ -67,7 +81,7 @@ def _deletion_test(target: Target, config: ExplainBenchConfig, log: Callable[[st
     rng = random.Random(config.seed)
     top_bodies, random_bodies, kept = [], [], []
     for (text, decision), result in zip(flagged, explained):
-        tokens = result["explanation"]["tokens"]
+        tokens = decisive_words(result)
         if len(tokens) <= config.k:
             continue  # deleting every word is no test of which words matter
         kept.append(decision)

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from kdserve.bench.common import BenchError
-from kdserve.bench.explain_bench import ExplainBenchConfig, cost_texts, delete_spans, flagged_set, run_explain_bench
+from kdserve.bench.explain_bench import (
+    ExplainBenchConfig,
+    cost_texts,
+    decisive_words,
+    delete_spans,
+    flagged_set,
+    run_explain_bench,
+)
 from kdserve.bench.servers import ServerProcess, free_port, server_command
 from kdserve.core.errors import ConfigError
 from tests.serve.moderation_bundles import PLAIN, SINGLE, build_moderation_bundles
@@ -24,6 +31,18 @@ def test_delete_spans_and_cost_texts_are_exact() -> None:
         cost_texts(["one two"], words=9, n=1)
     assert flagged_set({"categories": {"hate": True, "offensive": False}}) == frozenset({"hate"})
     assert flagged_set({"categories": None}) == frozenset()
+
+
+def test_decisive_words_take_the_largest_attribution_over_flagged_categories() -> None:
+    def words(*values: float) -> dict[str, object]:
+        return {"tokens": [{"token": w, "start": 0, "end": 1, "attribution": v} for w, v in zip("abc", values)]}
+
+    top = {"label": "neither", **words(0.3, 0.0, 0.0)}
+    by_category = {"hate": words(0.1, 0.5, -0.2), "threat": words(0.2, 0.1, 0.4)}
+    result = {"explanation": top, "category_explanations": by_category}
+    assert [w["attribution"] for w in decisive_words(result)] == [0.2, 0.5, 0.4]
+    assert [w["token"] for w in decisive_words(result)] == ["a", "b", "c"]
+    assert decisive_words({"explanation": top, "category_explanations": None}) == top["tokens"]
 
 
 def test_config_refuses_nonsense() -> None:
