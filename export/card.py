@@ -39,6 +39,20 @@ def _num(value: Any, digits: int = 4) -> str:
     return f"{float(value):.{digits}f}" if isinstance(value, (int, float)) and value == value else "n/a"
 
 
+def calibration_warning(cal: dict[str, Any]) -> str | None:
+    """The sentence that says a fitted temperature made the held-out ECE worse (None when it did
+    not, or nothing was fitted): the fit and report halves disagree, which on a few hundred rows
+    is sampling noise, and a reader of the card should not take the "after" row as a gain."""
+    before, after = cal.get("ece_before"), cal.get("ece_after")
+    if cal.get("method") != "temperature" or before is None or after is None or not after > before:
+        return None
+    return (
+        f"the fitted temperature made the held-out ECE worse ({before:.4f} -> {after:.4f} on"
+        f" {cal.get('report_rows')} rows): the fit half and the report half disagree by more than the"
+        " temperature corrects; score calibration on more validation rows, or export with --calibrate none"
+    )
+
+
 def moderation_section(manifest: Manifest) -> list[str]:
     """Calibration (ECE/Brier before and after, on rows the fit never saw), the default policy's
     thresholds with their validation precision/recall, and per-label ranking scores."""
@@ -67,6 +81,9 @@ def moderation_section(manifest: Manifest) -> list[str]:
                 " so an ECE near that figure is as calibrated as these rows can tell.",
                 "",
             ]
+        warning = calibration_warning(cal)
+        if warning:
+            lines += [f"**Note:** {warning[0].upper()}{warning[1:]}.", ""]
     policy = manifest.policy
     if policy:
         lines += [

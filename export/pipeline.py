@@ -28,7 +28,7 @@ from kdserve.core.data import DatasetSpec, LabeledData, load_dataset
 from kdserve.core.defaults import DEFAULT_DATA
 from kdserve.core.errors import ConfigError
 from kdserve.export import onnx_export as ox
-from kdserve.export.card import model_card
+from kdserve.export.card import calibration_warning, model_card
 from kdserve.export.checks import (
     AccuracyGateError,
     ExportError,
@@ -125,6 +125,9 @@ def _moderate(
         logits, targets, manifest.labels, manifest.problem_type, policy, config.benign_labels, config.calibrate, seed
     )
     manifest.calibration, manifest.policy = calibration, block
+    warning = calibration_warning(calibration)
+    if warning:
+        log.warning("%s: %s", manifest.name, warning)
     probs = calibrated_probabilities(logits, manifest.problem_type, calibration["temperatures"])
     thresholds = None
     if manifest.problem_type == "multi_label":

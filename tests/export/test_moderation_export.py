@@ -145,3 +145,30 @@ def test_calibrate_none_and_unknown_benign_label(
                 quantization="none",
             )
         )
+
+
+def test_a_temperature_that_worsens_held_out_ece_is_called_out() -> None:
+    from kdserve.core.bundle import Manifest
+    from kdserve.export.card import calibration_warning, moderation_section
+
+    worse = {"method": "temperature", "temperatures": [1.21], "fit_rows": 662, "report_rows": 662}
+    worse.update(ece_before=0.0273, ece_after=0.0409, brier_before=0.243, brier_after=0.2433)
+    assert calibration_warning(worse) == (
+        "the fitted temperature made the held-out ECE worse (0.0273 -> 0.0409 on 662 rows): the fit half and the"
+        " report half disagree by more than the temperature corrects; score calibration on more validation rows,"
+        " or export with --calibrate none"
+    )
+    assert calibration_warning({**worse, "ece_after": 0.0200}) is None  # it helped
+    assert calibration_warning({**worse, "ece_after": 0.0273}) is None  # no change is no warning
+    assert calibration_warning({**worse, "method": "none"}) is None  # --calibrate none: nothing was fitted
+    manifest = Manifest(
+        name="m",
+        model_kind="bilstm",
+        precision="fp32",
+        labels=["NOT", "OFF"],
+        max_length=8,
+        inputs=["input_ids"],
+        calibration=worse,
+    )
+    card = "\n".join(moderation_section(manifest))
+    assert "**Note:** The fitted temperature made the held-out ECE worse (0.0273 -> 0.0409 on 662 rows)" in card
