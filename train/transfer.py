@@ -10,7 +10,9 @@ the default), ``local`` (worker processes, one a core) or ``ray`` (Ray Data acto
 instance or the cluster at ``RAY_ADDRESS``). The last two are ``kdserve.bulk.label``'s: labelling
 is an engine below training, the same one ``kdserve classify`` backfills with. All three run
 exactly ``BundleModel.predict``'s batches, so the logits are identical and the cache key leaves
-the engine out: a transfer set labelled on a cluster is reused by a laptop rerun, and back.
+the engine out: a transfer set labelled on a cluster is reused by a laptop rerun, and back. A
+teacher whose rows run alone also keeps every text's logits (``kdserve.train.row_store``), so a
+new transfer set labels only the texts no earlier set had.
 """
 
 from __future__ import annotations
@@ -164,14 +166,26 @@ def teacher_logits(
         log.warning("cache %s holds %d rows for %d texts; relabelling", target, logits.shape[0], len(texts))
 
     start = time.perf_counter()
+    labelled = len(texts)
     if bundle_teacher:
         from kdserve.core.bundle import read_manifest
 
         bundle_length = read_manifest(teacher_folder).max_length
         if bundle_length != max_length:
             raise KdserveError(f"{teacher_folder}: bundle max_length {bundle_length} != {max_length}")
-        logits = _bundle_logits(teacher_folder, list(texts), batch_size, desc, engine, workers)
-        rate = len(texts) / max(time.perf_counter() - start, 1e-9)
+
+        def label(batch: list[str]) -> np.ndarray:
+            return _bundle_logits(teacher_folder, batch, batch_size, desc, engine, workers)
+
+        if cache_dir and _rows_alone(Path(teacher_folder)):  # batch-independent: per-text reuse is exact
+            from kdserve.train.row_store import label_with_store
+
+            store = Path(cache_dir) / f"rows-{cache_key(teacher_folder, [], max_length, problem_type)}"
+            logits, labelled, reused = label_with_store(store, texts, label)
+            log.info("teacher row store %s: %d of %d texts labelled before", store, reused, len(texts))
+        else:
+            logits = label(list(texts))
+        rate = labelled / max(time.perf_counter() - start, 1e-9)
     else:
         from kdserve.train.checkpoint import load_classifier
         from kdserve.train.common import resolve_device
@@ -182,7 +196,7 @@ def teacher_logits(
         logits, rate = checkpoint_predict(model, tokenizer, texts, max_length, batch_size, torch_device, desc)
     log.info(
         "teacher labelled %d texts in %.0f s (%.0f texts/s, %s engine)",
-        len(texts),
+        labelled,
         time.perf_counter() - start,
         rate,
         engine,
