@@ -84,16 +84,18 @@ def label_with_store(
     stored = _read(path)
     table = stored[1] if stored is not None else np.zeros((0, 0), dtype=np.float32)
     index = {key.tobytes(): row for row, key in enumerate(stored[0])} if stored is not None else {}
+    raws = [key.tobytes() for key in wanted]
     missing: dict[bytes, int] = {}  # digest -> its first position among texts
-    for position, key in enumerate(wanted):
-        raw = key.tobytes()
-        if raw not in index:
+    reused = 0
+    for position, raw in enumerate(raws):
+        if raw in index:
+            reused += 1
+        else:
             missing.setdefault(raw, position)
-    reused = len(texts) - sum(key.tobytes() in missing for key in wanted)
     if missing:
         rows = list(missing.values())
         fresh = label([texts[i] for i in rows])
         _write(path, wanted[rows], fresh)
         index.update({raw: len(table) + i for i, raw in enumerate(missing)})
         table = np.concatenate([table, fresh]) if len(table) else fresh
-    return table[[index[key.tobytes()] for key in wanted]], len(missing), reused
+    return table[[index[raw] for raw in raws]], len(missing), reused

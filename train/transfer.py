@@ -23,11 +23,14 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kdserve.core.errors import ConfigError, KdserveError
+
+if TYPE_CHECKING:
+    from _hashlib import HASH  # what hashlib.sha256() returns
 
 log = logging.getLogger("kdserve.train")
 
@@ -65,13 +68,12 @@ def _rows_alone(folder: Path) -> bool:
     return bool(manifest.get("extra", {}).get(ROWS_ALONE, False)) if isinstance(manifest, dict) else False
 
 
-def cache_key(
-    teacher_folder: str | Path, texts: Sequence[str], max_length: int, problem_type: str = "single_label"
-) -> str:
-    """sha256 over the teacher's weight files (or an ONNX bundle's model.onnx), the exact texts in
-    order, max_length and, for multi-label, the problem type: per-category sigmoid logits must
-    never be read back as a softmax teacher's; and a bundle that runs rows alone, whose logits are
-    not its batched ones. Other keys are unchanged, so existing caches stay valid."""
+def teacher_digest(teacher_folder: str | Path, max_length: int, problem_type: str = "single_label") -> HASH:
+    """sha256 fed with all that identifies a teacher's logits but the texts: its weight files (or
+    an ONNX bundle's model.onnx), max_length and, for multi-label, the problem type: per-category
+    sigmoid logits must never be read back as a softmax teacher's; and a bundle that runs rows
+    alone, whose logits are not its batched ones. Other keys are unchanged, so existing caches
+    stay valid. Hashing the weights is the costly part, so ``teacher_logits`` does it once."""
     folder = Path(teacher_folder)
     weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("model.onnx"))
     if not weights:
@@ -84,9 +86,23 @@ def cache_key(
         digest.update(f"problem_type={problem_type}\0".encode())
     if _rows_alone(folder):  # the same model.onnx gives other logits when rows run alone
         digest.update(b"rows_alone\0")
+    return digest
+
+
+def texts_key(teacher: HASH, texts: Sequence[str]) -> str:
+    """The cache key of ``texts`` (exact, in order) labelled by the teacher ``teacher_digest`` names;
+    with no texts, the teacher's own key (its per-text store's, ``kdserve.train.row_store``)."""
+    digest = teacher.copy()
     for text in texts:
         digest.update(text.encode("utf-8") + b"\0")
     return digest.hexdigest()[:32]
+
+
+def cache_key(
+    teacher_folder: str | Path, texts: Sequence[str], max_length: int, problem_type: str = "single_label"
+) -> str:
+    """The transfer-set cache key: ``texts_key`` of ``teacher_digest``."""
+    return texts_key(teacher_digest(teacher_folder, max_length, problem_type), texts)
 
 
 def checkpoint_predict(
@@ -156,8 +172,8 @@ def teacher_logits(
     bundle_teacher = (Path(teacher_folder) / "manifest.json").is_file()
     if engine != "inline" and not bundle_teacher:
         raise ConfigError(needs_bundle_message(engine, teacher_folder))
-    key = cache_key(teacher_folder, texts, max_length, problem_type) if cache_dir else ""
-    target = Path(cache_dir) / key if cache_dir else None
+    teacher = teacher_digest(teacher_folder, max_length, problem_type) if cache_dir else None
+    target = Path(cache_dir) / texts_key(teacher, texts) if cache_dir and teacher else None
     if target is not None and (target / "logits.npy").is_file():
         logits = np.load(target / "logits.npy", allow_pickle=False)
         if logits.shape[0] == len(texts):
@@ -177,10 +193,10 @@ def teacher_logits(
         def label(batch: list[str]) -> np.ndarray:
             return _bundle_logits(teacher_folder, batch, batch_size, desc, engine, workers)
 
-        if cache_dir and _rows_alone(Path(teacher_folder)):  # batch-independent: per-text reuse is exact
+        if cache_dir and teacher and _rows_alone(Path(teacher_folder)):  # batch-independent: reuse is exact
             from kdserve.train.row_store import label_with_store
 
-            store = Path(cache_dir) / f"rows-{cache_key(teacher_folder, [], max_length, problem_type)}"
+            store = Path(cache_dir) / f"rows-{texts_key(teacher, [])}"
             logits, labelled, reused = label_with_store(store, texts, label)
             log.info("teacher row store %s: %d of %d texts labelled before", store, reused, len(texts))
         else:
